@@ -25,7 +25,12 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 # Where each family keeps its blocks and final norm (attribute paths from the *ForCausalLM).
 _BLOCK_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers")
-_NORM_PATHS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.decoder.final_layer_norm")
+_NORM_PATHS = (
+    "model.norm",
+    "transformer.ln_f",
+    "gpt_neox.final_layer_norm",
+    "model.decoder.final_layer_norm",
+)
 # Families whose tokenizer must start every text with BOS (the model breaks without it).
 _NEEDS_BOS = ("gemma",)
 
@@ -217,7 +222,11 @@ def wrap_model(
     blocks = next((b for p in _BLOCK_PATHS if (b := _get_attr_path(model, p)) is not None), None)
     norm = next((n for p in _NORM_PATHS if (n := _get_attr_path(model, p)) is not None), None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    missing = [what for what, obj in (("decoder blocks", blocks), ("final norm", norm), ("LM head", head)) if obj is None]
+    missing = [
+        what
+        for what, obj in (("decoder blocks", blocks), ("final norm", norm), ("LM head", head))
+        if obj is None
+    ]
     if missing:
         raise CompendiumError(
             f"model '{name}' ({family}) is not supported: cannot find its {', '.join(missing)} "
@@ -252,7 +261,9 @@ def _check_device(device: str) -> str:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise CompendiumError(f"device '{device}' is not a torch device (use 'cpu', 'cuda', 'cuda:1', 'mps')") from None
+        raise CompendiumError(
+            f"device '{device}' is not a torch device (use 'cpu', 'cuda', 'cuda:1', 'mps')"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CompendiumError(f"device '{device}' asked for but no CUDA GPU is visible: use device='cpu'")
     if dev.type == "mps" and not torch.backends.mps.is_available():
@@ -267,7 +278,13 @@ def resolve_spec(spec: str) -> tuple[str, dict, str, str, str]:
     if spec in REGISTRY:
         entry = REGISTRY[spec]
         path = entry.locate()
-        return str(path.parent), {"gguf_file": path.name}, entry.label, entry.note, "sha256:" + file_sha256(path)[:16]
+        return (
+            str(path.parent),
+            {"gguf_file": path.name},
+            entry.label,
+            entry.note,
+            "sha256:" + file_sha256(path)[:16],
+        )
     p = Path(spec).expanduser()
     if p.suffix == ".gguf":
         if not p.is_file():
@@ -276,7 +293,9 @@ def resolve_spec(spec: str) -> tuple[str, dict, str, str, str]:
         return str(p.parent), {"gguf_file": p.name}, p.stem, note, "sha256:" + file_sha256(p)[:16]
     if p.is_dir():
         if not (p / "config.json").is_file():
-            raise CompendiumError(f"directory '{spec}' has no config.json: save the model with save_pretrained")
+            raise CompendiumError(
+                f"directory '{spec}' has no config.json: save the model with save_pretrained"
+            )
         weights = sorted(p.glob("*.safetensors")) or sorted(p.glob("*.bin"))
         digest = hashlib.sha256()
         for w in weights:

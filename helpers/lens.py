@@ -1,0 +1,98 @@
+"""Last-block lens (the paper's inner loss, Eq. 14) and logit lens, batched over layers.
+
+Inner loss at layer ``l``: the layer-``l`` residual states of the whole prefix go through the LAST
+block (with the attention mask, positions and rotary embeddings of the model's own call), the final
+norm and the LM head; cross-entropy with the true next token. At ``l = L-1`` this is the model's own
+loss. The logit lens skips the last block: final norm and LM head applied directly to layer ``l``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from helpers.capture import Capture
+from helpers.models import LoadedModel
+
+
+def token_ce(lm: LoadedModel, h: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Per-token cross-entropy (float32) of residual states ``h`` [N, D] against ``targets`` [N].
+
+    The LM head runs in chunks of ``chunk`` rows so the [rows, vocab] logits stay small.
+    """
+    out = torch.empty(h.shape[0], dtype=torch.float32, device=targets.device)
+    for s in range(0, h.shape[0], chunk):
+        logits = lm.logits(h[s : s + chunk]).float()
+        out[s : s + chunk] = F.cross_entropy(
+            logits, targets[s : s + chunk].to(logits.device), reduction="none"
+        ).to(out.device)
+    return out
+
+
+def expand_block_kwargs(kwargs: dict, batch: int, copies: int) -> dict:
+    """Tile every per-row tensor of a block call ``copies`` times along the batch dimension.
+
+    Tensors of two or more dimensions whose first dimension equals ``batch`` (> 1) are per-row
+    (attention mask, position ids, rotary cos/sin); others broadcast and are left alone. The tiled
+    order is layer-major: row ``c * batch + b`` is copy ``c`` of row ``b``.
+    """
+
+    def tile(value):
+        if isinstance(value, torch.Tensor):
+            if copies > 1 and batch > 1 and value.ndim >= 2 and value.shape[0] == batch:
+                return value.repeat(copies, *([1] * (value.ndim - 1)))
+            return value
+        if isinstance(value, tuple):
+            return tuple(tile(v) for v in value)
+        if isinstance(value, list):
+            return [tile(v) for v in value]
+        if isinstance(value, dict):
+            return {k: tile(v) for k, v in value.items()}
+        return value
+
+    return {k: tile(v) for k, v in kwargs.items()}
+
+
+def layer_chunk_size(batch: int, seq_len: int, token_budget: int = 8192) -> int:
+    """How many layers to stack per last-block call so one call sees about ``token_budget`` tokens."""
+    return max(1, token_budget // max(1, batch * seq_len))
+
+
+@torch.inference_mode()
+def inner_losses(
+    lm: LoadedModel,
+    cap: Capture,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    targets: torch.Tensor,
+    token_budget: int = 8192,
+) -> torch.Tensor:
+    """Eq. 14 inner loss [L, N] for layers 0..L-1 at token positions ``(rows, cols)``.
+
+    Layers are stacked along the batch dimension, ``layer_chunk_size`` at a time, so the last block
+    runs a few large calls instead of L small ones; the LM head sees only the selected tokens.
+    """
+    n_layers = lm.n_layers
+    _, batch, seq_len, dim = cap.states.shape
+    per_call = layer_chunk_size(batch, seq_len, token_budget)
+    last_device = next(lm.blocks[n_layers - 1].parameters()).device
+    out = torch.empty((n_layers, rows.numel()), dtype=torch.float32, device=targets.device)
+    for l0 in range(0, n_layers, per_call):
+        l1 = min(n_layers, l0 + per_call)
+        k = l1 - l0
+        x = cap.states[l0:l1].reshape(k * batch, seq_len, dim)
+        kwargs = expand_block_kwargs(cap.block_kwargs, batch, k)
+        y = lm.call_block(n_layers - 1, x.to(last_device), kwargs)
+        y = y.reshape(k, batch, seq_len, dim)[:, rows.to(y.device), cols.to(y.device)]
+        out[l0:l1] = token_ce(lm, y.reshape(k * rows.numel(), dim), targets.repeat(k)).reshape(k, -1)
+    return out
+
+
+@torch.inference_mode()
+def logit_lens_losses(
+    lm: LoadedModel, cap: Capture, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """Logit-lens loss [L+1, N]: final norm and LM head applied directly to every layer's state."""
+    n_states, _, _, dim = cap.states.shape
+    h = cap.states[:, rows.to(cap.states.device), cols.to(cap.states.device)]
+    return token_ce(lm, h.reshape(-1, dim), targets.repeat(n_states)).reshape(n_states, -1)

@@ -1,0 +1,264 @@
+"""Streamed, cached, resumable analysis of a corpus: per-token records, never a corpus of states.
+
+``run_analysis`` tokenises the texts, splits them into chunks, and for each chunk runs
+:func:`helpers.analysis.analyse_batch` over length-sorted batches, keeping only per-token scalars
+(norms, inner loss, logit lens) and, for the first ``n_vectors`` texts, the last token's vectors at
+every layer (for the PCA figures). Each chunk is saved as it finishes; a killed run resumes from
+its last complete chunk, and ``--shard i/n`` runs a disjoint slice merged by :func:`merge_records`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from helpers import CompendiumError
+from helpers.analysis import analyse_batch
+from helpers.data import fingerprint_texts
+from helpers.models import LoadedModel
+from helpers.store import RunStore
+
+CODE_VERSION = 1  # bump when the records' meaning changes, to invalidate caches
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """What determines the numbers (batch size and device do not: batched equals unbatched)."""
+
+    max_tokens: int = 128
+    min_position: int = 4
+    lens: bool = True
+    logit_lens: bool = True
+    n_vectors: int = 150
+    chunk_texts: int = 32
+
+    def validate(self) -> AnalysisConfig:
+        """Raise a one-line error for out-of-range values."""
+        for name in ("max_tokens", "chunk_texts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise CompendiumError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.min_position, int) or not 0 <= self.min_position < self.max_tokens - 1:
+            raise CompendiumError(
+                f"min_position must be an integer in [0, max_tokens - 2], got {self.min_position!r}"
+            )
+        if not isinstance(self.n_vectors, int) or self.n_vectors < 0:
+            raise CompendiumError(f"n_vectors must be a non-negative integer, got {self.n_vectors!r}")
+        return self
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
+    """``"i/n"`` or ``(i, n)`` -> ``(i, n)`` with 0 <= i < n; None -> (0, 1)."""
+    if shard is None:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in (shard.split("/") if isinstance(shard, str) else shard))
+    except (ValueError, TypeError):
+        raise CompendiumError(f"shard must look like 'i/n' (e.g. '0/4'), got {shard!r}") from None
+    if not 0 <= i < n:
+        raise CompendiumError(f"shard {i}/{n} is out of range: need 0 <= i < n")
+    return i, n
+
+
+def make_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (less padding), deterministic."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise CompendiumError(f"batch_size must be a positive integer, got {batch_size!r}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def run_analysis(
+    lm: LoadedModel,
+    texts: list[str],
+    config: AnalysisConfig,
+    cache_dir: str = "results/cache",
+    dataset: str = "custom",
+    batch_size: int = 8,
+    shard: str | tuple[int, int] | None = None,
+    progress: bool = True,
+    token_budget: int = 8192,
+) -> tuple[dict[str, np.ndarray], RunStore]:
+    """Analyse ``texts`` with ``lm``; return concatenated per-token records and the run's store.
+
+    Records (see :func:`helpers.analysis.analyse_batch`) gain ``text_id`` (index into ``texts``);
+    ``last_vectors`` [n, L+1, D] and ``vector_text_id`` hold the last-token vectors of the first
+    ``n_vectors`` texts. Texts too short to have a token at ``min_position`` are skipped and counted.
+    """
+    config.validate()
+    if not texts:
+        raise CompendiumError("no texts to analyse: check the dataset and the filters")
+    i_shard, n_shard = parse_shard(shard)
+    key = {
+        "model": lm.name,
+        "model_fingerprint": lm.fingerprint,
+        "dtype": str(lm.dtype),
+        "dataset": dataset,
+        "data_fingerprint": fingerprint_texts(texts),
+        "n_texts": len(texts),
+        "shard": f"{i_shard}/{n_shard}",
+        "code_version": CODE_VERSION,
+        **asdict(config),
+    }
+    store = RunStore(f"{cache_dir}/analysis", key)
+    ids = [i for i in range(len(texts)) if i % n_shard == i_shard]
+    rows_all = lm.encode([texts[i] for i in ids], config.max_tokens)
+    usable = [(i, r) for i, r in zip(ids, rows_all, strict=True) if len(r) >= config.min_position + 1]
+    skipped = len(ids) - len(usable)
+    chunks = [usable[s : s + config.chunk_texts] for s in range(0, len(usable), config.chunk_texts)]
+    total_tokens = sum(len(r) for _, r in usable)
+    store.write_manifest(complete=False, n_chunks=len(chunks), skipped_short=skipped, model=lm.describe())
+    bar = tqdm(total=total_tokens, unit="tok", desc=f"{dataset} {lm.label}", disable=not progress)
+    for c, chunk in enumerate(chunks):
+        n_tok = sum(len(r) for _, r in chunk)
+        if store.has_chunk(c):
+            bar.update(n_tok)
+            continue
+        parts = []
+        for batch in make_batches([len(r) for _, r in chunk], batch_size):
+            text_ids = [chunk[j][0] for j in batch]
+            rec = analyse_batch(
+                lm,
+                [chunk[j][1] for j in batch],
+                min_position=config.min_position,
+                lens=config.lens,
+                logit_lens=config.logit_lens,
+                keep_last_vectors=any(t < config.n_vectors for t in text_ids),
+                token_budget=token_budget,
+            )
+            rec["text_id"] = np.asarray(text_ids, dtype=np.int32)[rec.pop("sample")]
+            if "last_vectors" in rec:
+                keep = np.asarray([t < config.n_vectors for t in text_ids])
+                rec["vector_text_id"] = np.asarray(text_ids, dtype=np.int32)[keep]
+                rec["last_vectors"] = rec["last_vectors"][keep]
+            parts.append(rec)
+            bar.update(sum(len(chunk[j][1]) for j in batch))
+        store.save_chunk(
+            c, {k: np.concatenate([p[k] for p in parts if k in p]) for k in parts[0]} | _vectors(parts)
+        )
+    bar.close()
+    records = sort_records(store.load_chunks(len(chunks)))
+    store.write_manifest(
+        complete=True,
+        n_chunks=len(chunks),
+        skipped_short=skipped,
+        n_tokens=int(len(records["text_id"])),
+        model=lm.describe(),
+    )
+    return records, store
+
+
+def _vectors(parts: list[dict]) -> dict[str, np.ndarray]:
+    with_vec = [p for p in parts if "last_vectors" in p]
+    if not with_vec:
+        return {}
+    return {
+        "last_vectors": np.concatenate([p["last_vectors"] for p in with_vec]),
+        "vector_text_id": np.concatenate([p["vector_text_id"] for p in with_vec]),
+    }
+
+
+_TOKEN_KEYS = ("text_id", "position", "token", "target", "norms", "inner_loss", "logit_lens", "final_loss")
+
+
+def sort_records(records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Order per-token records by (text_id, position) and vectors by text id: a canonical form."""
+    out = dict(records)
+    order = np.lexsort((records["position"], records["text_id"]))
+    for k in _TOKEN_KEYS:
+        if k in out:
+            out[k] = out[k][order]
+    if "vector_text_id" in out:
+        v = np.argsort(out["vector_text_id"], kind="stable")
+        out["vector_text_id"] = out["vector_text_id"][v]
+        out["last_vectors"] = out["last_vectors"][v]
+    return out
+
+
+def merge_records(shards: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Combine the records of disjoint shards into what a single run gives."""
+    keys = set().union(*(s.keys() for s in shards))
+    return sort_records({k: np.concatenate([s[k] for s in shards if k in s]) for k in keys})
+
+
+@dataclass
+class DatasetRun:
+    """Records of one model on one dataset, with what produced them."""
+
+    records: dict[str, np.ndarray]
+    dataset: str
+    n_texts: int
+    n_layers: int
+    min_position: int
+    model_line: str
+    run_dir: str
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of token records."""
+        return int(len(self.records["text_id"]))
+
+    def caption(self, extra: str = "") -> str:
+        """Provenance line: model, data, sample count, filter."""
+        from helpers.reports import provenance
+
+        return provenance(self.model_line, self.dataset, self.n_texts, self.n_tokens, extra)
+
+
+def model_context(lm: LoadedModel) -> int:
+    """The model's context length (max position embeddings), capped at 8192."""
+    cfg = lm.model.config
+    ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 2048
+    return int(min(ctx, 8192))
+
+
+def analyse_dataset(
+    lm: LoadedModel,
+    dataset: str,
+    profile: str = "default",
+    n_texts: int | None = None,
+    max_tokens: int | None = None,
+    min_position: int = 4,
+    batch_size: int = 8,
+    seed: int = 0,
+    cache_dir: str = "results/cache",
+    filtered_dir: str = "data/filtered",
+    data_dir: str | None = None,
+    shard: str | None = None,
+    progress: bool = True,
+) -> DatasetRun:
+    """Sample ``n_texts`` filtered texts of ``dataset`` (seeded) and analyse them (cached, resumable).
+
+    ``None`` for ``n_texts`` / ``max_tokens`` takes the profile's value (the paper profile: every
+    text, the model's context).
+    """
+    from helpers.data import check_dataset, load_samples, sample_texts
+    from helpers.profiles import get_profile
+
+    check_dataset(dataset)
+    prof = get_profile(profile)
+    n = n_texts if n_texts is not None else prof["n_texts"][dataset]
+    tokens = max_tokens if max_tokens is not None else (prof["max_tokens"] or model_context(lm))
+    texts = sample_texts(load_samples(dataset, filtered_dir, data_dir), n, seed)
+    config = AnalysisConfig(max_tokens=tokens, min_position=min_position, n_vectors=prof["n_vectors"])
+    records, store = run_analysis(
+        lm,
+        texts,
+        config,
+        cache_dir=cache_dir,
+        dataset=dataset,
+        batch_size=batch_size,
+        shard=shard,
+        progress=progress,
+    )
+    return DatasetRun(
+        records=records,
+        dataset=dataset,
+        n_texts=len(texts),
+        n_layers=lm.n_layers,
+        min_position=min_position,
+        model_line=lm.describe() + f"; max {tokens} tokens/text",
+        run_dir=str(store.dir),
+    )

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny randomly initialised models of real architectures, and the real default model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers.models import LoadedModel, load_model, wrap_model
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("METALEARN_DATA", str(REPO.parent / "shared" / "data"))
+
+
+def tiny_model(family: str, attn: str = "sdpa", seed: int = 0) -> LoadedModel:
+    """A 3-layer randomly initialised causal LM of the given family (gpt2, llama, gemma3, gpt_neox)."""
+    from transformers import (
+        AutoModelForCausalLM,
+        Gemma3TextConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+    )
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=101, attn_implementation=attn)
+    if family == "gpt2":
+        cfg = GPT2Config(n_layer=3, n_embd=32, n_head=4, n_positions=64, **common)
+    elif family == "llama":
+        cfg = LlamaConfig(num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                          num_key_value_heads=2, max_position_embeddings=64, **common)
+    elif family == "gemma3":
+        cfg = Gemma3TextConfig(num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                               num_key_value_heads=1, head_dim=8, max_position_embeddings=64, sliding_window=4,
+                               final_logit_softcapping=30.0, **common)
+    elif family == "gpt_neox":
+        cfg = GPTNeoXConfig(num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                            max_position_embeddings=64, **common)
+    else:
+        raise ValueError(family)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    return wrap_model(model, None, name=f"tiny-{family}")
+
+
+FAMILIES = ["gpt2", "llama", "gemma3", "gpt_neox"]
+
+
+@pytest.fixture(scope="session")
+def real_model() -> LoadedModel:
+    """The embedded default model (SmolLM2-135M-Instruct, GGUF), loaded once per test session."""
+    return load_model("smollm2-135m")
