@@ -33,6 +33,11 @@ _NORM_PATHS = (
 )
 # Families whose tokenizer must start every text with BOS (the model breaks without it).
 _NEEDS_BOS = ("gemma",)
+# Encoder families that transformers can wrap in a "causal LM" head only when configured as decoders.
+_ENCODER_FAMILIES = {
+    "bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "electra", "camembert", "ernie", "data2vec-text",
+    "bert-generation", "rembert", "roc_bert", "megatron-bert", "xmod", "big_bird", "roformer",
+}
 
 
 @dataclass(frozen=True)
@@ -335,7 +340,8 @@ def load_model(
             f"or .gguf file, and the hub did not provide it ({first[:160]}); pass a local path or go online"
         ) from None
     family = _family(config)
-    if getattr(config, "is_encoder_decoder", False) or family not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    encoder_only = family in _ENCODER_FAMILIES and not getattr(config, "is_decoder", False)
+    if getattr(config, "is_encoder_decoder", False) or encoder_only or family not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise CompendiumError(
             f"model '{spec}' ({family}) is not a decoder-only causal LM: use a model that "
             f"AutoModelForCausalLM supports (e.g. gpt2, Llama, Gemma, Pythia)"
@@ -347,7 +353,11 @@ def load_model(
         load_kwargs["device_map"] = device_map
     if attn_implementation is not None:
         load_kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(where, **load_kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(where, **load_kwargs)
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise CompendiumError(f"cannot load the weights of '{spec}' ({first}); check the files or go online") from None
     if device_map is None:
         model = model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)

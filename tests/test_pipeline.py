@@ -1,0 +1,160 @@
+"""Data filtering, norm statistics, PCA, the cached/resumable/sharded pipeline and one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tiny_model
+
+import helpers.pipeline as pipeline
+from helpers import CompendiumError
+from helpers.data import filter_lines, load_filtered, read_lines, sample_texts
+from helpers.models import load_model
+from helpers.norms import bootstrap_ci, monotone_stats, transition_rates
+from helpers.pca import fit_trajectories
+from helpers.pipeline import AnalysisConfig, merge_records, run_analysis
+
+
+class Tok:
+    """Whitespace 'tokenizer' over small ids, enough for the tiny models."""
+
+    pad_token_id = 0
+    bos_token_id = 1
+
+    def __call__(self, texts, add_special_tokens=True):
+        return {"input_ids": [[2 + (sum(map(ord, w)) % 97) for w in t.split()] for t in texts]}
+
+
+def tiny_with_tok(family="llama"):
+    lm = tiny_model(family)
+    lm.tokenizer = Tok()
+    return lm
+
+
+TEXTS = [" ".join(f"w{i}x{j}" for j in range(6 + (i * 7) % 11)) for i in range(10)]
+
+
+def test_filter_rules():
+    lines = [" ", " = Robert Boulter = ", " = = Career = = ", "too short to keep", "one two three four five six seven eight nine ten"]
+    kept, counts = filter_lines("wikitext-103", lines)
+    assert kept == ["one two three four five six seven eight nine ten"]
+    assert counts == {"lines": 5, "blank": 1, "headings": 2, "short": 1, "kept": 1}
+    kept1, counts1 = filter_lines("1bw", [" = not a heading in 1BW but short = "] + lines[-1:])
+    assert counts1["headings"] == 0 and counts1["short"] == 1 and len(kept1) == 1
+
+
+def test_sampling_is_seeded_and_ordered():
+    texts = [f"t{i}" for i in range(100)]
+    a, b, c = sample_texts(texts, 10, 0), sample_texts(texts, 10, 0), sample_texts(texts, 10, 1)
+    assert a == b and a != c and a == sorted(a, key=lambda t: int(t[1:]))
+
+
+def test_real_corpora_counts():
+    wiki, rep = load_filtered("wikitext-103")
+    assert rep.lines == 4358 and rep.kept == len(wiki) and rep.headings > 0
+    assert all(len(t.split()) >= 10 and not t.startswith("=") for t in wiki)
+    bw, rep1 = load_filtered("1bw")
+    assert len(bw) == 5000 and rep1.kept > 5000
+
+
+def test_missing_data_is_one_line_error(tmp_path):
+    with pytest.raises(CompendiumError, match="not found") as exc:
+        read_lines("1bw", tmp_path)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(CompendiumError, match="unknown dataset"):
+        read_lines("ptb", tmp_path)
+
+
+def test_norm_stats_known_answers():
+    traj = np.array([[1, 2, 3, 4], [1, 3, 2, 4], [4, 3, 2, 1], [1, 1, 1, 1]], dtype=float)
+    s = monotone_stats(traj)
+    assert s["sequence_pct"] == 50.0 and s["pair_pct"] == pytest.approx(100 * 8 / 12)
+    assert s["chance_pct"] == 12.5 and s["steps"] == 3 and s["n"] == 4
+    np.testing.assert_allclose(transition_rates(traj), [75, 50, 75])
+    ci = bootstrap_ci(traj, n_boot=200)
+    assert ci["sequence_pct"][0] <= 50 <= ci["sequence_pct"][1]
+    assert bootstrap_ci(np.tile([[1.0, 2.0]], (5, 1)))["pair_pct"] == (100.0, 100.0)
+
+
+def test_pca_shapes_and_layer_order():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(1, 1, 16))
+    steps = np.arange(7)[None, :, None] * rng.normal(size=(1, 1, 16))
+    vec = base + steps + 0.01 * rng.normal(size=(5, 7, 16))
+    pca = fit_trajectories(vec)
+    assert pca.coords.shape == (5, 7, 3) and pca.explained_variance_ratio[0] > 0.9
+    assert np.all(np.abs(np.diff(pca.coords[:, :, 0], axis=1)) > 0)  # layers stay in order along PC1
+    np.testing.assert_allclose(np.abs(np.diff(pca.coords[0, :, 0])), np.abs(np.diff(pca.coords[1, :, 0])), atol=0.2)
+
+
+def test_cache_reuse_resume_and_shards(tmp_path, monkeypatch):
+    lm = tiny_with_tok()
+    cfg = AnalysisConfig(max_tokens=12, min_position=2, n_vectors=4, chunk_texts=3)
+    full, store = run_analysis(lm, TEXTS, cfg, cache_dir=str(tmp_path), batch_size=4, progress=False)
+    assert store.is_complete() and len(list(store.dir.glob("chunk_*.npz"))) == 4
+    assert full["last_vectors"].shape == (4, lm.n_layers + 1, lm.d_model)
+
+    calls = []
+    real = pipeline.analyse_batch
+    monkeypatch.setattr(pipeline, "analyse_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again, _ = run_analysis(lm, TEXTS, cfg, cache_dir=str(tmp_path), batch_size=2, progress=False)
+    assert calls == []  # same configuration (batch size does not count): nothing recomputed
+    # a run killed after two chunks: the other chunks are recomputed, the finished ones reused
+    store.chunk_path(1).unlink()
+    store.chunk_path(3).unlink()
+    resumed, _ = run_analysis(lm, TEXTS, cfg, cache_dir=str(tmp_path), batch_size=1, progress=False)
+    assert len(calls) > 0
+    for key in full:
+        np.testing.assert_allclose(resumed[key], full[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    shards = [run_analysis(lm, TEXTS, cfg, cache_dir=str(tmp_path), shard=f"{i}/3", progress=False)[0]
+              for i in range(3)]
+    merged = merge_records(shards)
+    for key in full:
+        np.testing.assert_allclose(merged[key], full[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"spec": "no-such-model-xyz"}, "cannot load model"),
+        ({"spec": "./missing/dir"}, "does not exist"),
+        ({"spec": "/tmp/none.gguf"}, "does not exist"),
+        ({"spec": "smollm2-135m", "dtype": "float64"}, "dtype"),
+        ({"spec": "smollm2-135m", "device": "cuda:0"}, "no CUDA GPU"),
+        ({"spec": "smollm2-135m", "device": "gpu"}, "not a torch device"),
+    ],
+)
+def test_bad_model_input_is_one_line_error(kwargs, match):
+    with pytest.raises(CompendiumError, match=match) as exc:
+        load_model(**kwargs)
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("kind", ["bert", "t5"])
+def test_not_a_causal_lm(tmp_path, kind):
+    from transformers import BertConfig, T5Config
+
+    cfg = BertConfig(hidden_size=32, num_hidden_layers=1) if kind == "bert" else T5Config(d_model=32, num_layers=1)
+    cfg.save_pretrained(tmp_path)
+    with pytest.raises(CompendiumError, match="not a decoder-only causal LM"):
+        load_model(str(tmp_path))
+
+
+def test_missing_weights_is_one_line_error(tmp_path):
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(tmp_path)
+    with pytest.raises(CompendiumError, match="cannot load the weights"):
+        load_model(str(tmp_path))
+
+
+def test_bad_parameters(tmp_path):
+    lm = tiny_with_tok()
+    with pytest.raises(CompendiumError, match="no texts"):
+        run_analysis(lm, [], AnalysisConfig(), cache_dir=str(tmp_path))
+    with pytest.raises(CompendiumError, match="min_position"):
+        run_analysis(lm, TEXTS, AnalysisConfig(max_tokens=4, min_position=4), cache_dir=str(tmp_path))
+    with pytest.raises(CompendiumError, match="shard"):
+        run_analysis(lm, TEXTS, AnalysisConfig(), cache_dir=str(tmp_path), shard="3/2")
+    with pytest.raises(CompendiumError, match="batch_size"):
+        run_analysis(lm, TEXTS, AnalysisConfig(), cache_dir=str(tmp_path), batch_size=0, progress=False)
