@@ -25,8 +25,8 @@ def browser_available() -> bool:
 def with_caption(fig, title: str, caption: str):
     """Put a title and a provenance caption (model, data, sample count, filter) on ``fig``."""
     fig.update_layout(
-        title={"text": f"{title}<br><sup>{caption}</sup>", "x": 0.01},
-        margin={"t": 90},
+        title={"text": f"{title}<br><sup>{caption.replace(' | ', '<br>').replace('; ', ';<br>', 1)}</sup>", "x": 0.01},
+        margin={"t": 130},
         template="plotly_white",
     )
     return fig

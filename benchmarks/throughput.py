@@ -1,0 +1,216 @@
+"""Throughput of the analysis pipeline against a plain forward pass, measured in one run on the same tokens.
+
+    python benchmarks/throughput.py                       # default model on this machine's CPU
+    python benchmarks/throughput.py --random llama-7b --device cuda --dtype bfloat16 --texts 64 --max-tokens 512
+
+Modes: (a) plain forward pass (logits for every token, as a user's forward would), (b) residual capture
+only, (c) the full analysis (capture, norms, last-block lens and logit lens for every layer on the tokens
+kept), (d) a naive reference (per text, per layer: last block, final norm and LM head in a Python loop,
+batch size 1). Each mode runs in its own subprocess so its peak memory (RSS on CPU, allocated on GPU) is
+its own. Prints tokens/s, analytical multiply-accumulates per token, GMAC/s and the ratios; then the peak
+memory of (c) with 4x the texts (the pipeline streams, so it should stay flat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RANDOM_SHAPES = {
+    "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096),
+    "llama-13b": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
+                      num_key_value_heads=40, vocab_size=32000, max_position_embeddings=4096),
+}
+
+
+def load(args):
+    """The model under test: a spec via load_model, or a randomly initialised model of a real shape."""
+    import torch
+
+    from helpers.models import DTYPES, load_model, wrap_model
+
+    if args.random:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        cfg = LlamaConfig(**RANDOM_SHAPES[args.random])
+        torch.set_default_dtype(DTYPES[args.dtype])
+        with torch.device(args.device):
+            model = LlamaForCausalLM(cfg)
+        torch.set_default_dtype(torch.float32)
+        return wrap_model(model.eval(), None, name=f"random-{args.random}", fingerprint=f"random-{args.random}")
+    return load_model(args.model, device=args.device, dtype=args.dtype)
+
+
+def token_rows(lm, args, n_texts):
+    """Token rows from WikiText-103 (filtered), or random ids for a random model."""
+    import random
+
+    if lm.tokenizer is None:
+        rng = random.Random(0)
+        vocab = lm.model.config.vocab_size
+        return [[rng.randrange(vocab) for _ in range(args.max_tokens)] for _ in range(n_texts)]
+    from helpers.data import load_samples
+
+    texts = load_samples("wikitext-103")[:n_texts]
+    return lm.encode(texts, args.max_tokens)
+
+
+def macs_per_token(cfg, seq_len: int) -> dict[str, float]:
+    """Analytical multiply-accumulates per token: one block, the LM head (causal attention ~ seq_len/2 keys)."""
+    d = cfg.hidden_size
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or d // heads
+    kv = getattr(cfg, "num_key_value_heads", heads) * head_dim
+    ff = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * d
+    gated = getattr(cfg, "hidden_act", "") in ("silu", "gelu_pytorch_tanh") and getattr(cfg, "model_type", "") != "gpt2"
+    proj = d * heads * head_dim * 2 + 2 * d * kv
+    attn = 2 * heads * head_dim * seq_len / 2
+    mlp = (3 if gated else 2) * d * ff
+    return {"block": proj + attn + mlp, "head": d * cfg.vocab_size}
+
+
+def sync(device):
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_mode(args, mode: str, n_texts: int, queue) -> None:
+    """Child process: time one mode and report tokens, seconds and peak memory."""
+    import torch
+    import torch.nn.functional as F
+
+    from helpers.analysis import analyse_batch
+    from helpers.capture import capture_residuals, pad_batch
+    from helpers.pipeline import make_batches
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    lm = load(args)
+    rows = token_rows(lm, args, n_texts)
+    dev = lm.input_device
+    pad = getattr(lm.tokenizer, "pad_token_id", 0) if lm.tokenizer is not None else 0
+    batches = [[rows[i] for i in b] for b in make_batches([len(r) for r in rows], args.batch_size)]
+    if str(dev).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    # warm-up on the first batch (not timed)
+    with torch.inference_mode():
+        ids, mask = pad_batch(batches[0][:1], pad, dev)
+        lm.model(input_ids=ids, attention_mask=mask)
+    sync(dev)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        if mode == "a_forward":
+            for b in batches:
+                ids, mask = pad_batch(b, pad, dev)
+                lm.model(input_ids=ids, attention_mask=mask, use_cache=False)
+        elif mode == "b_capture":
+            for b in batches:
+                ids, mask = pad_batch(b, pad, dev)
+                capture_residuals(lm, ids, mask)
+        elif mode == "c_analysis":
+            for b in batches:
+                analyse_batch(lm, b, min_position=4, token_budget=args.token_budget)
+        elif mode == "d_naive":
+            last = lm.n_layers - 1
+            for row in rows:
+                ids, mask = pad_batch([row], pad, dev)
+                cap = capture_residuals(lm, ids, mask)
+                tgt = ids[0, 5:]
+                for layer in range(lm.n_layers):
+                    h = lm.call_block(last, cap.states[layer], cap.block_kwargs)
+                    F.cross_entropy(lm.logits(h[0, 4:-1]).float(), tgt, reduction="none").cpu()
+                for layer in range(lm.n_layers + 1):
+                    F.cross_entropy(lm.logits(cap.states[layer, 0, 4:-1]).float(), tgt, reduction="none").cpu()
+    sync(dev)
+    seconds = time.perf_counter() - t0
+    if str(dev).startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    n_tokens = sum(len(r) for r in rows)
+    kept = sum(max(0, len(r) - 5) for r in rows)
+    queue.put({"mode": mode, "tokens": n_tokens, "kept": kept, "seconds": seconds, "peak_mib": peak,
+               "cfg": lm.model.config.to_dict(), "label": lm.describe()})
+
+
+def measure(args, mode: str, n_texts: int) -> dict:
+    """Run one mode in a fresh subprocess (its own peak memory)."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=run_mode, args=(args, mode, n_texts, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--random", choices=sorted(RANDOM_SHAPES), default=None, help="randomly initialised model of a real shape")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--texts", type=int, default=16)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--token-budget", type=int, default=8192)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--modes", default="a_forward,b_capture,c_analysis,d_naive")
+    ap.add_argument("--json", default=None, help="also write the measurements to this file")
+    args = ap.parse_args()
+
+    from transformers import PretrainedConfig
+
+    results = {m: measure(args, m, args.texts) for m in args.modes.split(",")}
+    first = next(iter(results.values()))
+    cfg = PretrainedConfig.from_dict(first["cfg"])
+    for key in ("hidden_size", "num_attention_heads", "vocab_size", "num_hidden_layers"):
+        if not hasattr(cfg, key):
+            setattr(cfg, key, first["cfg"].get({"hidden_size": "n_embd", "num_attention_heads": "n_head",
+                                                  "num_hidden_layers": "n_layer"}.get(key, key)))
+    L = cfg.num_hidden_layers
+    mac = macs_per_token(cfg, args.max_tokens)
+    share_kept = first["kept"] / first["tokens"]
+    per_token = {
+        "a_forward": L * mac["block"] + mac["head"],
+        "b_capture": L * mac["block"],
+        # capture + L last-block passes + (L inner-loss + L+1 logit-lens) heads on the kept tokens
+        "c_analysis": 2 * L * mac["block"] + (2 * L + 1) * mac["head"] * share_kept,
+        "d_naive": 2 * L * mac["block"] + (2 * L + 1) * mac["head"] * share_kept,
+    }
+    print(f"model: {first['label']}; device {args.device}, dtype {args.dtype}; {args.texts} texts x <= "
+          f"{args.max_tokens} tokens = {first['tokens']} tokens ({first['kept']} with a loss at position >= 5)")
+    print(f"{'mode':<12}{'tokens/s':>12}{'GMAC/token':>12}{'GMAC/s':>10}{'peak MiB':>10}")
+    rate = {}
+    for m, r in results.items():
+        tps = r["tokens"] / r["seconds"]
+        rate[m] = (tps, tps * per_token[m] / 1e9)
+        print(f"{m:<12}{tps:>12.1f}{per_token[m] / 1e9:>12.3f}{rate[m][1]:>10.2f}{r['peak_mib']:>10.0f}")
+    if {"a_forward", "c_analysis"} <= rate.keys():
+        print(f"(c)/(a) GMAC/s  = {rate['c_analysis'][1] / rate['a_forward'][1]:.2f}   (target >= 0.8)")
+    if {"a_forward", "b_capture"} <= rate.keys():
+        print(f"(b)/(a) tokens/s = {rate['b_capture'][0] / rate['a_forward'][0]:.2f}   (target >= 0.9)")
+    if {"c_analysis", "d_naive"} <= rate.keys():
+        print(f"(c)/(d) tokens/s = {rate['c_analysis'][0] / rate['d_naive'][0]:.2f}   (target >= 2)")
+    if "c_analysis" in results:
+        big = measure(args, "c_analysis", 4 * args.texts)
+        growth = big["peak_mib"] / results["c_analysis"]["peak_mib"] - 1
+        print(f"peak memory of (c): {results['c_analysis']['peak_mib']:.0f} MiB with {args.texts} texts, "
+              f"{big['peak_mib']:.0f} MiB with {4 * args.texts}: {100 * growth:+.1f}%   (target <= +10%)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({m: {k: v for k, v in r.items() if k != "cfg"} for m, r in results.items()},
+                                              indent=2))
+
+
+if __name__ == "__main__":
+    main()
