@@ -38,17 +38,11 @@ def save_figure(fig, name: str, figures_dir: str | Path, caption: str | None = N
     global _png_warned
     out = repo_path(figures_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if caption:
-        fig.add_annotation(
-            text=caption,
-            xref="paper",
-            yref="paper",
-            x=0,
-            y=-0.18,
-            showarrow=False,
-            font={"size": 10},
-            xanchor="left",
-        )
+    title = fig.layout.title.text or ""
+    if caption and caption not in title:
+        wrapped = caption.replace(" | ", "<br>")
+        fig.update_layout(title={"text": f"{title}<br><sup>{wrapped}</sup>" if title else f"<sup>{wrapped}</sup>"},
+                          margin={"t": 130})
     html = out / f"{name}.html"
     fig.write_html(html, include_plotlyjs="cdn")
     paths = [html]
