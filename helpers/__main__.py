@@ -99,7 +99,7 @@ def cmd_readme(args) -> None:
     readme = root / "README.md"
     pieces = []
     for pattern in ("01_filter_counts.md", "03_table1_*.md", "02_inner_loss_summary_*.md", "05_table2_overall.md",
-                    "05_surrogate_agreement.md", "06_*summary*.md"):
+                    "05_surrogate_agreement.md", "06_losses_synthetic_*.md", "06_outer_natural_*.md"):
         for md in sorted((root / "results").glob(pattern)):
             pieces.append(f"#### `results/{md.name}`\n\n{md.read_text().strip()}\n")
     for png in sorted((root / "figures").glob("02_inner_loss_*.png")):
