@@ -51,3 +51,12 @@ FAMILIES = ["gpt2", "llama", "gemma3", "gpt_neox"]
 def real_model() -> LoadedModel:
     """The embedded default model (SmolLM2-135M-Instruct, GGUF), loaded once per test session."""
     return load_model("smollm2-135m")
+
+
+@pytest.fixture
+def one_thread():
+    """One CPU thread: fast and stable on a shared 2-core machine (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

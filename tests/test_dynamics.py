@@ -26,14 +26,7 @@ from helpers.dynamics import (
 from helpers.synthetic import SyntheticConfig, make_dataset
 from helpers.training import ModelConfig, TrainConfig, build_model, load_checkpoint, train_lm
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One CPU thread: fast and stable on a shared 2-core machine (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- pairwise F1

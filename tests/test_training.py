@@ -27,14 +27,7 @@ from helpers.training import (
     train_natural,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One CPU thread: fast and stable on a shared 2-core machine (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 DATA = SyntheticConfig(n_tasks=2, vocab_size=6, alpha=0.2, seq_len=24, min_segment=6, max_segment=12,
