@@ -25,8 +25,9 @@ def browser_available() -> bool:
 def with_caption(fig, title: str, caption: str):
     """Put a title and a provenance caption (model, data, sample count, filter) on ``fig``."""
     fig.update_layout(
-        title={"text": f"{title}<br><sup>{caption.replace(' | ', '<br>').replace('; ', ';<br>', 1)}</sup>", "x": 0.01},
-        margin={"t": 130},
+        title={"text": f"{title}<br><sup>{caption.replace(' | ', '<br>').replace('; ', ';<br>', 1)}</sup>", "x": 0.01,
+               "y": 0.96, "yref": "container", "yanchor": "top"},
+        margin={"t": 175},
         template="plotly_white",
     )
     return fig
@@ -39,7 +40,7 @@ def save_figure(fig, name: str, figures_dir: str | Path, caption: str | None = N
     out = repo_path(figures_dir)
     out.mkdir(parents=True, exist_ok=True)
     title = fig.layout.title.text or ""
-    if caption and caption not in title:
+    if caption and caption.split(";")[0].split(" | ")[0] not in title:  # not already put there by with_caption
         wrapped = caption.replace(" | ", "<br>")
         fig.update_layout(title={"text": f"{title}<br><sup>{wrapped}</sup>" if title else f"<sup>{wrapped}</sup>"},
                           margin={"t": 130})
@@ -48,7 +49,7 @@ def save_figure(fig, name: str, figures_dir: str | Path, caption: str | None = N
     paths = [html]
     if browser_available():
         png = out / f"{name}.png"
-        fig.write_image(png, width=1000, height=620, scale=1)
+        fig.write_image(png, width=1000, height=680, scale=1)
         paths.append(png)
     elif not _png_warned:
         warnings.warn(_PNG_HINT, stacklevel=2)
