@@ -136,7 +136,7 @@ def run_analysis(
             parts.append(rec)
             bar.update(sum(len(chunk[j][1]) for j in batch))
         store.save_chunk(
-            c, {k: np.concatenate([p[k] for p in parts if k in p]) for k in parts[0]} | _vectors(parts)
+            c, {k: np.concatenate([p[k] for p in parts]) for k in _TOKEN_KEYS if k in parts[0]} | _vectors(parts)
         )
     bar.close()
     records = sort_records(store.load_chunks(len(chunks)))
