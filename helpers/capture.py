@@ -7,11 +7,19 @@ model applies); layer ``L`` is the output of the last block *before* the final n
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from helpers.models import LoadedModel
+
+# Arguments of a block call that refer to the model's own KV cache or output options: a block re-run
+# on other states must not read or write the cache of the real call.
+_DROP_ARGS = ("past_key_values", "past_key_value", "layer_past", "use_cache", "output_attentions")
 
 
 @dataclass
@@ -19,16 +27,14 @@ class Capture:
     """Residual states of one padded batch.
 
     ``states[l, b, t]`` is the residual state at layer ``l`` of token ``t`` of row ``b``;
-    ``block_kwargs`` are the keyword arguments the model passed to its last block (attention mask,
+    ``block_kwargs`` are all other arguments of the real call of the last block, by name (attention mask,
     position ids, rotary embeddings), so the last block can be re-run exactly (Eq. 14).
-    ``logits`` are the model's own logits when requested.
     """
 
     states: torch.Tensor
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     block_kwargs: dict
-    logits: torch.Tensor | None = None
 
 
 def pad_batch(
@@ -46,15 +52,82 @@ def pad_batch(
     return ids.to(device), mask.to(device)
 
 
-def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
+def bind_block_call(block: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, dict]:
+    """Split one real call of a decoder block into its hidden-state input and every other argument by name.
+
+    Positional and keyword arguments are bound to the block's ``forward`` signature: some families pass
+    the attention mask positionally (GPT-2 in transformers 5.x), and a block re-run without it attends
+    both ways under eager attention. Cache arguments are dropped and ``use_cache`` is set to False, so
+    ``block(hidden, **named)`` re-runs the call exactly, on any hidden states of the same shape.
+    """
+    sig = inspect.signature(block.forward)
+    bound = sig.bind(*args, **kwargs)
+    named: dict = {}
+    for name, value in bound.arguments.items():
+        kind = sig.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            if value:
+                raise TypeError(f"{type(block).__name__} takes *{name}: cannot name its arguments")
+        else:
+            named[name] = value
+    first = next(iter(sig.parameters))
+    hidden = named.pop(first)
+    for name in _DROP_ARGS:
+        named.pop(name, None)
+    if "use_cache" in sig.parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()
+    ):
+        named["use_cache"] = False
+    return hidden, named
+
+
+PreHook = Callable[[int, torch.Tensor, dict], None]
+PostHook = Callable[[int, torch.Tensor], None]
+
+
+@contextmanager
+def block_hooks(lm: LoadedModel, on_input: PreHook | None = None, on_output: PostHook | None = None,
+                layers: list[int] | None = None) -> Iterator[None]:
+    """Hook the decoder blocks: ``on_input(l, hidden, named_args)`` before and ``on_output(l, out)`` after
+    block ``l`` runs, for every block (or those in ``layers``); the hooks are removed on exit.
+
+    This is the one capture primitive: the residual capture, the lens and the eigenvalue code all see a
+    block call through :func:`bind_block_call`.
+    """
+    handles = []
+
+    def pre(i: int):
+        def hook(module, args, kwargs):
+            hidden, named = bind_block_call(module, args, kwargs)
+            on_input(i, hidden, named)
+
+        return hook
+
+    def post(i: int):
+        def hook(module, args, kwargs, output):
+            on_output(i, output[0] if isinstance(output, tuple) else output)
+
+        return hook
+
+    try:
+        for i in layers if layers is not None else range(lm.n_layers):
+            blk = lm.blocks[i]
+            if on_input is not None:
+                handles.append(blk.register_forward_pre_hook(pre(i), with_kwargs=True))
+            if on_output is not None:
+                handles.append(blk.register_forward_hook(post(i), with_kwargs=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def capture_residuals(
     lm: LoadedModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
-    keep_logits: bool = False,
 ) -> Capture:
     """Run the model once and return the residual stream at every layer (see module docstring).
 
@@ -66,41 +139,26 @@ def capture_residuals(
     kwargs_store: dict = {}
     target = lm.input_device
 
-    def pre_hook(index: int):
-        def hook(module, args, kwargs):
-            states[index] = _first_tensor(args, kwargs).detach()
-            if index == n - 1:
-                kwargs_store.update(kwargs)
+    def on_input(index: int, hidden: torch.Tensor, named: dict) -> None:
+        states[index] = hidden.detach()
+        if index == n - 1:
+            kwargs_store.update(named)
 
-        return hook
+    def on_output(index: int, out: torch.Tensor) -> None:
+        if index == n - 1:
+            states[n] = out.detach()
 
-    def post_hook(module, args, kwargs, output):
-        out = output[0] if isinstance(output, tuple) else output
-        states[n] = out.detach()
-
-    handles = [
-        blk.register_forward_pre_hook(pre_hook(i), with_kwargs=True) for i, blk in enumerate(lm.blocks)
-    ]
-    handles.append(lm.blocks[n - 1].register_forward_hook(post_hook, with_kwargs=True))
-    try:
-        with torch.inference_mode():
-            out = lm.model(
-                input_ids=input_ids.to(target),
-                attention_mask=attention_mask.to(target),
-                use_cache=False,
-                logits_to_keep=0 if keep_logits else 1,
-            )
-    finally:
-        for h in handles:
-            h.remove()
-    kwargs_store.pop("past_key_values", None)
-    kwargs_store.pop("layer_past", None)
-    kwargs_store["use_cache"] = False
+    with block_hooks(lm, on_input, on_output), torch.inference_mode():
+        lm.model(
+            input_ids=input_ids.to(target),
+            attention_mask=attention_mask.to(target),
+            use_cache=False,
+            logits_to_keep=1,
+        )
     stacked = torch.stack([s.to(target) for s in states])
     return Capture(
         states=stacked,
         input_ids=input_ids,
         attention_mask=attention_mask,
         block_kwargs=kwargs_store,
-        logits=out.logits if keep_logits else None,
     )

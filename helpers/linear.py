@@ -47,7 +47,6 @@ homogeneous ``(D+1) x (D+1)`` matrix ``[[W, c], [0, 1]]`` on ``[x; 1]``, whose v
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ import torch
 from torch import nn
 
 from helpers import CompendiumError
+from helpers.capture import block_hooks
 from helpers.models import LoadedModel
 
 CONSTRUCTIONS = ("linear", "frozen", "jacobian")
@@ -603,16 +603,6 @@ class LayerRecord:
     parts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _block_kwargs(block: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, dict]:
-    """Name every argument of a real block call (GPT-2 passes past, mask, ... positionally)."""
-    bound = inspect.signature(block.forward).bind(*args, **kwargs)
-    named = dict(bound.arguments)
-    extra = named.pop("kwargs", None) or {}
-    named.update(extra)
-    hidden = named.pop(next(iter(inspect.signature(block.forward).parameters)))
-    return hidden, named
-
-
 def capture_sample(lm: LoadedModel, token_ids: Sequence[int]) -> list[LayerRecord]:
     """One real forward pass on one unpadded sample; a :class:`LayerRecord` per block.
 
@@ -625,18 +615,12 @@ def capture_sample(lm: LoadedModel, token_ids: Sequence[int]) -> list[LayerRecor
     records: list[dict] = [dict(parts={}) for _ in range(lm.n_layers)]
     handles = []
 
-    def block_pre(i: int):
-        def hook(module, args, kwargs):
-            hidden, named = _block_kwargs(module, args, kwargs)
-            records[i]["hidden"] = hidden[0].detach()
-            records[i]["kwargs"] = named
-        return hook
+    def on_input(i: int, hidden: torch.Tensor, named: dict) -> None:
+        records[i]["hidden"] = hidden[0].detach()
+        records[i]["kwargs"] = named
 
-    def block_post(i: int):
-        def hook(module, args, kwargs, output):
-            out = output[0] if isinstance(output, tuple) else output
-            records[i]["out_last"] = out[0, -1].detach()
-        return hook
+    def on_output(i: int, out: torch.Tensor) -> None:
+        records[i]["out_last"] = out[0, -1].detach()
 
     def part_pre(i: int, key: str):
         def hook(module, args, kwargs):
@@ -644,17 +628,15 @@ def capture_sample(lm: LoadedModel, token_ids: Sequence[int]) -> list[LayerRecor
             records[i]["parts"][key] = x[0, -1].detach()
         return hook
 
-    for i, blk in enumerate(lm.blocks):
-        handles.append(blk.register_forward_pre_hook(block_pre(i), with_kwargs=True))
-        handles.append(blk.register_forward_hook(block_post(i), with_kwargs=True))
-        if layout is not None:
+    if layout is not None:
+        for i, blk in enumerate(lm.blocks):
             for key in ("norm_mlp", "mlp", "post_attn", "post_mlp"):
                 name = getattr(layout, key)
                 if name is not None:
                     handles.append(getattr(blk, name).register_forward_pre_hook(part_pre(i, key), with_kwargs=True))
     ids = torch.as_tensor(list(token_ids), dtype=torch.long, device=lm.input_device)[None]
     try:
-        with torch.no_grad():
+        with block_hooks(lm, on_input, on_output), torch.no_grad():
             lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False, logits_to_keep=1)
     finally:
         for h in handles:

@@ -15,13 +15,15 @@ os.environ.setdefault("METALEARN_DATA", str(REPO.parent / "shared" / "data"))
 
 
 def tiny_model(family: str, attn: str = "sdpa", seed: int = 0) -> LoadedModel:
-    """A 3-layer randomly initialised causal LM of the given family (gpt2, llama, gemma3, gpt_neox)."""
+    """A 3-layer randomly initialised causal LM of the given family (one of ``FAMILIES``)."""
     from transformers import (
         AutoModelForCausalLM,
         Gemma3TextConfig,
         GPT2Config,
         GPTNeoXConfig,
         LlamaConfig,
+        OPTConfig,
+        Qwen2Config,
     )
 
     torch.manual_seed(seed)
@@ -38,13 +40,22 @@ def tiny_model(family: str, attn: str = "sdpa", seed: int = 0) -> LoadedModel:
     elif family == "gpt_neox":
         cfg = GPTNeoXConfig(num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=4,
                             max_position_embeddings=64, **common)
+    elif family == "qwen2":
+        cfg = Qwen2Config(num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                          num_key_value_heads=2, max_position_embeddings=64, **common)
+    elif family == "opt":
+        cfg = OPTConfig(num_hidden_layers=3, hidden_size=32, ffn_dim=64, num_attention_heads=4,
+                        word_embed_proj_dim=32, max_position_embeddings=64, **common)
     else:
         raise ValueError(family)
     model = AutoModelForCausalLM.from_config(cfg).eval()
     return wrap_model(model, None, name=f"tiny-{family}")
 
 
-FAMILIES = ["gpt2", "llama", "gemma3", "gpt_neox"]
+FAMILIES = ["gpt2", "gpt_neox", "llama", "qwen2", "gemma3", "opt"]
+ATTENTIONS = ["eager", "sdpa"]
+# every supported family x attention implementation, with ids a reader can select: "gpt2-eager"
+FAMILY_ATTN = [pytest.param(f, a, id=f"{f}-{a}") for f in FAMILIES for a in ATTENTIONS]
 
 
 @pytest.fixture(scope="session")

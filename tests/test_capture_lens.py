@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAMILIES, tiny_model
+from conftest import FAMILIES, FAMILY_ATTN, tiny_model
 
 from helpers.analysis import analyse_batch
-from helpers.capture import capture_residuals, pad_batch
+from helpers.capture import bind_block_call, capture_residuals, pad_batch
+from helpers.lens import inner_losses
 
 ROWS = [[5, 17, 3, 99, 42, 8, 61, 23, 7, 11, 2, 90], [4, 4, 8, 15, 16, 23, 42], [1, 2, 3, 4, 5, 6, 7, 8, 9]]
 
@@ -56,22 +57,63 @@ def test_gpt2_states_match_hand_written_forward():
             torch.testing.assert_close(cap.states[i + 1], h, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_lens_last_layer_equals_model_loss_and_batched_equals_unbatched(family):
-    lm = tiny_model(family)
+@pytest.mark.parametrize(("family", "attn"), FAMILY_ATTN)
+def test_lens_matches_model_loss(family, attn):
+    """Inner loss at layer L-1 = the model's own per-token loss (the last block re-run with the real call's
+    mask and positions); the same for final loss and logit lens at the last state."""
+    lm = tiny_model(family, attn=attn)
+    for row in ROWS:
+        single = analyse_batch(lm, [row], min_position=2)
+        has = single["target"] >= 0
+        own = model_token_loss(lm, row)[single["position"][has]]
+        np.testing.assert_allclose(single["inner_loss"][has, -1], own, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(single["final_loss"][has], own, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(single["logit_lens"][has, -1], own, rtol=0, atol=1e-4)
+        # earlier layers really differ (the lens is not a copy of the final loss)
+        assert np.abs(single["inner_loss"][has, 0] - own).max() > 1e-3
+
+
+@pytest.mark.parametrize(("family", "attn"), FAMILY_ATTN)
+def test_lens_batched_equals_unbatched(family, attn):
+    lm = tiny_model(family, attn=attn)
     batched = analyse_batch(lm, ROWS, min_position=2)
     for b, row in enumerate(ROWS):
         single = analyse_batch(lm, [row], min_position=2)
         sel = batched["sample"] == b
         for key in ("norms", "inner_loss", "logit_lens", "final_loss", "position", "target"):
             np.testing.assert_allclose(batched[key][sel], single[key], rtol=1e-5, atol=1e-5, err_msg=key)
-        has = single["target"] >= 0
-        own = model_token_loss(lm, row)[single["position"][has]]
-        np.testing.assert_allclose(single["inner_loss"][has, -1], own, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(single["final_loss"][has], own, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(single["logit_lens"][has, -1], own, rtol=1e-5, atol=1e-5)
-        # earlier layers really differ (the lens is not a copy of the final loss)
-        assert np.abs(single["inner_loss"][has, 0] - own).max() > 1e-3
+
+
+@pytest.mark.parametrize(("family", "attn"), FAMILY_ATTN)
+def test_lens_layer_chunks_equal_one_call(family, attn):
+    """Layers split over several last-block calls (a small token budget) = all layers stacked in one call."""
+    lm = tiny_model(family, attn=attn)
+    ids, mask = pad_batch(ROWS)
+    cap = capture_residuals(lm, ids, mask)
+    rows, cols = torch.nonzero(mask[:, :-1].bool(), as_tuple=True)
+    targets = ids[rows, cols + 1]
+    one = inner_losses(lm, cap, rows, cols, targets, token_budget=10**9)
+    split = inner_losses(lm, cap, rows, cols, targets, token_budget=1)
+    torch.testing.assert_close(split, one, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("family", "attn"), FAMILY_ATTN)
+def test_bound_block_call_keeps_the_mask(family, attn):
+    """Binding the real call to the block's signature names the attention mask however it was passed."""
+    lm = tiny_model(family, attn=attn)
+    seen = {}
+
+    def hook(module, args, kwargs):
+        seen["hidden"], seen["named"] = bind_block_call(module, args, kwargs)
+
+    handle = lm.blocks[-1].register_forward_pre_hook(hook, with_kwargs=True)
+    ids, mask = pad_batch(ROWS[:1])
+    with torch.no_grad():
+        lm.model(input_ids=ids, attention_mask=mask, use_cache=False)
+    handle.remove()
+    assert seen["hidden"].shape == (1, len(ROWS[0]), lm.d_model)
+    assert "attention_mask" in seen["named"] and seen["named"].get("use_cache") is False
+    assert not {"past_key_values", "layer_past", "past_key_value"} & set(seen["named"])
 
 
 def test_causal_mask_matters_for_the_lens():
