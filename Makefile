@@ -4,8 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= default
-# Notebook order: 06 trains the small GPT-2-architecture model that 05 also checks, so it runs first.
-NOTEBOOKS := $(wildcard $(addprefix notebooks/,00_*.ipynb 01_*.ipynb 02_*.ipynb 03_*.ipynb 04_*.ipynb 06_*.ipynb 05_*.ipynb))
 SHARED_DATA := $(abspath ../shared/data)
 ifneq ($(wildcard $(SHARED_DATA)/MANIFEST.md),)
 export METALEARN_DATA ?= $(SHARED_DATA)
@@ -26,17 +24,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 lint: install
-	$(BIN)/ruff check helpers tests benchmarks
+	$(BIN)/ruff check helpers tests benchmarks notebooks
 
 test: lint
 	$(BIN)/python -m pytest -q
 
+# Notebook sources are notebooks/NN_*.py (jupytext); executed copies go to notebooks/executed/.
+# Order: 06 trains the small GPT-2-architecture model that 05 also checks, so it runs first.
 reproduce: install
-	mkdir -p notebooks/executed
-	@for nb in $(NOTEBOOKS); do \
-	  echo "== $$nb (profile $(PROFILE))"; \
-	  $(BIN)/papermill $$nb notebooks/executed/$$(basename $$nb) --cwd notebooks -p profile $(PROFILE) --progress-bar || exit 1; \
-	done
+	$(BIN)/python -m helpers notebook --profile $(PROFILE)
 	$(BIN)/python -m helpers readme
 
 # Optional second real model: Gemma 3 270M base (GGUF assembled from four PyPI chunk packages).

@@ -4,6 +4,7 @@
     python -m helpers analyse --model meta-llama/Llama-2-70b-hf --device-map auto --shard 0/4 ...
     python -m helpers merge --model ... --dataset ... --shards 4      (tables from the merged shards)
     python -m helpers readme                                          (refresh README's results section)
+    python -m helpers notebook [02 03] --profile default              (execute notebook sources: make reproduce)
 """
 
 from __future__ import annotations
@@ -113,6 +114,24 @@ def cmd_readme(args) -> None:
     print(f"README.md: {len(pieces)} result blocks")
 
 
+def cmd_notebook(args) -> None:
+    """Build every (or the named) notebook source and execute it with papermill into notebooks/executed/."""
+    import time
+
+    from helpers.notebooks import execute, sources
+    from helpers.store import repo_root
+
+    chosen = [s for s in sources() if not args.only or s.name[:2] in args.only]
+    if not chosen:
+        raise CompendiumError(f"no notebook source matches {args.only}: use the two-digit numbers of notebooks/*.py")
+    for src in chosen:
+        out = repo_root() / "notebooks" / "executed" / f"{src.stem}.ipynb"
+        print(f"== {src.name} (profile {args.profile})", flush=True)
+        start = time.time()
+        execute(src, out, {"profile": args.profile}, log_output=True)
+        print(f"== {src.name}: {time.time() - start:.0f} s -> {out.relative_to(repo_root())}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; user errors print one line and exit 2."""
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__,
@@ -125,9 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     _analyse_args(m)
     m.add_argument("--shards", type=int, required=True)
     sub.add_parser("readme", help="refresh README's results section from results/")
+    nb = sub.add_parser("notebook", help="execute the notebook sources with papermill (make reproduce)")
+    nb.add_argument("only", nargs="*", help="two-digit notebook numbers (default: all, in run order)")
+    nb.add_argument("--profile", default="default", choices=["smoke", "default", "paper"])
     args = parser.parse_args(argv)
     try:
-        {"analyse": cmd_analyse, "merge": cmd_merge, "readme": cmd_readme}[args.cmd](args)
+        {"analyse": cmd_analyse, "merge": cmd_merge, "readme": cmd_readme, "notebook": cmd_notebook}[args.cmd](args)
     except CompendiumError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

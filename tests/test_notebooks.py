@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def test_notebooks_exist():
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_smoke_profile(notebook, outdir):
-    import papermill as pm
+    from helpers.notebooks import execute
 
     params = {
         "profile": "smoke",
@@ -32,7 +32,6 @@ def test_notebook_runs_in_smoke_profile(notebook, outdir):
         "cache_dir": str(outdir / "cache"),
         "filtered_dir": str(outdir / "filtered"),
     }
-    pm.execute_notebook(str(notebook), str(outdir / notebook.name), parameters=params, cwd=str(REPO / "notebooks"),
-                        progress_bar=False, kernel_name="python3")
+    execute(notebook, outdir / f"{notebook.stem}.ipynb", params)
     written = [*(outdir / "results").glob(f"{notebook.name[:2]}_*"), *(outdir / "figures").glob(f"{notebook.name[:2]}_*")]
     assert written, "the notebook wrote no table or figure"
