@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 
 from helpers import CompendiumError
+from helpers.profiles import PROFILE_NAMES
 
 
 def _analyse_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="registry name, hub id, local dir or .gguf file")
     p.add_argument("--dataset", default="wikitext-103", choices=["wikitext-103", "1bw"])
-    p.add_argument("--profile", default="default", choices=["smoke", "default", "paper"])
+    p.add_argument("--profile", default="default", choices=PROFILE_NAMES)
     p.add_argument("--n-texts", type=int, default=None)
     p.add_argument("--max-tokens", type=int, default=None)
     p.add_argument("--min-position", type=int, default=4)
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("readme", help="refresh README's results section from results/")
     nb = sub.add_parser("notebook", help="execute the notebook sources with papermill (make reproduce)")
     nb.add_argument("only", nargs="*", help="two-digit notebook numbers (default: all, in run order)")
-    nb.add_argument("--profile", default="default", choices=["smoke", "default", "paper"])
+    nb.add_argument("--profile", default="default", choices=PROFILE_NAMES)
     args = parser.parse_args(argv)
     try:
         {"analyse": cmd_analyse, "merge": cmd_merge, "readme": cmd_readme, "notebook": cmd_notebook}[args.cmd](args)

@@ -34,32 +34,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from helpers.profiles import MeasureConfig
 from helpers.store import config_hash
 from helpers.synthetic import LABEL_KINDS, SyntheticData
-
-
-@dataclass(frozen=True)
-class MeasureConfig:
-    """Sample sizes of the per-checkpoint measurements (all seeded by ``seed``)."""
-
-    n_outer: int = 256
-    n_inner: int = 64
-    n_norm: int = 256
-    n_cluster: int = 1500
-    n_attention: int = 256
-    top_k: int = 10
-    min_position: int = 4
-    kmeans_n_init: int = 2
-    batch_size: int = 64
-    seed: int = 0
-
-
-MEASURE_PROFILES: dict[str, MeasureConfig] = {
-    "smoke": MeasureConfig(n_outer=64, n_inner=16, n_norm=32, n_cluster=300, n_attention=64, kmeans_n_init=1),
-    "default": MeasureConfig(),
-    "paper": MeasureConfig(n_outer=1024, n_inner=256, n_norm=1024, n_cluster=5000, n_attention=1024, kmeans_n_init=3),
-}
-
 
 # ----------------------------------------------------------------------------------------------
 # clustering scores

@@ -63,27 +63,6 @@ CONSTRUCTIONS = ("linear", "frozen", "jacobian")
 PAPER_TABLE2 = {"wikitext-103": 100.0, "1bw": 100.0}
 """Table 2: share (%) of GPT-2's constructed matrices that meet Proposition 1's condition."""
 
-EIGEN_PROFILES: dict[str, dict] = {
-    # n_samples: texts per dataset (one current token each: the last kept token); max_tokens: tokens
-    # kept per text; min_tokens: shorter texts are skipped; layer_stride: every k-th block (the last
-    # block always included); spectra_samples: samples whose eigenvalues are kept for the plots;
-    # ablation_samples / ablation_layer_stride: the option ablation on the default model, first dataset.
-    "smoke": dict(n_samples=1, max_tokens=12, min_tokens=6, layer_stride=6, spectra_samples=1,
-                  ablation_samples=1, ablation_layer_stride=10),
-    "default": dict(n_samples=5, max_tokens=32, min_tokens=8, layer_stride=1, spectra_samples=1,
-                    ablation_samples=2, ablation_layer_stride=1),
-    "paper": dict(n_samples=100, max_tokens=64, min_tokens=10, layer_stride=1, spectra_samples=5,
-                  ablation_samples=20, ablation_layer_stride=1),
-}
-
-
-def eigen_profile(name: str) -> dict:
-    """The settings of profile ``name`` (a copy); :class:`CompendiumError` for an unknown name."""
-    if name not in EIGEN_PROFILES:
-        raise CompendiumError(f"unknown profile '{name}': choose one of {', '.join(EIGEN_PROFILES)}")
-    return dict(EIGEN_PROFILES[name])
-
-
 def profile_layers(n_layers: int, stride: int) -> list[int]:
     """Every ``stride``-th block index, the last block always included."""
     return sorted(set(range(0, n_layers, max(1, stride))) | {n_layers - 1})

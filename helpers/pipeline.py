@@ -238,11 +238,11 @@ def analyse_dataset(
     from helpers.profiles import get_profile
 
     check_dataset(dataset)
-    prof = get_profile(profile)
-    n = n_texts if n_texts is not None else prof["n_texts"][dataset]
-    tokens = max_tokens if max_tokens is not None else (prof["max_tokens"] or model_context(lm))
+    prof = get_profile(profile).corpus
+    n = n_texts if n_texts is not None else prof.n_texts(dataset)
+    tokens = max_tokens if max_tokens is not None else (prof.max_tokens or model_context(lm))
     texts = sample_texts(load_samples(dataset, filtered_dir, data_dir), n, seed)
-    config = AnalysisConfig(max_tokens=tokens, min_position=min_position, n_vectors=prof["n_vectors"])
+    config = AnalysisConfig(max_tokens=tokens, min_position=min_position, n_vectors=prof.n_vectors)
     records, store = run_analysis(
         lm,
         texts,

@@ -1,43 +1,233 @@
-"""Run sizes for notebooks 02-04 and the headless CLI.
+"""The one profile registry: every run size of every notebook, the CLI and every experiment.
 
 - ``smoke``: what ``make test`` runs (seconds per notebook).
-- ``default``: what ``make reproduce`` runs on a 2-core CPU with the default model (about 30 minutes
-  for every notebook together).
-- ``paper``: the paper's full protocol: every qualifying WikiText-103 test text, 5,000 1BW samples,
-  no truncation below the model's context; for GPU machines or a patient CPU.
+- ``default``: what ``make reproduce`` runs on a 2-core CPU with the default model.
+- ``paper``: the paper's full protocol (every qualifying WikiText-103 test text, 5,000 1BW samples, no
+  truncation below the model's context) and larger training runs; for GPU machines or a patient CPU.
+
+A :class:`Profile` bundles one frozen dataclass per experiment; :func:`get_profile` is the only lookup
+and raises one :class:`~helpers.CompendiumError` for an unknown name. The configuration dataclasses
+that experiments take (``ModelConfig``, ``TrainConfig``, ``MeasureConfig``, ...) live here too.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
+
 from helpers import CompendiumError
+from helpers.synthetic import SyntheticConfig
 
-PROFILES: dict[str, dict] = {
-    "smoke": {
-        "n_texts": {"wikitext-103": 6, "1bw": 8},
-        "max_tokens": 24,
-        "n_vectors": 6,
-        "pca_samples": 6,
-        "n_boot": 50,
-    },
-    "default": {
-        "n_texts": {"wikitext-103": 120, "1bw": 240},
-        "max_tokens": 64,
-        "n_vectors": 150,
-        "pca_samples": 50,
-        "n_boot": 1000,
-    },
-    "paper": {
-        "n_texts": {"wikitext-103": None, "1bw": None},
-        "max_tokens": None,
-        "n_vectors": 150,
-        "pca_samples": 150,
-        "n_boot": 1000,
-    },
+DATASETS = ("wikitext-103", "1bw")
+
+
+@dataclass(frozen=True)
+class CorpusProfile:
+    """Notebooks 02-04 and ``python -m helpers analyse``: texts per dataset (None = every text),
+    tokens kept per text (None = the model's context), last-token vectors kept for PCA, PCA samples,
+    bootstrap resamples."""
+
+    wikitext_texts: int | None
+    onebw_texts: int | None
+    max_tokens: int | None
+    n_vectors: int
+    pca_samples: int
+    n_boot: int
+
+    def n_texts(self, dataset: str) -> int | None:
+        """Texts sampled from ``dataset`` (None = all)."""
+        if dataset not in DATASETS:
+            raise CompendiumError(f"unknown dataset '{dataset}': choose one of {', '.join(DATASETS)}")
+        return self.wikitext_texts if dataset == "wikitext-103" else self.onebw_texts
+
+
+@dataclass(frozen=True)
+class EigenProfile:
+    """Notebook 05: texts per dataset (one current token each: the last kept token), tokens kept per
+    text, shorter texts skipped, every ``layer_stride``-th block (the last always included), samples
+    whose spectra are kept, and the option ablation's sample count and layer stride."""
+
+    n_samples: int
+    max_tokens: int
+    min_tokens: int
+    layer_stride: int
+    spectra_samples: int
+    ablation_samples: int
+    ablation_layer_stride: int
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """GPT-2 architecture depth and width of a project-trained model."""
+
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 64
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """GPT-2 architecture sizes (dropout is always 0, so training is deterministic)."""
+
+    vocab_size: int
+    n_positions: int
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 64
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings: AdamW, linear warmup over ``warmup_frac`` of the steps, cosine decay
+    to ``min_lr_frac * lr``, gradient clipping at ``grad_clip``."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_frac: float = 0.05
+    min_lr_frac: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class NaturalData:
+    """Natural-text training data: BPE vocabulary (None = the full 50,257-token GPT-2 BPE), window length,
+    lines read per file (None = all), validation share, window caps and the split seed."""
+
+    vocab_size: int | None
+    seq_len: int
+    max_lines_per_file: int | None
+    val_fraction: float
+    max_train_windows: int | None
+    max_val_windows: int
+    split_seed: int = 0
+
+    def as_dict(self) -> dict:
+        """Plain dict (for hashing and the data pipeline)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainingProfile:
+    """Data, model shape and optimisation of one project-trained model."""
+
+    data: SyntheticConfig | NaturalData
+    model: ModelShape
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Sample sizes of the per-checkpoint measurements of notebook 06 (all seeded by ``seed``)."""
+
+    n_outer: int = 256
+    n_inner: int = 64
+    n_norm: int = 256
+    n_cluster: int = 1500
+    n_attention: int = 256
+    top_k: int = 10
+    min_position: int = 4
+    kmeans_n_init: int = 2
+    batch_size: int = 64
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Eq1Profile:
+    """Notebook 00's Eq. (1) example: input and output width, SGD steps, new inputs for the dual form."""
+
+    d_in: int
+    d_out: int
+    steps: int
+    n_new: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every run size of one profile."""
+
+    name: str
+    corpus: CorpusProfile
+    eigen: EigenProfile
+    synthetic: TrainingProfile
+    natural: TrainingProfile
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    eq1: Eq1Profile = field(default_factory=lambda: Eq1Profile(16, 5, 200, 100))
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        corpus=CorpusProfile(wikitext_texts=6, onebw_texts=8, max_tokens=24, n_vectors=6, pca_samples=6, n_boot=50),
+        eigen=EigenProfile(n_samples=1, max_tokens=12, min_tokens=6, layer_stride=6, spectra_samples=1,
+                           ablation_samples=1, ablation_layer_stride=10),
+        synthetic=TrainingProfile(
+            data=SyntheticConfig(n_tasks=3, vocab_size=8, alpha=0.1, seq_len=32, min_segment=6, max_segment=16,
+                                 n_train=256, n_val=64),
+            model=ModelShape(n_layer=2, n_head=2, n_embd=32),
+            train=TrainConfig(epochs=2, batch_size=32, lr=3e-3),
+        ),
+        natural=TrainingProfile(
+            data=NaturalData(vocab_size=1024, seq_len=32, max_lines_per_file=300, val_fraction=0.1,
+                             max_train_windows=256, max_val_windows=32),
+            model=ModelShape(n_layer=2, n_head=2, n_embd=32),
+            train=TrainConfig(epochs=2, batch_size=32, lr=3e-3),
+        ),
+        measure=MeasureConfig(n_outer=64, n_inner=16, n_norm=32, n_cluster=300, n_attention=64, kmeans_n_init=1),
+        eq1=Eq1Profile(8, 4, 50, 20),
+    ),
+    "default": Profile(
+        name="default",
+        corpus=CorpusProfile(wikitext_texts=120, onebw_texts=240, max_tokens=64, n_vectors=150, pca_samples=50,
+                             n_boot=1000),
+        eigen=EigenProfile(n_samples=5, max_tokens=32, min_tokens=8, layer_stride=1, spectra_samples=1,
+                           ablation_samples=2, ablation_layer_stride=1),
+        synthetic=TrainingProfile(
+            data=SyntheticConfig(n_tasks=4, vocab_size=12, alpha=0.1, seq_len=64, min_segment=12, max_segment=32,
+                                 n_train=4000, n_val=512),
+            model=ModelShape(n_layer=4, n_head=4, n_embd=64),
+            train=TrainConfig(epochs=10, batch_size=32, lr=3e-3),
+        ),
+        natural=TrainingProfile(
+            data=NaturalData(vocab_size=8192, seq_len=64, max_lines_per_file=None, val_fraction=0.02,
+                             max_train_windows=6000, max_val_windows=256),
+            model=ModelShape(n_layer=4, n_head=4, n_embd=128),
+            train=TrainConfig(epochs=3, batch_size=16, lr=2e-3),
+        ),
+        measure=MeasureConfig(),
+        eq1=Eq1Profile(16, 5, 200, 100),
+    ),
+    "paper": Profile(
+        name="paper",
+        corpus=CorpusProfile(wikitext_texts=None, onebw_texts=None, max_tokens=None, n_vectors=150, pca_samples=150,
+                             n_boot=1000),
+        eigen=EigenProfile(n_samples=100, max_tokens=64, min_tokens=10, layer_stride=1, spectra_samples=5,
+                           ablation_samples=20, ablation_layer_stride=1),
+        synthetic=TrainingProfile(
+            data=SyntheticConfig(n_tasks=8, vocab_size=16, alpha=0.1, seq_len=128, min_segment=16, max_segment=48,
+                                 n_train=20000, n_val=1024),
+            model=ModelShape(n_layer=6, n_head=4, n_embd=128),
+            train=TrainConfig(epochs=20, batch_size=64, lr=2e-3),
+        ),
+        natural=TrainingProfile(
+            data=NaturalData(vocab_size=None, seq_len=128, max_lines_per_file=None, val_fraction=0.02,
+                             max_train_windows=None, max_val_windows=512),
+            model=ModelShape(n_layer=6, n_head=8, n_embd=256),
+            train=TrainConfig(epochs=3, batch_size=32, lr=1e-3),
+        ),
+        measure=MeasureConfig(n_outer=1024, n_inner=256, n_norm=1024, n_cluster=5000, n_attention=1024,
+                              kmeans_n_init=3),
+        eq1=Eq1Profile(64, 10, 2000, 500),
+    ),
 }
+PROFILE_NAMES: tuple[str, ...] = tuple(PROFILES)
 
 
-def get_profile(name: str) -> dict:
-    """The settings of profile ``name`` (a copy)."""
-    if name not in PROFILES:
-        raise CompendiumError(f"unknown profile '{name}': choose one of {', '.join(PROFILES)}")
-    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in PROFILES[name].items()}
+def get_profile(name: str) -> Profile:
+    """The profile called ``name``; one-line :class:`CompendiumError` for anything else."""
+    if not isinstance(name, str) or name not in PROFILES:
+        raise CompendiumError(f"unknown profile {name!r}: choose one of {', '.join(PROFILE_NAMES)}")
+    return PROFILES[name]

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from helpers import CompendiumError
+from helpers.profiles import ModelConfig, TrainConfig, get_profile
 from helpers.store import atomic_write_text, config_hash, repo_path, repo_root
 from helpers.synthetic import SyntheticConfig, SyntheticData, make_dataset
 
@@ -38,8 +39,6 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "TrainRun",
-    "SYNTHETIC_PROFILES",
-    "NATURAL_PROFILES",
     "NATURAL_FILES",
     "repo_root",
     "build_model",
@@ -57,34 +56,6 @@ __all__ = [
     "train_natural",
     "natural_model_dir",
 ]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """GPT-2 architecture sizes (dropout is always 0, so training is deterministic)."""
-
-    vocab_size: int
-    n_positions: int
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 64
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings: AdamW, linear warmup over ``warmup_frac`` of the steps, cosine decay
-    to ``min_lr_frac * lr``, gradient clipping at ``grad_clip``."""
-
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    warmup_frac: float = 0.05
-    min_lr_frac: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 0
-    eval_batch_size: int = 128
 
 
 @dataclass
@@ -110,27 +81,6 @@ class TrainRun:
 # profiles
 
 
-SYNTHETIC_PROFILES: dict[str, dict] = {
-    "smoke": {
-        "data": SyntheticConfig(n_tasks=3, vocab_size=8, alpha=0.1, seq_len=32, min_segment=6,
-                                max_segment=16, n_train=256, n_val=64),
-        "model": {"n_layer": 2, "n_head": 2, "n_embd": 32},
-        "train": TrainConfig(epochs=2, batch_size=32, lr=3e-3),
-    },
-    "default": {
-        "data": SyntheticConfig(n_tasks=4, vocab_size=12, alpha=0.1, seq_len=64, min_segment=12,
-                                max_segment=32, n_train=4000, n_val=512),
-        "model": {"n_layer": 4, "n_head": 4, "n_embd": 64},
-        "train": TrainConfig(epochs=10, batch_size=32, lr=3e-3),
-    },
-    "paper": {
-        "data": SyntheticConfig(n_tasks=8, vocab_size=16, alpha=0.1, seq_len=128, min_segment=16,
-                                max_segment=48, n_train=20000, n_val=1024),
-        "model": {"n_layer": 6, "n_head": 4, "n_embd": 128},
-        "train": TrainConfig(epochs=20, batch_size=64, lr=2e-3),
-    },
-}
-
 NATURAL_FILES = (
     "1bw/news.en.heldout-00010-of-00050",
     "1bw/news.en.heldout-00011-of-00050",
@@ -138,36 +88,6 @@ NATURAL_FILES = (
     "1bw/news.en.heldout-00013-of-00050",
     "wikitext-103/wiki.valid.tokens",
 )
-
-# vocab_size None = the full GPT-2 BPE (50,257 tokens); an int keeps the first vocab_size-1 tokens
-# (256 bytes + the first merges) and <|endoftext|>.
-NATURAL_PROFILES: dict[str, dict] = {
-    "smoke": {
-        "data": {"vocab_size": 1024, "seq_len": 32, "max_lines_per_file": 300, "val_fraction": 0.1,
-                 "max_train_windows": 256, "max_val_windows": 32, "split_seed": 0},
-        "model": {"n_layer": 2, "n_head": 2, "n_embd": 32},
-        "train": TrainConfig(epochs=2, batch_size=32, lr=3e-3),
-    },
-    "default": {
-        "data": {"vocab_size": 8192, "seq_len": 64, "max_lines_per_file": None, "val_fraction": 0.02,
-                 "max_train_windows": 6000, "max_val_windows": 256, "split_seed": 0},
-        "model": {"n_layer": 4, "n_head": 4, "n_embd": 128},
-        "train": TrainConfig(epochs=3, batch_size=16, lr=2e-3),
-    },
-    "paper": {
-        "data": {"vocab_size": None, "seq_len": 128, "max_lines_per_file": None, "val_fraction": 0.02,
-                 "max_train_windows": None, "max_val_windows": 512, "split_seed": 0},
-        "model": {"n_layer": 6, "n_head": 8, "n_embd": 256},
-        "train": TrainConfig(epochs=3, batch_size=32, lr=1e-3),
-    },
-}
-
-
-def _profile(table: dict[str, dict], profile: str, what: str) -> dict:
-    if profile not in table:
-        raise CompendiumError(f"unknown {what} profile '{profile}': choose one of {', '.join(table)}")
-    return table[profile]
-
 
 # ----------------------------------------------------------------------------------------------
 # model, schedule, loss
@@ -430,10 +350,10 @@ def _finish(run_dir: Path, config: dict, trained: int, seconds: float) -> TrainR
 def synthetic_setup(profile: str = "default", seed: int = 0) -> tuple[SyntheticConfig, ModelConfig, TrainConfig]:
     """Data, model and training configs of a synthetic profile. ``seed`` sets the sequence sampling
     (``data_seed = seed + 1``) and the initialisation / batch order; the tasks (``task_seed``) stay."""
-    p = _profile(SYNTHETIC_PROFILES, profile, "synthetic")
-    data_cfg = replace(p["data"], data_seed=seed + 1)
-    model_cfg = ModelConfig(vocab_size=data_cfg.vocab_size, n_positions=data_cfg.seq_len + 1, **p["model"])
-    return data_cfg, model_cfg, replace(p["train"], seed=seed)
+    p = get_profile(profile).synthetic
+    data_cfg = replace(p.data, data_seed=seed + 1)
+    model_cfg = ModelConfig(vocab_size=data_cfg.vocab_size, n_positions=data_cfg.seq_len + 1, **asdict(p.model))
+    return data_cfg, model_cfg, replace(p.train, seed=seed)
 
 
 def synthetic_run_dir(cache_dir: str | Path, data_cfg: SyntheticConfig, model_cfg: ModelConfig,
@@ -572,11 +492,11 @@ def natural_windows(data: dict, tokenizer, data_dir: str | Path | None = None,
 
 def natural_setup(profile: str = "default", seed: int = 0) -> tuple[dict, ModelConfig, TrainConfig]:
     """Data settings, model and training configs of a natural-text profile."""
-    p = _profile(NATURAL_PROFILES, profile, "natural-text")
-    data = dict(p["data"])
+    p = get_profile(profile).natural
+    data = p.data.as_dict()
     vocab = data["vocab_size"] or 50257
-    model_cfg = ModelConfig(vocab_size=vocab, n_positions=data["seq_len"] + 1, **p["model"])
-    return data, model_cfg, replace(p["train"], seed=seed)
+    model_cfg = ModelConfig(vocab_size=vocab, n_positions=data["seq_len"] + 1, **asdict(p.model))
+    return data, model_cfg, replace(p.train, seed=seed)
 
 
 def _natural_run_dir(cache_dir: str | Path, profile: str, seed: int) -> Path:

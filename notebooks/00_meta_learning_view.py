@@ -59,9 +59,10 @@ from plotly.subplots import make_subplots
 
 from helpers.dynamics import dual_form, outer_product_weights, train_linear_sgd
 from helpers.plots import save_figure, save_table, with_caption
+from helpers.profiles import get_profile
 
-sizes = {"smoke": (8, 4, 50, 20), "default": (16, 5, 200, 100), "paper": (64, 10, 2000, 500)}[profile]
-d_in, d_out, steps, n_new = sizes
+eq1 = get_profile(profile).eq1
+d_in, d_out, steps, n_new = eq1.d_in, eq1.d_out, eq1.steps, eq1.n_new
 rng = np.random.default_rng(seed)
 teacher = rng.standard_normal((d_out, d_in))
 xs = rng.standard_normal((steps, d_in))

@@ -74,7 +74,7 @@ runs = {
 }
 
 # %%
-ours = pd.concat([reports.table1(run.records, lm.n_layers, min_position, lm.label, ds, n_boot=prof["n_boot"], seed=seed)
+ours = pd.concat([reports.table1(run.records, lm.n_layers, min_position, lm.label, ds, n_boot=prof.corpus.n_boot, seed=seed)
                   for ds, run in runs.items()], ignore_index=True)
 table = pd.concat([reports.with_paper_values(ours[ours.dataset == ds], ds) for ds in runs], ignore_index=True)
 plots.save_table(table, f"03_table1_{tag}", ROOT / results_dir,

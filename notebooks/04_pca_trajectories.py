@@ -75,7 +75,7 @@ runs = {
 # %%
 from helpers.pca import fit_trajectories
 
-n_pca = pca_samples or prof["pca_samples"]
+n_pca = pca_samples or prof.corpus.pca_samples
 for ds, run in runs.items():
     vec = run.records["last_vectors"][:n_pca]
     pca = fit_trajectories(vec)

@@ -81,12 +81,13 @@ from plotly.subplots import make_subplots
 from helpers import linear, plots
 from helpers.data import load_samples
 from helpers.models import load_model
+from helpers.profiles import get_profile
 
 if torch_threads:
     torch.set_num_threads(torch_threads)
-prof = linear.eigen_profile(profile)
-n_samples = n_samples or prof["n_samples"]
-max_tokens = max_tokens or prof["max_tokens"]
+prof = get_profile(profile).eigen
+n_samples = n_samples or prof.n_samples
+max_tokens = max_tokens or prof.max_tokens
 models = [load_model(model, device=device, dtype=dtype)]
 if include_trained:
     trained = linear.load_trained_natural(cache_dir, profile, seed, device)
@@ -108,11 +109,11 @@ for m in models:
 texts = {ds: load_samples(ds, ROOT / filtered_dir, data_dir) for ds in datasets}
 rows, spectra, token_ids, timings = [], {}, {}, []
 for ds in datasets:
-    _, token_ids[ds] = linear.pick_samples(texts[ds], models, n_samples, max_tokens, prof["min_tokens"], seed)
+    _, token_ids[ds] = linear.pick_samples(texts[ds], models, n_samples, max_tokens, prof.min_tokens, seed)
     for m in models:
         t0 = time.time()
-        layers = linear.profile_layers(m.n_layers, prof["layer_stride"])
-        r, sp = linear.eigen_records(m, token_ids[ds][m.name], constructions, spectra_samples=prof["spectra_samples"],
+        layers = linear.profile_layers(m.n_layers, prof.layer_stride)
+        r, sp = linear.eigen_records(m, token_ids[ds][m.name], constructions, spectra_samples=prof.spectra_samples,
                                      layers=layers)
         rows += [dict(row, model=m.label, dataset=ds) for row in r]
         spectra[(m.label, ds)] = sp
@@ -218,15 +219,15 @@ figs[0]
 ablation_rows = []
 ds0 = datasets[0]
 for m in models[:2]:
-    ids = token_ids[ds0][m.name][: prof["ablation_samples"]]
-    layers = linear.profile_layers(m.n_layers, prof["ablation_layer_stride"])
+    ids = token_ids[ds0][m.name][: prof.ablation_samples]
+    layers = linear.profile_layers(m.n_layers, prof.ablation_layer_stride)
     for opts in linear.OPTION_VARIANTS:
         r, _ = linear.eigen_records(m, ids, [c for c in constructions if c != "jacobian"], options=opts, layers=layers)
         ablation_rows += [dict(row, model=m.label, options=opts.label()) for row in r]
 ablation = linear.agreement_table(ablation_rows).reset_index()
 plots.save_table(ablation.round(3), "05_option_ablation", ROOT / results_dir,
-                 caption=f"Effect of each omission on the linear surrogates ({ds0}, {prof['ablation_samples']} text(s), "
-                         f"layer stride {prof['ablation_layer_stride']}): layernorm = norms frozen at the current token, "
+                 caption=f"Effect of each omission on the linear surrogates ({ds0}, {prof.ablation_samples} text(s), "
+                         f"layer stride {prof.ablation_layer_stride}): layernorm = norms frozen at the current token, "
                          "bias = affine surrogate (biases and norm offsets kept), scale = softmax scale, rotary = rotary "
                          "embeddings at the real positions. " + caption)
 ablation.round(3)

@@ -123,7 +123,6 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from helpers.dynamics import (
-    MEASURE_PROFILES,
     fig_attention,
     fig_clustering,
     fig_losses,
@@ -133,6 +132,7 @@ from helpers.dynamics import (
     measure_synthetic_checkpoint,
 )
 from helpers.plots import save_figure, save_table, with_caption
+from helpers.profiles import get_profile
 from helpers.synthetic import bigram_loss, entropy_rate, make_dataset, oracle_loss
 from helpers.training import (
     natural_setup,
@@ -143,7 +143,7 @@ from helpers.training import (
 )
 
 data_cfg, model_cfg, train_cfg = synthetic_setup(profile, seed)
-mcfg = MEASURE_PROFILES[profile]
+mcfg = get_profile(profile).measure
 settings = pd.DataFrame(
     [("data", k, str(v)) for k, v in data_cfg.as_dict().items()]
     + [("model (GPT-2)", k, str(v)) for k, v in asdict(model_cfg).items()]

@@ -158,3 +158,18 @@ def test_bad_parameters(tmp_path):
         run_analysis(lm, TEXTS, AnalysisConfig(), cache_dir=str(tmp_path), shard="3/2")
     with pytest.raises(CompendiumError, match="batch_size"):
         run_analysis(lm, TEXTS, AnalysisConfig(), cache_dir=str(tmp_path), batch_size=0, progress=False)
+
+
+def test_one_profile_registry_serves_every_experiment():
+    from helpers import CompendiumError
+    from helpers.profiles import PROFILE_NAMES, get_profile
+
+    assert PROFILE_NAMES == ("smoke", "default", "paper")
+    for name in PROFILE_NAMES:
+        prof = get_profile(name)
+        assert prof.name == name and prof.corpus.n_boot > 0 and prof.eigen.n_samples > 0
+        assert prof.synthetic.train.epochs > 0 and prof.measure.n_inner > 0
+    assert get_profile("paper").corpus.n_texts("1bw") is None
+    for bad in ("defualt", None, 3):
+        with pytest.raises(CompendiumError, match="unknown profile"):
+            get_profile(bad)
