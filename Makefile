@@ -4,10 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= default
-SHARED_DATA := $(abspath ../shared/data)
-ifneq ($(wildcard $(SHARED_DATA)/MANIFEST.md),)
-export METALEARN_DATA ?= $(SHARED_DATA)
-endif
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 

@@ -1,39 +1,70 @@
-"""Test corpora (WikiText-103 test, One Billion Word test), filtering and seeded sampling.
+"""Corpora: the one data-folder resolver, checksums, the paper's filtering and seeded sampling.
 
-Sources, in order: a local folder (the ``data_dir`` argument, else the ``METALEARN_DATA``
-environment variable), else the Hugging Face hub through ``datasets``.
+Where a corpus file comes from, in order (:func:`resolve_data_dir`):
+
+1. an explicit folder (the ``data_dir`` / ``folder`` argument of any function here),
+2. the ``METALEARN_DATA`` environment variable,
+3. the repository's own ``data/`` folder (the verified files ship with the repository, see
+   ``data/README.md``),
+4. the Hugging Face hub, for WikiText-103 only (``Salesforce/wikitext``, parquet); the One Billion
+   Word test shard has no hub copy that current ``datasets`` can load, so it must be local.
+
+A folder given explicitly (1 or 2) must hold the file; only the repository's ``data/`` falls back to
+the hub. Every local file is checked against its sha256 in :data:`CHECKSUMS` (the numbers in
+``data/README.md``) before it is used. Provenance names files relative to the data folder, never by
+an absolute path.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from helpers import CompendiumError
+from helpers.store import repo_path
 
 DATASETS = ("wikitext-103", "1bw")
+ENV_VAR = "METALEARN_DATA"
+REPO_DATA = "data"
 LOCAL_FILES = {
     "wikitext-103": "wikitext-103/wiki.test.raw",
     "1bw": "1bw/news.en.heldout-00000-of-00050",
 }
+# sha256 of every corpus file the code reads (test corpora and natural-text training files);
+# the same numbers as data/README.md (a test checks that they agree).
+CHECKSUMS = {
+    "wikitext-103/wiki.test.raw": "173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08",
+    "wikitext-103/wiki.valid.tokens": "9aee9f52d6e77de6c7751fc5e7c44287db3ec0eaf15477098acc6b93c1c4250b",
+    "1bw/news.en.heldout-00000-of-00050": "265dccd51762253e20425c21ff6ddf09e6da2e11a365da399b0390eebb2d52c8",
+    "1bw/news.en.heldout-00010-of-00050": "13d5e6e54f5a1f12549f997029954781df3fb87b84e628f4ea802ca08e852399",
+    "1bw/news.en.heldout-00011-of-00050": "1f49c581ba4268e635b9a085fa362a2df22da13cdafdeb8b598f077ada0d56c3",
+    "1bw/news.en.heldout-00012-of-00050": "6737d8cbc8aab8c4265a711821c9dbc361d489557b44e0107eeb17ee8519b473",
+    "1bw/news.en.heldout-00013-of-00050": "5b1517339e20809895e1d5ead436385c87ae2283ff89193791875edf7ac318b0",
+}
+# hub copies that datasets 4.x loads (parquet, no loading script); 1BW has none (see module docstring)
 HUB_SOURCES = {
     "wikitext-103": ("Salesforce/wikitext", "wikitext-103-raw-v1", "test", "text"),
-    "1bw": ("lm1b", None, "test", "text"),
 }
 MIN_WORDS = 10
 N_1BW_SAMPLES = 5000
 SAMPLE_SEED = 0
+FILTERED_DIR = "data/filtered"
+
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
 
 
 @dataclass
 class FilterReport:
-    """Counts before and after each filtering rule of one corpus."""
+    """Counts before and after each filtering rule of one corpus, and where the corpus came from
+    (``source``: file relative to the data folder, or ``hub:...``; ``sha256``: first 12 hex digits)."""
 
     dataset: str
     source: str
+    sha256: str
     lines: int
     blank: int
     headings: int
@@ -53,29 +84,83 @@ def check_dataset(name: str) -> str:
     return name
 
 
-def data_dir(explicit: str | Path | None = None) -> Path | None:
-    """The local data folder: ``explicit``, else ``$METALEARN_DATA``, else None (use the hub)."""
-    value = explicit or os.environ.get("METALEARN_DATA")
-    return Path(value).expanduser() if value else None
+# ------------------------------------------------------------------------------------------------
+# the resolver
 
 
-def read_lines(name: str, folder: str | Path | None = None) -> tuple[list[str], str]:
-    """Raw lines of corpus ``name`` and a description of where they came from."""
-    check_dataset(name)
-    root = data_dir(folder)
-    if root is not None:
-        path = root / LOCAL_FILES[name]
-        if not path.is_file():
-            raise CompendiumError(
-                f"{name}: {path} not found; put {LOCAL_FILES[name]} under {root} "
-                f"(see shared/data/MANIFEST.md) or unset METALEARN_DATA to use the hub"
-            )
-        try:
-            return path.read_text(encoding="utf-8").split("\n")[:-1], str(path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CompendiumError(
-                f"{name}: cannot read {path} ({exc}); replace it with a verified copy"
-            ) from None
+def resolve_data_dir(explicit: str | Path | None = None) -> tuple[Path, str]:
+    """The data folder and what chose it: ``explicit`` ("argument"), else ``$METALEARN_DATA``
+    ("METALEARN_DATA"), else the repository's ``data/`` ("repository data/"). A relative path is
+    taken from the repository root, like every other path of the project."""
+    if explicit is not None and str(explicit) != "":
+        return repo_path(explicit), "argument"
+    env = os.environ.get(ENV_VAR, "")
+    if env:
+        return repo_path(env), ENV_VAR
+    return repo_path(REPO_DATA), f"repository {REPO_DATA}/"
+
+
+def data_dir(explicit: str | Path | None = None) -> Path:
+    """The data folder (see :func:`resolve_data_dir`)."""
+    return resolve_data_dir(explicit)[0]
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file (memoised per path, size and modification time)."""
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _SHA_MEMO:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _SHA_MEMO[memo] = h.hexdigest()
+    return _SHA_MEMO[memo]
+
+
+def verify_file(path: Path, rel: str) -> str:
+    """sha256 of ``path`` after checking it against :data:`CHECKSUMS` [``rel``]; one-line error if it differs."""
+    got = sha256_file(path)
+    want = CHECKSUMS.get(rel)
+    if want is not None and got != want:
+        raise CompendiumError(
+            f"{rel}: sha256 {got[:12]}... of {path} is not the expected {want[:12]}... (data/README.md): "
+            f"replace it with the verified copy from the repository (git checkout -- data/{rel})"
+        )
+    return got
+
+
+def corpus_file(rel: str, folder: str | Path | None = None) -> Path | None:
+    """The verified local file ``rel`` (e.g. ``"1bw/news.en.heldout-00000-of-00050"``).
+
+    Raises a one-line CompendiumError when a folder given explicitly or by ``$METALEARN_DATA``
+    lacks it; returns None when the repository's ``data/`` lacks it (the caller may use the hub).
+    """
+    root, origin = resolve_data_dir(folder)
+    path = root / rel
+    if not path.is_file():
+        if origin.startswith("repository"):
+            return None
+        raise CompendiumError(
+            f"{rel} not found in {root} (from the {origin}): put the file there (see data/README.md) "
+            f"or leave the data folder unset to use the repository's data/"
+        )
+    verify_file(path, rel)
+    return path
+
+
+def _missing_everywhere(name: str, rel: str) -> CompendiumError:
+    return CompendiumError(
+        f"{name}: {rel} is missing from the repository's data/ folder and has no loadable hub copy: "
+        f"restore it (git checkout -- data/) or set {ENV_VAR} to a folder holding it (see data/README.md)"
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# test corpora
+
+
+def _hub_lines(name: str) -> list[str]:
     repo, config, split, column = HUB_SOURCES[name]
     try:
         from datasets import load_dataset
@@ -83,10 +168,60 @@ def read_lines(name: str, folder: str | Path | None = None) -> tuple[list[str], 
         ds = load_dataset(repo, config, split=split)
     except Exception as exc:  # noqa: BLE001 - any hub failure becomes the same actionable message
         raise CompendiumError(
-            f"{name}: no local folder given and the hub failed ({type(exc).__name__}); "
-            f"set METALEARN_DATA to a folder holding {LOCAL_FILES[name]}"
+            f"{name}: {LOCAL_FILES[name]} is not in the repository's data/ and the hub failed "
+            f"({type(exc).__name__}): restore data/ (git checkout -- data/) or set {ENV_VAR}"
         ) from None
-    return [str(t) for t in ds[column]], f"hub:{repo}/{config or ''}/{split}"
+    return [str(t).rstrip("\n") for t in ds[column]]
+
+
+def _hub_label(name: str) -> str:
+    repo, config, split, _ = HUB_SOURCES[name]
+    return f"hub:{repo}/{config}/{split}"
+
+
+def read_corpus(name: str, folder: str | Path | None = None) -> tuple[list[str], dict]:
+    """Raw lines of corpus ``name`` and its source: ``{"file": path relative to the data folder
+    (or ``hub:...``), "sha256": hex digest of the file (or of the hub rows joined by newlines)}``."""
+    check_dataset(name)
+    rel = LOCAL_FILES[name]
+    path = corpus_file(rel, folder)
+    if path is not None:
+        try:
+            lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CompendiumError(f"{name}: cannot read {rel} ({exc}); replace it with a verified copy") from None
+        return lines, {"file": rel, "sha256": sha256_file(path)}
+    if name not in HUB_SOURCES:
+        raise _missing_everywhere(name, rel)
+    lines = _hub_lines(name)
+    digest = hashlib.sha256(("\n".join(lines) + "\n").encode("utf-8")).hexdigest()
+    return lines, {"file": _hub_label(name), "sha256": digest}
+
+
+def read_lines(name: str, folder: str | Path | None = None) -> tuple[list[str], str]:
+    """Raw lines of corpus ``name`` and where they came from (relative file name or ``hub:...``)."""
+    lines, source = read_corpus(name, folder)
+    return lines, source["file"]
+
+
+def corpus_source(name: str, folder: str | Path | None = None) -> dict:
+    """Provenance of corpus ``name`` for captions: ``{"file": ..., "sha256": ...}`` with the file
+    relative to the data folder (e.g. ``wikitext-103/wiki.test.raw``) and its full sha256."""
+    check_dataset(name)
+    path = corpus_file(LOCAL_FILES[name], folder)
+    if path is not None:
+        return {"file": LOCAL_FILES[name], "sha256": sha256_file(path)}
+    return read_corpus(name, folder)[1]
+
+
+def source_caption(name: str, folder: str | Path | None = None) -> str:
+    """One short line for captions: ``wikitext-103/wiki.test.raw (sha256 173c87a53759)``."""
+    src = corpus_source(name, folder)
+    return f"{src['file']} (sha256 {src['sha256'][:12]})"
+
+
+# ------------------------------------------------------------------------------------------------
+# filtering and sampling
 
 
 def is_heading(line: str) -> bool:
@@ -126,14 +261,27 @@ def sample_texts(texts: list[str], n: int | None, seed: int = SAMPLE_SEED) -> li
     return [texts[i] for i in idx]
 
 
+def filter_rules(name: str, min_words: int = MIN_WORDS, seed: int = SAMPLE_SEED) -> dict:
+    """The filtering and sampling rules applied to ``name`` (part of the filtered cache's key)."""
+    return {
+        "min_words": min_words,
+        "skip_blank": True,
+        "skip_headings": name == "wikitext-103",
+        "n_samples": N_1BW_SAMPLES if name == "1bw" else None,
+        "seed": seed,
+    }
+
+
 def load_filtered(
     name: str, folder: str | Path | None = None, min_words: int = MIN_WORDS, seed: int = SAMPLE_SEED
 ) -> tuple[list[str], FilterReport]:
     """The paper's evaluation texts: WikiText-103 test (all that pass) or 5,000 random 1BW test sentences."""
-    lines, source = read_lines(name, folder)
+    lines, source = read_corpus(name, folder)
     kept, counts = filter_lines(name, lines, min_words)
-    texts = sample_texts(kept, N_1BW_SAMPLES if name == "1bw" else None, seed)
-    return texts, FilterReport(dataset=name, source=source, sampled=len(texts), **counts)
+    texts = sample_texts(kept, filter_rules(name, min_words, seed)["n_samples"], seed)
+    report = FilterReport(dataset=name, source=source["file"], sha256=source["sha256"][:12],
+                          sampled=len(texts), **counts)
+    return texts, report
 
 
 def fingerprint_texts(texts: list[str]) -> str:
@@ -145,32 +293,70 @@ def fingerprint_texts(texts: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def filtered_path(name: str, out_dir: str | Path) -> Path:
-    """Where notebook 01 saves the filtered samples of ``name``."""
-    return Path(out_dir) / f"{check_dataset(name)}.jsonl"
+# ------------------------------------------------------------------------------------------------
+# the filtered-sample cache (data/filtered/<dataset>.jsonl)
 
 
-def save_filtered(name: str, texts: list[str], out_dir: str | Path) -> Path:
-    """Write filtered texts as JSON lines (atomically: a killed run leaves no partial file)."""
-    import json
+def filtered_path(name: str, out_dir: str | Path = FILTERED_DIR) -> Path:
+    """Where the filtered samples of ``name`` are cached (``out_dir`` relative to the repository root)."""
+    return repo_path(out_dir) / f"{check_dataset(name)}.jsonl"
 
+
+def filtered_key(name: str, source: dict, min_words: int = MIN_WORDS, seed: int = SAMPLE_SEED) -> dict:
+    """What the filtered samples depend on: the corpus file (relative name and sha256) and the rules."""
+    return {"format": 1, "dataset": name, "file": source["file"], "sha256": source["sha256"],
+            "rules": filter_rules(name, min_words, seed)}
+
+
+def save_filtered(name: str, texts: list[str], out_dir: str | Path = FILTERED_DIR, key: dict | None = None,
+                  report: FilterReport | None = None) -> Path:
+    """Write filtered texts as JSON lines after a header line holding the cache key and the filter
+    report; atomically (temporary file + rename), so a killed run never leaves a partial file."""
     path = filtered_path(name, out_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".jsonl.tmp")
+    header = {"key": key, "report": report.as_dict() if report is not None else None}
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(json.dumps(header) + "\n")
         for i, t in enumerate(texts):
             fh.write(json.dumps({"id": i, "text": t}) + "\n")
     tmp.replace(path)
     return path
 
 
-def load_samples(
-    name: str, filtered_dir: str | Path = "data/filtered", folder: str | Path | None = None
-) -> list[str]:
-    """Filtered texts saved by notebook 01, else filtered afresh from the corpus."""
-    import json
+def _read_cache(path: Path, key: dict) -> tuple[list[str], FilterReport] | None:
+    """The cached texts and report if ``path`` holds samples made under ``key``, else None."""
+    if not path.is_file():
+        return None
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        if not rows or rows[0].get("key") != key or not isinstance(rows[0].get("report"), dict):
+            return None
+        return [r["text"] for r in rows[1:]], FilterReport(**rows[0]["report"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None  # unreadable or foreign file: recompute
 
+
+def filtered_samples(
+    name: str, filtered_dir: str | Path = FILTERED_DIR, folder: str | Path | None = None,
+    min_words: int = MIN_WORDS, seed: int = SAMPLE_SEED,
+) -> tuple[list[str], FilterReport]:
+    """Filtered texts and report of ``name``, cached under ``filtered_dir`` keyed by the corpus file's
+    relative name, its sha256 and the rules: recomputed (and rewritten) whenever the key differs."""
+    source = corpus_source(name, folder)
+    key = filtered_key(name, source, min_words, seed)
     path = filtered_path(name, filtered_dir)
-    if path.is_file():
-        return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()]
-    return load_filtered(name, folder)[0]
+    cached = _read_cache(path, key)
+    if cached is not None:
+        return cached
+    texts, report = load_filtered(name, folder, min_words, seed)
+    save_filtered(name, texts, filtered_dir, key, report)
+    return texts, report
+
+
+def load_samples(
+    name: str, filtered_dir: str | Path = FILTERED_DIR, folder: str | Path | None = None,
+    min_words: int = MIN_WORDS, seed: int = SAMPLE_SEED,
+) -> list[str]:
+    """The filtered texts of ``name`` (see :func:`filtered_samples`)."""
+    return filtered_samples(name, filtered_dir, folder, min_words, seed)[0]

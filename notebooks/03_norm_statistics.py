@@ -43,14 +43,11 @@ cache_dir = "results/cache"
 filtered_dir = "data/filtered"
 
 # %%
-import os
 import sys
 from pathlib import Path
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 sys.path.insert(0, str(ROOT))
-if data_dir is None and (ROOT.parent / "shared" / "data").is_dir():
-    os.environ.setdefault("METALEARN_DATA", str(ROOT.parent / "shared" / "data"))
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go

