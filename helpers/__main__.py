@@ -56,13 +56,13 @@ def _load(args):
     return load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
 
 
-def _run(lm, args, shard):
+def _run(lm, args, shard, cached_only: bool = False):
     from helpers.pipeline import analyse_dataset
 
     return analyse_dataset(
         lm, args.dataset, profile=args.profile, n_texts=args.n_texts, max_tokens=args.max_tokens,
         min_position=args.min_position, batch_size=args.batch_size, seed=args.seed, cache_dir=args.cache_dir,
-        data_dir=args.data_dir, shard=shard,
+        data_dir=args.data_dir, shard=shard, cached_only=cached_only,
     )
 
 
@@ -77,15 +77,28 @@ def cmd_analyse(args) -> None:
 
 
 def cmd_merge(args) -> None:
-    """Combine finished shards (cached) into the tables a single run gives."""
+    """Combine finished shards (cached) into the tables a single run gives; computes nothing.
+
+    Every shard analyses a disjoint slice of the same sample, so the merged run covers that sample once:
+    its text count is the sample's, not the sum over shards. A missing or unfinished shard is an error
+    naming every such shard."""
     from dataclasses import replace
 
-    from helpers.pipeline import merge_records
+    from helpers.pipeline import NotFinished, merge_records
 
+    if args.shards < 1:
+        raise CompendiumError(f"--shards must be a positive integer, got {args.shards}")
     lm = _load(args)
-    parts = [_run(lm, args, f"{i}/{args.shards}") for i in range(args.shards)]
-    merged = replace(parts[0], records=merge_records([p.records for p in parts]),
-                     n_texts=sum(p.n_texts for p in parts))
+    parts, missing = [], []
+    for i in range(args.shards):
+        try:
+            parts.append(_run(lm, args, f"{i}/{args.shards}", cached_only=True))
+        except NotFinished:
+            missing.append(f"{i}/{args.shards}")
+    if missing:
+        raise CompendiumError(f"cannot merge: shard(s) {', '.join(missing)} not finished in {args.cache_dir}: run "
+                              f"`python -m helpers analyse ... --shard i/{args.shards}` for each, then merge again")
+    merged = replace(parts[0], records=merge_records([p.records for p in parts]))
     for p in _tables(lm, [merged], args):
         print("wrote", p)
 

@@ -41,3 +41,13 @@ def fit_trajectories(vectors: np.ndarray, k: int = 3) -> TrajectoryPCA:
         mean=mean,
         explained_variance_ratio=var[:k] / var.sum(),
     )
+
+
+def fit_layers(last_vectors: np.ndarray, n_layers: int, include_last: bool = False, k: int = 3) -> TrajectoryPCA:
+    """PCA of trajectories [n, L+1, D] over layers 0..L-1, as in the paper's Sec. 5.3 (the last block's
+    output, layer L, left out: it is not part of the inner optimisation the paper draws); ``include_last``
+    fits and draws layers 0..L instead."""
+    vectors = np.asarray(last_vectors)
+    if vectors.ndim != 3 or vectors.shape[1] != n_layers + 1:
+        raise ValueError(f"expected [n, {n_layers + 1}, dim] vectors (layers 0..L), got {vectors.shape}")
+    return fit_trajectories(vectors if include_last else vectors[:, :n_layers], k)

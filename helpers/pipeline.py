@@ -9,6 +9,8 @@ its last complete chunk, and ``--shard i/n`` runs a disjoint slice merged by :fu
 
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -20,7 +22,7 @@ from helpers.data import fingerprint_texts
 from helpers.models import LoadedModel
 from helpers.store import RunStore
 
-CODE_VERSION = 1  # bump when the records' meaning changes, to invalidate caches
+CODE_VERSION = 2  # 2: lens re-runs the last block with every bound argument (GPT-2 mask). Bump when the records' meaning changes, to invalidate caches
 
 
 @dataclass(frozen=True)
@@ -80,12 +82,14 @@ def run_analysis(
     shard: str | tuple[int, int] | None = None,
     progress: bool = True,
     token_budget: int = 8192,
+    cached_only: bool = False,
 ) -> tuple[dict[str, np.ndarray], RunStore]:
     """Analyse ``texts`` with ``lm``; return concatenated per-token records and the run's store.
 
     Records (see :func:`helpers.analysis.analyse_batch`) gain ``text_id`` (index into ``texts``);
     ``last_vectors`` [n, L+1, D] and ``vector_text_id`` hold the last-token vectors of the first
     ``n_vectors`` texts. Texts too short to have a token at ``min_position`` are skipped and counted.
+    ``cached_only`` reads a finished run and computes nothing: :class:`CompendiumError` if it is not finished.
     """
     config.validate()
     if not texts:
@@ -102,14 +106,18 @@ def run_analysis(
         "code_version": CODE_VERSION,
         **asdict(config),
     }
-    store = RunStore(f"{cache_dir}/analysis", key)
+    store = RunStore(f"{cache_dir}/analysis", key, create=not cached_only)
+    if cached_only and not store.manifest().get("complete"):
+        raise NotFinished(f"shard {i_shard}/{n_shard} has not finished (no complete run in {store.dir})")
     ids = [i for i in range(len(texts)) if i % n_shard == i_shard]
     rows_all = lm.encode([texts[i] for i in ids], config.max_tokens)
     usable = [(i, r) for i, r in zip(ids, rows_all, strict=True) if len(r) >= config.min_position + 1]
     skipped = len(ids) - len(usable)
     chunks = [usable[s : s + config.chunk_texts] for s in range(0, len(usable), config.chunk_texts)]
     total_tokens = sum(len(r) for _, r in usable)
-    store.write_manifest(complete=False, n_chunks=len(chunks), skipped_short=skipped, model=lm.describe())
+    finished = bool(store.manifest().get("complete"))
+    if not finished:  # a rerun of a finished run never marks it incomplete
+        store.write_manifest(complete=False, n_chunks=len(chunks), skipped_short=skipped, model=lm.describe())
     bar = tqdm(total=total_tokens, unit="tok", desc=f"{dataset} {lm.label}", disable=not progress)
     for c, chunk in enumerate(chunks):
         n_tok = sum(len(r) for _, r in chunk)
@@ -138,8 +146,12 @@ def run_analysis(
         store.save_chunk(
             c, {k: np.concatenate([p[k] for p in parts]) for k in _TOKEN_KEYS if k in parts[0]} | _vectors(parts)
         )
+        if os.environ.get("METALEARN_KILL_AFTER_CHUNK") == str(c):  # fault injection for the resume test
+            os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
     records = sort_records(store.load_chunks(len(chunks)))
+    if finished:
+        return records, store
     store.write_manifest(
         complete=True,
         n_chunks=len(chunks),
@@ -148,6 +160,10 @@ def run_analysis(
         model=lm.describe(),
     )
     return records, store
+
+
+class NotFinished(CompendiumError):
+    """A run (or shard) asked for with ``cached_only`` has not finished."""
 
 
 def _vectors(parts: list[dict]) -> dict[str, np.ndarray]:
@@ -228,6 +244,7 @@ def analyse_dataset(
     data_dir: str | None = None,
     shard: str | None = None,
     progress: bool = True,
+    cached_only: bool = False,
 ) -> DatasetRun:
     """Sample ``n_texts`` filtered texts of ``dataset`` (seeded) and analyse them (cached, resumable).
 
@@ -252,6 +269,7 @@ def analyse_dataset(
         batch_size=batch_size,
         shard=shard,
         progress=progress,
+        cached_only=cached_only,
     )
     return DatasetRun(
         records=records,
@@ -262,3 +280,29 @@ def analyse_dataset(
         model_line=lm.describe() + f"; max {tokens} tokens/text",
         run_dir=str(store.dir),
     )
+
+
+def analyse_corpora(
+    model: str,
+    datasets: list[str] | tuple[str, ...] = ("wikitext-103", "1bw"),
+    profile: str = "default",
+    device: str = "cpu",
+    dtype: str = "float32",
+    device_map: str | None = None,
+    **kwargs,
+) -> tuple[LoadedModel, dict[str, DatasetRun]]:
+    """Load ``model`` and analyse every dataset (cached, resumable): the shared first step of notebooks
+    02-04. ``kwargs`` go to :func:`analyse_dataset` (n_texts, max_tokens, min_position, batch_size, seed,
+    cache_dir, filtered_dir, data_dir, shard)."""
+    from helpers.data import check_dataset
+    from helpers.models import load_model
+    from helpers.profiles import get_profile
+
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    for ds in datasets:
+        check_dataset(ds)
+    get_profile(profile)
+    lm = load_model(model, device=device, dtype=dtype, device_map=device_map)
+    print(lm.describe())
+    return lm, {ds: analyse_dataset(lm, ds, profile=profile, **kwargs) for ds in datasets}

@@ -137,3 +137,91 @@ def transitions(records: dict[str, np.ndarray], n_layers: int, min_position: int
             "non_decreasing_pct": rates,
         }
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# notebook-level tables and readings (02-04): built from DatasetRun objects, text rendered from numbers
+
+PAPER_FILTER, ALL_TOKENS = "final loss <= 1 (paper)", "all tokens"
+
+
+def inner_loss_table(runs: dict, label: str) -> pd.DataFrame:
+    """:func:`loss_curves` for every dataset run and both token filters (the paper's and every token)."""
+    parts = [loss_curves(run.records, filt).assign(dataset=ds, filter=name, model=label)
+             for ds, run in runs.items() for filt, name in ((MAX_FINAL_LOSS, PAPER_FILTER), (None, ALL_TOKENS))]
+    return pd.concat(parts, ignore_index=True)
+
+
+def inner_loss_summary(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, the filtered inner loss at the first and last layer, the share of layer steps that go
+    down, the largest rise, and how many tokens the filter kept."""
+    rows = []
+    for ds, t in curves[(curves.lens == "inner_loss") & (curves["filter"] == PAPER_FILTER)].groupby("dataset"):
+        m = t.sort_values("layer")["mean"].to_numpy()
+        d = np.diff(m)
+        worst = int(np.argmax(d)) if len(d) else 0
+        rows.append({"dataset": ds, "first layer": m[0], "last layer": m[-1],
+                     "decreasing steps %": 100 * float(np.mean(d <= 0)) if len(d) else np.nan,
+                     "largest rise": f"{worst}->{worst + 1} (+{d[worst]:.2f})" if len(d) and d[worst] > 0 else "none",
+                     "tokens kept": int(t.n_tokens.iloc[0]), "share kept %": 100 * float(t.share_kept.iloc[0])})
+    return pd.DataFrame(rows)
+
+
+def reading_inner_loss(summary: pd.DataFrame, curves: pd.DataFrame, label: str) -> str:
+    """The reading of notebook 02, rendered from its numbers."""
+    lines = []
+    for _, r in summary.iterrows():
+        t = curves[(curves.dataset == r["dataset"]) & (curves["filter"] == PAPER_FILTER)]
+        inner = t[t.lens == "inner_loss"].set_index("layer")["mean"]
+        logit = t[t.lens == "logit_lens"].set_index("layer")["mean"].reindex(inner.index)
+        below = int((logit < inner).sum())
+        verdict = "falls" if r["last layer"] < r["first layer"] else "does not fall"
+        lines.append(
+            f"- **{r['dataset']}** ({r['tokens kept']:,} tokens with final loss <= 1, {r['share kept %']:.0f}% of "
+            f"tokens): the inner loss {verdict} from {r['first layer']:.2f} at layer 0 to {r['last layer']:.2f} at "
+            f"layer {len(inner) - 1}; {r['decreasing steps %']:.0f}% of layer steps go down (largest rise: "
+            f"{r['largest rise']}). The logit lens is below the inner loss on {below} of {len(inner)} layers.")
+    return (f"**Reading ({label}).** The paper reports a filtered inner loss that decreases across layers "
+            "(clearly for LLaMA-7B/13B, less so for GPT-2).\n" + "\n".join(lines))
+
+
+def table1_with_paper(runs: dict, n_layers: int, min_position: int, label: str, n_boot: int = 1000,
+                      seed: int = 0) -> pd.DataFrame:
+    """Our Table 1 rows for every dataset run, each followed by the paper's rows for that dataset."""
+    parts = [with_paper_values(table1(run.records, n_layers, min_position, label, ds, n_boot=n_boot, seed=seed), ds)
+             for ds, run in runs.items()]
+    return pd.concat(parts, ignore_index=True)
+
+
+def transitions_table(runs: dict, n_layers: int, min_position: int) -> pd.DataFrame:
+    """:func:`transitions` for every dataset run."""
+    return pd.concat([transitions(run.records, n_layers, min_position).assign(dataset=ds) for ds, run in runs.items()],
+                     ignore_index=True)
+
+
+def reading_table1(table: pd.DataFrame, trans: pd.DataFrame, min_position: int, label: str) -> str:
+    """The reading of notebook 03, rendered from its numbers."""
+    paper_variant = f"positions >= {min_position + 1} (paper)"
+    lines = []
+    for ds, t in table[table.variant == paper_variant].groupby("dataset"):
+        r = t.iloc[0]
+        gpt2 = PAPER_TABLE1[(PAPER_TABLE1.dataset == ds) & (PAPER_TABLE1.model == "GPT-2")].iloc[0]
+        worst = trans[trans.dataset == ds].nsmallest(3, "non_decreasing_pct")
+        worst_txt = ", ".join(f"{s} ({v:.0f}%)" for s, v in zip(worst.step, worst.non_decreasing_pct, strict=True))
+        lines.append(
+            f"- **{ds}** ({int(r.n_tokens):,} tokens, {int(r.n_texts)} texts, {int(r.steps)} steps): sequence level "
+            f"{r.sequence_pct:.1f}% {r.sequence_ci95}, pair level {r.pair_pct:.1f}% {r.pair_ci95}; chance "
+            f"2^-{int(r.steps)} = {r.chance_pct:.1e}%; paper GPT-2 {gpt2.sequence_pct}/{gpt2.pair_pct}. "
+            f"Weakest steps: {worst_txt}.")
+    return (f"**Reading ({label}).** The pair level is what Conjecture 4.1 predicts step by step; the sequence "
+            "level compounds every step, so it is much stricter for a deep model.\n" + "\n".join(lines))
+
+
+def reading_pca(explained: dict[str, np.ndarray], norm_growth: dict[str, float], n_layers: int) -> str:
+    """The reading of notebook 04: explained variance of PC1-3 and the share of samples whose norm grows
+    from layer 0 to layer L-1, per dataset."""
+    lines = [f"- **{ds}**: PC1-3 explain " + ", ".join(f"{100 * v:.1f}%" for v in explained[ds])
+             + f" of the variance; the norm at layer {n_layers - 1} exceeds the norm at layer 0 for "
+             f"{100 * norm_growth[ds]:.0f}% of the samples." for ds in explained]
+    return (f"**Reading.** Layers 0..{n_layers - 1} (the last block's output is left out, as in the paper's "
+            "Sec. 5.3). Hover over a point for its layer.\n" + "\n".join(lines))

@@ -61,11 +61,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 class RunStore:
     """Chunked results of one configuration under ``root/<config hash>``."""
 
-    def __init__(self, root: str | Path, config: dict):
+    def __init__(self, root: str | Path, config: dict, create: bool = True):
         self.config = config
         self.key = config_hash(config)
         self.dir = repo_path(root) / self.key
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.dir.mkdir(parents=True, exist_ok=True)
 
     def chunk_path(self, index: int) -> Path:
         """Path of chunk ``index``."""
@@ -95,10 +96,6 @@ class RunStore:
     def manifest(self) -> dict:
         """The manifest, or {} if none was written."""
         return json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else {}
-
-    def is_complete(self) -> bool:
-        """Whether a run of this configuration finished."""
-        return bool(self.manifest().get("complete"))
 
     def write_manifest(self, complete: bool, **extra) -> None:
         """Record configuration, versions, time and completeness."""

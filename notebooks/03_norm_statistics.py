@@ -36,78 +36,52 @@ dtype = "float32"            # "bfloat16"/"float16" on GPUs; norms and losses ar
 device_map = None            # "auto" spreads a large model over several GPUs
 seed = 0
 shard = None                 # "i/n" runs a disjoint slice (see README: sharded runs)
-data_dir = None              # None: $METALEARN_DATA, else the Hugging Face hub
+data_dir = None              # None: $METALEARN_DATA, else the repo's data/ (see data/README.md)
 figures_dir = "figures"
 results_dir = "results"
 cache_dir = "results/cache"
 filtered_dir = "data/filtered"
 
 # %%
-import sys
-from pathlib import Path
-
-ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-sys.path.insert(0, str(ROOT))
-import numpy as np
-import pandas as pd
-import plotly.graph_objects as go
+from IPython.display import Markdown, display
 
 from helpers import plots, reports
-
-# %%
-from helpers.models import load_model
-from helpers.pipeline import analyse_dataset
+from helpers.pipeline import analyse_corpora
 from helpers.profiles import get_profile
 
 prof = get_profile(profile)
-lm = load_model(model, device=device, dtype=dtype, device_map=device_map)
+lm, runs = analyse_corpora(model, datasets, profile, device=device, dtype=dtype, device_map=device_map,
+                           n_texts=n_texts, max_tokens=max_tokens, min_position=min_position, batch_size=batch_size,
+                           seed=seed, cache_dir=cache_dir, filtered_dir=filtered_dir, data_dir=data_dir, shard=shard)
 tag = lm.name.replace("/", "_")
-print(lm.describe())
-runs = {
-    ds: analyse_dataset(lm, ds, profile=profile, n_texts=n_texts, max_tokens=max_tokens, min_position=min_position,
-                        batch_size=batch_size, seed=seed, cache_dir=cache_dir, filtered_dir=filtered_dir,
-                        data_dir=data_dir, shard=shard)
-    for ds in datasets
-}
+
+# %% [markdown]
+# ## Table 1 beside the paper's rows
 
 # %%
-ours = pd.concat([reports.table1(run.records, lm.n_layers, min_position, lm.label, ds, n_boot=prof.corpus.n_boot, seed=seed)
-                  for ds, run in runs.items()], ignore_index=True)
-table = pd.concat([reports.with_paper_values(ours[ours.dataset == ds], ds) for ds in runs], ignore_index=True)
-plots.save_table(table, f"03_table1_{tag}", ROOT / results_dir,
+table = reports.table1_with_paper(runs, lm.n_layers, min_position, lm.label, n_boot=prof.corpus.n_boot, seed=seed)
+plots.save_table(table, f"03_table1_{tag}", results_dir,
                  caption=f"Table 1: non-decreasing norms over layers 0..L-1. {lm.describe()}; profile {profile}; "
                          f"paper rows are the published values (GPT-2, LLaMA-7B, LLaMA-13B).")
 table.round(2)
 
-# %%
-trans = pd.concat([reports.transitions(run.records, lm.n_layers, min_position).assign(dataset=ds)
-                   for ds, run in runs.items()], ignore_index=True)
-plots.save_table(trans, f"03_transitions_{tag}", ROOT / results_dir,
-                 caption=f"Share of tokens whose norm does not decrease at each layer step. {lm.describe()}.")
-fig = go.Figure([go.Bar(x=t.step, y=t.non_decreasing_pct, name=ds) for ds, t in trans.groupby("dataset")])
-fig.update_layout(xaxis_title="layer step", yaxis_title="% of tokens non-decreasing", barmode="group")
-run0 = next(iter(runs.values()))
-plots.with_caption(fig, "Which layer steps break the non-decreasing pattern",
-                   " / ".join(r.caption(f"positions >= {min_position + 1}") for r in runs.values()))
-plots.save_figure(fig, f"03_transitions_{tag}", ROOT / figures_dir)
-fig
-
-# %%
-fig = go.Figure()
-for ds, run in runs.items():
-    mask = run.records["position"] >= min_position
-    traj = run.records["norms"][mask][:, : lm.n_layers]
-    fig.add_trace(go.Scatter(x=list(range(lm.n_layers)), y=np.median(traj, 0), mode="lines+markers", name=f"{ds} median",
-                             error_y=dict(type="data", symmetric=False, array=np.percentile(traj, 90, 0) - np.median(traj, 0),
-                                          arrayminus=np.median(traj, 0) - np.percentile(traj, 10, 0))))
-fig.update_layout(xaxis_title="layer l (input of block l)", yaxis_title="||z_l|| (median, 10-90%)")
-plots.with_caption(fig, "Residual norm of the current token across layers",
-                   " / ".join(r.caption(f"positions >= {min_position + 1}") for r in runs.values()))
-plots.save_figure(fig, f"03_norms_by_layer_{tag}", ROOT / figures_dir)
-fig
-
 # %% [markdown]
-# **Reading.** Compare the sequence- and pair-level rates with the paper's rows and with chance (2^-n). The pair
-# level is what the conjecture predicts step by step; the sequence level is much stricter for a deep model (29
-# steps for SmolLM2's 30 layers against 11 for GPT-2), so a lower sequence rate on a deeper model is expected even
-# if every step has the same probability. The transition plot shows which layer steps break the pattern.
+# ## Which layer steps break the pattern
+
+# %%
+trans = reports.transitions_table(runs, lm.n_layers, min_position)
+plots.save_table(trans, f"03_transitions_{tag}", results_dir,
+                 caption=f"Share of tokens whose norm does not decrease at each layer step. {lm.describe()}.")
+where = " / ".join(r.caption(f"positions >= {min_position + 1}") for r in runs.values())
+fig = plots.fig_transitions(trans, "Which layer steps break the non-decreasing pattern", where)
+plots.save_figure(fig, f"03_transitions_{tag}", figures_dir)
+fig
+
+# %%
+norms = {ds: run.records["norms"][run.records["position"] >= min_position][:, : lm.n_layers] for ds, run in runs.items()}
+fig = plots.fig_norm_quantiles(norms, "Residual norm of the current token across layers", where)
+plots.save_figure(fig, f"03_norms_by_layer_{tag}", figures_dir)
+fig
+
+# %%
+display(Markdown(reports.reading_table1(table, trans, min_position, lm.describe())))

@@ -10,14 +10,30 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
 
 
+def _between(lo: float, hi: float):
+    return lambda values: bool(((values >= lo) & (values <= hi)).all())
+
+
+# For every notebook: a table it must write, a column, and the range every value of that column must lie in
+# (smoke profile). A notebook that silently writes nothing, or nonsense, fails here.
+EXPECTED = {
+    "00": ("00_eq1_identity.csv", "relative error", _between(0.0, 1e-5)),
+    "01": ("01_filter_counts.csv", "kept", _between(1, 10**6)),
+    "02": ("02_inner_loss_summary_smollm2-135m.csv", "last layer", _between(0.0, 1.0)),
+    "03": ("03_table1_smollm2-135m.csv", "pair_pct", _between(50.0, 100.0)),
+    "04": ("04_pca_smollm2-135m_1bw.html", None, None),
+    "05": ("05_table2_overall.csv", "overall", _between(0.0, 100.0)),
+    "06": ("06_norms_natural_smoke.csv", "sequence_pct", _between(0.0, 100.0)),
+}
+
+
 @pytest.fixture(scope="module")
 def outdir(tmp_path_factory):
     return tmp_path_factory.mktemp("smoke")
 
 
-def test_notebooks_exist():
-    names = {p.name[:2] for p in NOTEBOOKS}
-    assert {"01", "02", "03", "04"} <= names
+def test_every_notebook_has_a_check():
+    assert {p.name[:2] for p in NOTEBOOKS} == set(EXPECTED)
 
 
 @pytest.mark.slow
@@ -33,5 +49,13 @@ def test_notebook_runs_in_smoke_profile(notebook, outdir):
         "filtered_dir": str(outdir / "filtered"),
     }
     execute(notebook, outdir / f"{notebook.stem}.ipynb", params)
-    written = [*(outdir / "results").glob(f"{notebook.name[:2]}_*"), *(outdir / "figures").glob(f"{notebook.name[:2]}_*")]
-    assert written, "the notebook wrote no table or figure"
+    name, column, check = EXPECTED[notebook.name[:2]]
+    if column is None:
+        assert (outdir / "figures" / name).stat().st_size > 10_000, f"{name} missing or empty"
+        return
+    import pandas as pd
+
+    table = pd.read_csv(outdir / "results" / name)
+    assert len(table) and column in table, f"{name} has no rows or no column {column!r}"
+    values = pd.to_numeric(table[column], errors="coerce").dropna()
+    assert len(values) and check(values), f"{name}[{column!r}] out of range: {values.tolist()}"

@@ -91,7 +91,7 @@ def test_cache_reuse_resume_and_shards(tmp_path, monkeypatch):
     lm = tiny_with_tok()
     cfg = AnalysisConfig(max_tokens=12, min_position=2, n_vectors=4, chunk_texts=3)
     full, store = run_analysis(lm, TEXTS, cfg, cache_dir=str(tmp_path), batch_size=4, progress=False)
-    assert store.is_complete() and len(list(store.dir.glob("chunk_*.npz"))) == 4
+    assert store.manifest()["complete"] and len(list(store.dir.glob("chunk_*.npz"))) == 4
     assert full["last_vectors"].shape == (4, lm.n_layers + 1, lm.d_model)
 
     calls = []
@@ -173,3 +173,42 @@ def test_one_profile_registry_serves_every_experiment():
     for bad in ("defualt", None, 3):
         with pytest.raises(CompendiumError, match="unknown profile"):
             get_profile(bad)
+
+
+def test_pca_leaves_the_last_layer_out_unless_asked():
+    """Fig. 3/5 (Sec. 5.3) fit and draw layers 0..L-1: the last block's output must not move the fit."""
+    from helpers.pca import fit_layers
+
+    rng = np.random.default_rng(0)
+    vec = rng.standard_normal((12, 5, 8))  # L = 4 layers: states 0..4
+    base = fit_layers(vec, n_layers=4)
+    assert base.coords.shape == (12, 4, 3)
+    moved = vec.copy()
+    moved[:, 4] *= 1000.0  # a huge last-block output (as in many real models)
+    np.testing.assert_allclose(fit_layers(moved, n_layers=4).coords, base.coords)
+    assert fit_layers(vec, n_layers=4, include_last=True).coords.shape == (12, 5, 3)
+    with pytest.raises(ValueError):
+        fit_layers(vec[:, :4], n_layers=4)
+
+
+def test_readings_are_rendered_from_the_numbers():
+    """Notebook readings state what the tables hold: change the numbers and the text changes with them."""
+    import pandas as pd
+
+    from helpers import reports
+
+    def curves(inner, logit):
+        rows = [{"lens": lens, "layer": i, "mean": v, "std": 0.1, "n_tokens": 50, "share_kept": 0.2,
+                 "dataset": "1bw", "filter": reports.PAPER_FILTER}
+                for lens, vals in (("inner_loss", inner), ("logit_lens", logit)) for i, v in enumerate(vals)]
+        return pd.DataFrame(rows)
+
+    falling = curves([5.0, 3.0, 4.0, 1.0], [6.0, 2.0, 5.0, 1.0])
+    summary = reports.inner_loss_summary(falling)
+    assert summary.loc[0, "largest rise"] == "1->2 (+1.00)"
+    text = reports.reading_inner_loss(summary, falling, "m")
+    assert "falls from 5.00 at layer 0 to 1.00 at layer 3" in text and "67% of layer steps go down" in text
+    assert "below the inner loss on 1 of 4 layers" in text
+    rising = curves([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0])
+    text = reports.reading_inner_loss(reports.inner_loss_summary(rising), rising, "m")
+    assert "does not fall from 1.00" in text and "0% of layer steps go down" in text
