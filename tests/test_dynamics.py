@@ -1,4 +1,5 @@
-"""Measurements of the training dynamics: pairwise F1, attention over history, Eq. (1), per-checkpoint tables."""
+"""Training dynamics: pairwise F1 and attention shares (label_metrics), per-checkpoint measurements
+(measures) and the Eq. (1) identity (eq1)."""
 
 from __future__ import annotations
 
@@ -6,25 +7,37 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.dynamics import (
-    MeasureConfig,
-    attention_label_shares,
-    attention_table,
-    cluster_sample,
-    cluster_scores,
-    clustering_table,
+from helpers.checkpoints import load_checkpoint
+from helpers.eq1 import (
     dual_form,
-    inner_loss_rows,
-    last_token_attention,
-    measure_run,
-    measure_synthetic_checkpoint,
+    dual_form_check,
+    identity_table,
+    make_task,
     outer_product_weights,
-    pair_counts,
-    pairwise_f1,
     train_linear_sgd,
 )
+from helpers.label_metrics import (
+    attention_label_shares,
+    attention_table,
+    cluster_scores,
+    clustering_table,
+    pair_counts,
+    pairwise_f1,
+)
+from helpers.measures import (
+    cluster_sample,
+    inner_loss_rows,
+    last_token_attention,
+    measure_lm_checkpoint,
+    measure_run,
+    measure_synthetic_checkpoint,
+    window_records,
+)
+from helpers.models import wrap_model
+from helpers.norms import monotone_stats
+from helpers.profiles import Eq1Profile, MeasureConfig, ModelConfig, TrainConfig
 from helpers.synthetic import SyntheticConfig, make_dataset
-from helpers.training import ModelConfig, TrainConfig, build_model, load_checkpoint, train_lm
+from helpers.training import build_model, train_lm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -124,16 +137,40 @@ def test_attention_table_layers_and_labels():
     assert row["top"] == pytest.approx(attention_label_shares(attn[1], hist["b"], query["b"], 2)["top"])
 
 
-def test_last_token_attention_matches_model_weights():
+def test_attention_shares_are_per_head_then_averaged():
+    """Issue 9c: ranking the head-averaged weights is not the paper's statistic; rank per head, then average."""
+    # history of 4 positions; the query's label is carried by positions 0 and 1
+    hist = np.array([[1, 1, 0, 0]])
+    query = np.array([1])
+    heads = np.array([[[0.50, 0.00, 0.45, 0.05],    # head 0: most attended = position 0 (same label)
+                       [0.00, 0.50, 0.45, 0.05]]])  # head 1: most attended = position 1 (same label)
+    per_head = attention_label_shares(heads, hist, query, k=1)
+    assert per_head["top"] == 1.0  # every head's top-1 carries the label
+    # the head average [0.25, 0.25, 0.45, 0.05] ranks position 2 (other label) first: a different answer
+    averaged_first = attention_label_shares(heads.mean(axis=1), hist, query, k=1)
+    assert averaged_first["top"] == 0.0
+    # bottom-1: position 1 for head 0 (same label), position 0 for head 1 (same label) -> 1.0 per head,
+    # while the averaged weights put position 3 (other label) last
+    assert per_head["bottom"] == 1.0 and averaged_first["bottom"] == 0.0
+    assert per_head["mass"] == pytest.approx((0.5 + 0.5) / 2)
+    assert per_head["chance"] == 0.5 and per_head["recent"] == 0.0
+    # a 2-D input is one head
+    assert attention_label_shares(heads[:, 0], hist, query, k=1)["top"] == 1.0
+
+
+def test_last_token_attention_is_per_head():
     model = build_model(ModelConfig(vocab_size=11, n_positions=16, n_layer=2, n_head=2, n_embd=16), seed=0).eval()
     ids = np.random.default_rng(0).integers(11, size=(5, 9))
     got = last_token_attention(model, ids, batch_size=2)
-    assert got.shape == (2, 5, 8)
+    assert got.shape == (2, 5, 2, 8)  # [blocks, queries, heads, history]
     with torch.no_grad():
         att = model(input_ids=torch.as_tensor(ids), output_attentions=True).attentions
-    expect = torch.stack([a[:, :, -1, :-1].mean(1) for a in att]).numpy()
+    expect = torch.stack([a[:, :, -1, :-1] for a in att]).numpy()
     np.testing.assert_allclose(got, expect, atol=1e-6)
     assert np.all(got.sum(-1) < 1.0 + 1e-6)  # the remaining mass is on the query itself
+    hist = np.random.default_rng(1).integers(3, size=(5, 8))
+    t = attention_table(got, {"a": hist}, {"a": hist[:, -1]}, k=3)
+    assert t.query("layer == 1")["top"].item() == pytest.approx(attention_label_shares(got[1], hist, hist[:, -1], 3)["top"])
 
 
 # ---------------------------------------------------------------- Eq. (1)
@@ -174,6 +211,8 @@ def test_inner_loss_rows_subsets():
     by = {(r["subset"], r["layer"]): r for r in rows}
     assert by[("all", 0)]["mean"] == 2.5 and by[("all", 0)]["n"] == 2
     assert by[("final<=1", 1)]["mean"] == 0.5 and by[("final<=1", 1)]["n"] == 1
+    assert by[("all", 0)]["model_loss"] == by[("all", 1)]["model_loss"] == 1.25  # same tokens, every layer
+    assert by[("final<=1", 0)]["model_loss"] == 0.5
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +258,76 @@ def test_measure_run_caches(tiny_run):
     assert len(calls) == len(run.checkpoints) == 2
     assert sorted(first["outer"]["epoch"].unique()) == [0, 1]
     assert first["clustering"].equals(again["clustering"])
+
+
+def _direct_ce(model, windows: np.ndarray, min_position: int) -> float:
+    """Mean next-token cross-entropy of ``model``'s own logits on the read positions >= min_position."""
+    ids = torch.as_tensor(windows)
+    with torch.no_grad():
+        logits = model(input_ids=ids[:, :-1]).logits[:, min_position:]
+    return float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                   ids[:, 1 + min_position :].reshape(-1)))
+
+
+def test_norm_stats_use_the_read_positions_only(tiny_run):
+    """Issue 9a: windows are [N, T+1]; position T is never read in training, so no norm statistic uses it."""
+    data, run = tiny_run
+    mcfg = MeasureConfig(n_outer=4, n_inner=2, n_norm=len(data.val), batch_size=8)
+    lm = load_checkpoint(run.final)
+    norms = {r["tokens"]: r for r in measure_lm_checkpoint(lm, data.train.tokens, data.val.tokens, mcfg)["norms"]}
+    t = data.val.seq_len
+    with torch.no_grad():  # independent: the model's own hidden states (inputs of blocks 0..L-1) on the T read tokens
+        hs = lm.model(input_ids=torch.as_tensor(data.val.tokens[:, :t]), output_hidden_states=True).hidden_states
+    traj = torch.stack([h.norm(dim=-1) for h in hs[: lm.n_layers]], dim=-1).numpy()  # [N, T, L]
+    for tokens, start in ((f"position>={mcfg.min_position}", mcfg.min_position), ("all positions", 0)):
+        expect = monotone_stats(traj[:, start:].reshape(-1, lm.n_layers))
+        got = norms[tokens]
+        assert got["n"] == expect["n"] == len(data.val) * (t - start)
+        assert got["sequence_pct"] == pytest.approx(expect["sequence_pct"])
+        assert got["pair_pct"] == pytest.approx(expect["pair_pct"])
+
+
+@pytest.mark.parametrize("trained", [False, True], ids=["random", "trained"])
+def test_model_loss_beside_the_inner_loss_on_the_same_tokens(tiny_run, trained):
+    """Issue 9b: the inner-loss rows carry the model's own loss on exactly their tokens, and the last
+    layer's inner loss (Eq. 14 with the model's own mask) equals it."""
+    data, run = tiny_run
+    lm = load_checkpoint(run.final if trained else run.checkpoints[0])
+    windows = data.train.tokens
+    mcfg = MeasureConfig(n_outer=4, n_inner=len(windows), n_norm=2, batch_size=16)
+    rows = measure_lm_checkpoint(lm, windows, data.val.tokens, mcfg)["inner"]
+    last = {r["subset"]: r for r in rows if r["layer"] == lm.n_layers - 1}
+    assert last["all"]["model_loss"] == pytest.approx(_direct_ce(lm.model, windows, mcfg.min_position), abs=1e-4)
+    for subset, r in last.items():
+        if r["n"]:
+            assert r["mean"] == pytest.approx(r["model_loss"], abs=1e-4), subset
+    for r in rows:  # one value per subset, on every layer's row (NaN for an empty subset)
+        np.testing.assert_equal(r["model_loss"], last[r["subset"]]["model_loss"])
+
+
+def test_random_eager_gpt2_last_inner_loss_is_the_model_loss():
+    model = build_model(ModelConfig(vocab_size=13, n_positions=17, n_layer=3, n_head=2, n_embd=16), seed=1)
+    lm = wrap_model(model, None, name="tiny-gpt2-eager")
+    windows = np.random.default_rng(0).integers(13, size=(6, 17))
+    rows = measure_lm_checkpoint(lm, windows, windows, MeasureConfig(n_outer=6, n_inner=6, n_norm=6,
+                                                                     batch_size=4))["inner"]
+    last = next(r for r in rows if r["subset"] == "all" and r["layer"] == 2)
+    assert last["n"] == 6 * (16 - 4)
+    assert last["mean"] == pytest.approx(last["model_loss"], abs=1e-4)
+    assert last["model_loss"] == pytest.approx(_direct_ce(model, windows, 4), abs=1e-4)
+    # token by token (so on any subset, e.g. the paper's final loss <= 1): last inner loss = own loss
+    rec = window_records(lm, windows, MeasureConfig(batch_size=4), lens=True)
+    has = ~np.isnan(rec["final_loss"])
+    assert has.sum() == 6 * 12 and rec["position"].max() == 15
+    np.testing.assert_allclose(rec["inner_loss"][has, -1], rec["final_loss"][has], atol=1e-4)
+
+
+def test_notebook00_experiment_reproduces_eq1():
+    task = make_task(Eq1Profile(d_in=6, d_out=3, steps=40, n_new=5), seed=0)
+    table, records = identity_table(task)
+    assert list(table["training"]) == [name for name in records]
+    rel = dict(zip(table["training"], table["relative error"], strict=True))
+    assert rel["float64"] < 1e-12 and rel["float32"] < 1e-5 and rel["float64, SGD with momentum 0.9"] > 1e-3
+    check = dual_form_check(records["float64"], task.x_new)
+    assert check["primal"].shape == (5, 3) and check["max_error"] < 1e-12 * max(1.0, check["max_output"])
+    assert check["contributions"].shape == (40,) and np.all(check["contributions"] >= 0)

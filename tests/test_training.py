@@ -9,19 +9,11 @@ import pytest
 import torch
 
 from helpers import CompendiumError
+from helpers.checkpoints import list_checkpoints
+from helpers.profiles import ModelConfig, TrainConfig
 from helpers.synthetic import SyntheticConfig, make_dataset, oracle_loss
 from helpers.textdata import NATURAL_FILES, gpt2_bpe_tokenizer, natural_files, natural_windows, pack_windows
-from helpers.training import (
-    ModelConfig,
-    TrainConfig,
-    build_model,
-    evaluate_loss,
-    list_checkpoints,
-    lr_at,
-    natural_model_dir,
-    train_lm,
-    train_natural,
-)
+from helpers.training import build_model, evaluate_loss, lr_at, natural_model_dir, train_lm, train_natural
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
