@@ -1,41 +1,54 @@
-"""Tests of the linear surrogates and Proposition 1 (helpers/linear.py)."""
+"""Tests of the linear surrogates and Proposition 1 (helpers/surrogates/)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import tiny_model
 
 from helpers import CompendiumError
-from helpers.linear import (
-    SurrogateOptions,
-    agreement_table,
+from helpers.surrogates.algebra import (
     augment,
-    block_jacobian,
-    block_layout,
-    block_step_function,
-    block_surrogates,
-    capture_sample,
     compare,
     direct_verdict,
-    eigen_records,
     evaluate_map,
-    ffn_frozen_map,
-    ffn_linear_map,
-    ffn_weights,
-    frozen_norm,
-    gpt2_mhsa_matrix,
     gram_eigh,
     homogeneous,
     prop1_quantities,
-    prop1_verdict,
-    random_gpt2,
-    rotary_matrices,
-    table2,
 )
+from helpers.surrogates.constructions import (
+    PAPER_ANALOGUES,
+    SurrogateOptions,
+    attention_map,
+    block_surrogates,
+    ffn_frozen_map,
+    ffn_linear_map,
+    frozen_norm,
+    rotary_matrices,
+)
+from helpers.surrogates.experiment import eigen_records, is_control, option_ablation, run_eigen_check
+from helpers.surrogates.jacobian import block_jacobian, block_step_function
+from helpers.surrogates.reading import reading_markdown, summary_markdown
+from helpers.surrogates.record import capture_sample
+from helpers.surrogates.report import (
+    JACOBIAN_NOTE,
+    Provenance,
+    agreement_table,
+    table2,
+    table2_with_paper,
+    table_caption,
+)
+from helpers.surrogates.weights import block_layout, ffn_weights, gpt2_attention_weights
 
 SAMPLE = [5, 17, 3, 42, 8, 99, 23, 61, 7, 30, 11]
+
+
+def prop1_verdict(lam: np.ndarray, u: np.ndarray, x: np.ndarray) -> int:
+    """Proposition 1's verdict on ``x``: +1 the condition holds strictly, 0 tie, -1 it fails."""
+    q = prop1_quantities(lam, u, x)
+    return compare(q["lhs"], q["rhs"])
 
 
 # ----------------------------------------------------------------------------- Proposition 1
@@ -113,7 +126,7 @@ def test_gpt2_construction_equals_plain_loop():
     attn = lm.blocks[1].attn
     z = torch.randn(7, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     ref = _plain_loop_w_mhsa(attn, z)
-    got = gpt2_mhsa_matrix(attn, z)
+    got = attention_map(gpt2_attention_weights(attn), z, None, None, SurrogateOptions()).a  # Eq. 10
     assert torch.allclose(got, ref, rtol=1e-10, atol=1e-10)
     # and it is the real module's attention with softmax replaced by raw scores (no bias, no scale)
     qkv = z @ attn.c_attn.weight.detach().double()
@@ -273,20 +286,98 @@ def test_prop1_and_direct_agree_on_real_tiny_blocks_and_table():
     assert ("gpt2", "linear") in constructions and ("llama", "linear") not in constructions
     assert ("llama", "frozen") in constructions and ("gemma3", "jacobian") in constructions
     tab = table2(rows)
-    sub = [row for row in rows if row["model"] == "gpt2" and row["construction"] == "jacobian"]
-    assert tab.loc[("gpt2", "jacobian"), "overall"] == pytest.approx(100 * np.mean([r["meets"] for r in sub]))
-    assert tab.loc[("gpt2", "jacobian"), "n"] == len(sub) == 2 * 3
+    sub = [row for row in rows if row["model"] == "gpt2" and row["construction"] == "linear"]
+    assert tab.loc[("gpt2", "linear"), "overall"] == pytest.approx(100 * np.mean([r["meets"] for r in sub]))
+    assert tab.loc[("gpt2", "linear"), "n"] == len(sub) == 2 * 3
+    jac = [row for row in rows if row["model"] == "gpt2" and row["construction"] == "jacobian"]
     agr = agreement_table(rows)
-    expected = 100 * np.mean([r["meets"] == r["real_grows"] for r in sub])
+    expected = 100 * np.mean([r["meets"] == r["real_grows"] for r in jac])
     assert agr.loc[("gpt2", "jacobian"), "agree_%"] == pytest.approx(expected)
 
 
-def test_random_gpt2_control_builds_and_evaluates():
-    lm = random_gpt2(n_layer=2, n_embd=16, n_head=2, vocab_size=50, seed=3)
-    assert lm.family == "gpt2" and lm.n_layers == 2
+def test_evaluate_map_on_an_affine_surrogate():
+    lm = tiny_model("gpt2")
     rec = capture_sample(lm, SAMPLE[:5])[0]
-    ev = evaluate_map(block_surrogates(lm, 0, rec, ("linear",))["linear"], rec.hidden[-1])
-    assert ev["prop1"] == ev["direct"] and ev["ratio"] > 0
+    m = block_surrogates(lm, 0, rec, ("linear",), SurrogateOptions(bias=True))["linear"]
+    ev = evaluate_map(m, rec.hidden[-1])
+    assert m.c is not None and ev["prop1"] == ev["direct"] and ev["ratio"] > 0
+    x = rec.hidden[-1].double()
+    assert ev["ratio"] == pytest.approx(float(torch.linalg.vector_norm(m(x)) / torch.linalg.vector_norm(x)))
+
+
+# ----------------------------------------------------------------------------- Table 2 holds analogues only
+
+
+def _fake_records() -> pd.DataFrame:
+    """Rows shaped like run_eigen_check's: a trained model and a control, three constructions, two datasets."""
+    rows = []
+    for model, ratio, real in (("trained", 50.0, 1.5), ("control", 1.01, 1.2)):
+        for ds in ("wikitext-103", "1bw"):
+            for layer in range(3):
+                for c in ("linear", "frozen", "jacobian"):
+                    meets = c != "jacobian" and not (model == "control" and layer == 0)
+                    grows = layer != 2
+                    rows.append({"sample": 0, "layer": layer, "construction": c, "meets": meets,
+                                 "prop1": 1 if meets else -1, "direct": 1 if meets else -1,
+                                 "ratio": 0.9 if c == "jacobian" else ratio, "real_ratio": real if grows else 0.8,
+                                 "real_grows": grows, "agrees": meets == grows, "model": model, "dataset": ds})
+    return pd.DataFrame(rows)
+
+
+def test_table2_leaves_out_the_jacobian():
+    # in a pre-norm block J z_n ~ z_n by construction: its Prop. 1 verdict is no analogue of the paper's 100%
+    df = _fake_records()
+    tab = table2(df).reset_index()
+    assert "jacobian" not in set(tab.construction)
+    assert set(tab.construction) == set(PAPER_ANALOGUES)
+    assert tab.n.sum() == (df.construction != "jacobian").sum()
+    assert "jacobian" not in set(table2_with_paper(df).construction)
+    assert table2(df[df.construction == "jacobian"]).empty
+    agr = agreement_table(df).reset_index()
+    assert "jacobian" in set(agr.construction)  # reported against the real block only
+    prov = Provenance({"trained": "a model"}, ("wikitext-103",), 1, 12, "smoke")
+    assert JACOBIAN_NOTE in table_caption("05_surrogate_agreement", prov)
+    assert "Jacobian is compared with the real block" in table_caption("05_table2_overall", prov)
+
+
+def test_reading_is_rendered_from_the_numbers():
+    df = _fake_records()
+    text = reading_markdown(df, controls=["control"], names={"trained": "x", "control": "y"})
+    assert "The paper's 100% reproduces on the trained model(s)" in text
+    assert "linear 100%" in text and "ratio ||W z_n|| / ||z_n|| spans 50 where the real block" in text
+    assert "0.8 to 1.5" in text and "of the 4 matrices whose real block shrinks the norm, 0 fail" in text
+    assert "control meets the condition for 67% of the matrices" in text
+    assert "not evidence that the blocks are norm-increasing" in text  # 100% met, surrogate off by ~33x
+    assert "GPT-2 (124M) is not among them" in text
+    changed = df.copy()
+    changed.loc[(changed.model == "trained") & (changed.layer == 2) & (changed.construction == "linear"), "meets"] = False
+    text2 = reading_markdown(changed, controls=["control"])
+    assert "reproduces only in part" in text2 and "linear 67%" in text2
+    assert "not evidence" not in text2
+    agree = agreement_table(df).reset_index()
+    summary = summary_markdown(agree, ["trained", "control"], ["linear", "jacobian"])
+    assert summary.count("\n") == 3 and "**trained**, jacobian: meets Prop. 1 1bw 0%" in summary
+
+
+def test_run_eigen_check_and_ablation_on_the_untrained_twin():
+    from helpers.profiles import get_profile
+    from helpers.surrogates.inputs import untrained_twin
+
+    lm = untrained_twin("smoke", seed=3)
+    assert lm.family == "gpt2" and is_control(lm)
+    texts = ["The history of the city begins with a small fishing village on the river bank near the sea.",
+             "Short.", "A second long sentence that has many words in it so that it keeps enough tokens."]
+    prof = get_profile("smoke").eigen
+    run = run_eigen_check([lm], {"wikitext-103": texts, "1bw": texts[::-1]}, prof=prof, n_samples=2)
+    df = run.records
+    assert run.controls == [lm.label] and run.names == {lm.label: lm.name}
+    assert set(df.dataset) == {"wikitext-103", "1bw"} and set(df.construction) == {"linear", "frozen", "jacobian"}
+    assert (df.prop1 == df.direct).all() and len(df) == 2 * 2 * lm.n_layers * 3
+    assert set(run.spectra) == {(lm.label, "wikitext-103"), (lm.label, "1bw")}
+    abl = option_ablation([lm], run.token_ids["wikitext-103"], prof=prof)
+    assert "jacobian" not in set(abl.construction) and abl.options.nunique() == 6
+    text = reading_markdown(df, abl, run.controls, run.names)
+    assert "**Untrained control.**" in text and "**Exact Jacobian**" in text and "Table 2." not in text
 
 
 def test_prop1_and_direct_agree_on_the_real_model(real_model):

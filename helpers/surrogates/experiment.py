@@ -1,0 +1,160 @@
+"""The eigenvalue check of notebook 05: every construction on every block and sample, against the real block.
+
+:func:`eigen_records` evaluates one model on token ids; :func:`run_eigen_check` runs every model on
+every dataset (the notebook's main loop) and :func:`option_ablation` undoes the paper's omissions one
+at a time (:data:`helpers.surrogates.constructions.OPTION_VARIANTS`). Tables and the notebook's
+reading text are built from their rows by :mod:`helpers.surrogates.report`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from helpers import CompendiumError
+from helpers.models import LoadedModel
+from helpers.profiles import EigenProfile
+from helpers.surrogates.algebra import compare, evaluate_map
+from helpers.surrogates.constructions import (
+    CONSTRUCTIONS,
+    OPTION_VARIANTS,
+    PAPER_OPTIONS,
+    SurrogateOptions,
+    block_surrogates,
+)
+from helpers.surrogates.inputs import pick_samples
+from helpers.surrogates.record import capture_sample
+
+
+def profile_layers(n_layers: int, stride: int) -> list[int]:
+    """Every ``stride``-th block index, the last block always included."""
+    return sorted(set(range(0, n_layers, max(1, stride))) | {n_layers - 1})
+
+
+def eigen_records(lm: LoadedModel, samples: Sequence[Sequence[int]], constructions: Sequence[str] = CONSTRUCTIONS,
+                  options: SurrogateOptions = PAPER_OPTIONS, spectra_samples: int = 1,
+                  layers: Sequence[int] | None = None, progress: bool = False) -> tuple[list[dict], dict]:
+    """Evaluate every applicable construction on every block and sample (one current token per sample).
+
+    Returns ``(rows, spectra)``: one row per (sample, layer, construction) with ``prop1`` / ``direct``
+    verdicts (+1 / 0 / -1), ``meets`` (Proposition 1's condition ``lhs >= rhs``, ties included),
+    ``ratio`` (surrogate ``||W x|| / ||x||``), ``real_ratio`` (``||z^(l+1)_n|| / ||z^l_n||`` of the real
+    block) and ``agrees`` (the surrogate's verdict equals the real block's grow / shrink); ``spectra``
+    maps ``(sample, layer, construction)`` to the eigenvalues of ``W^T W`` for the first
+    ``spectra_samples`` samples.
+    """
+    rows: list[dict] = []
+    spectra: dict[tuple[int, int, str], np.ndarray] = {}
+    layer_ids = list(range(lm.n_layers)) if layers is None else list(layers)
+    iterator = enumerate(samples)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(list(iterator), desc=f"{lm.name}: samples")
+    for s, ids in iterator:
+        if len(ids) < 2:
+            raise CompendiumError(f"sample {s} has {len(ids)} token(s): the linear attention needs a context of >= 2")
+        recs = capture_sample(lm, ids)
+        for layer in layer_ids:
+            rec = recs[layer]
+            x = rec.hidden[-1]
+            real = float(torch.linalg.vector_norm(rec.out_last.double()) / torch.linalg.vector_norm(x.double()))
+            real_verdict = compare(real**2, 1.0)
+            for name, m in block_surrogates(lm, layer, rec, constructions, options).items():
+                ev = evaluate_map(m, x)
+                if s < spectra_samples:
+                    spectra[(s, layer, name)] = ev["eigenvalues"]
+                rows.append({
+                    "sample": s, "layer": layer, "construction": name, "n_tokens": len(ids),
+                    "prop1_lhs": ev["prop1_lhs"], "prop1_rhs": ev["prop1_rhs"],
+                    "prop1": ev["prop1"], "direct": ev["direct"], "meets": ev["prop1"] >= 0,
+                    "ratio": ev["ratio"], "real_ratio": real, "real_grows": real_verdict >= 0,
+                    "agrees": (ev["prop1"] >= 0) == (real_verdict >= 0),
+                    "lambda_min": float(ev["eigenvalues"][0]), "lambda_max": float(ev["eigenvalues"][-1]),
+                })
+    return rows, spectra
+
+
+def is_control(lm: LoadedModel) -> bool:
+    """Whether ``lm`` is a randomly initialised control (:func:`helpers.surrogates.inputs.untrained_twin`)."""
+    return lm.name.startswith("gpt2-untrained-")
+
+
+@dataclass
+class EigenRun:
+    """Everything :func:`run_eigen_check` measured.
+
+    ``records``: one row per (model, dataset, sample, layer, construction) (columns of
+    :func:`eigen_records` plus ``model`` = the model's label and ``dataset``); ``spectra``: eigenvalues
+    of ``W^T W`` per ``(model label, dataset)`` (see :func:`eigen_records`); ``token_ids``: the samples'
+    token ids per dataset and model name; ``timings``: seconds per model and dataset; ``names``: model
+    name per label; ``controls``: labels of the randomly initialised controls.
+    """
+
+    records: pd.DataFrame
+    spectra: dict[tuple[str, str], dict]
+    token_ids: dict[str, dict[str, list[list[int]]]]
+    timings: pd.DataFrame
+    names: dict[str, str] = field(default_factory=dict)
+    controls: list[str] = field(default_factory=list)
+
+
+def run_eigen_check(models: Sequence[LoadedModel], texts: Mapping[str, Sequence[str]],
+                    constructions: Sequence[str] = CONSTRUCTIONS, prof: EigenProfile | None = None,
+                    n_samples: int | None = None, max_tokens: int | None = None, seed: int = 0) -> EigenRun:
+    """Every model on ``n_samples`` texts of every dataset in ``texts`` (the same texts for all models:
+    :func:`pick_samples` keeps those long enough under every tokenizer), every ``prof.layer_stride``-th
+    block. ``n_samples`` / ``max_tokens`` default to the profile's. Raises if Proposition 1 and the
+    direct check ever disagree (they are the same inequality, see :mod:`helpers.surrogates.algebra`)."""
+    if prof is None:
+        from helpers.profiles import get_profile
+
+        prof = get_profile("default").eigen
+    n_samples, max_tokens = n_samples or prof.n_samples, max_tokens or prof.max_tokens
+    rows: list[dict] = []
+    spectra: dict[tuple[str, str], dict] = {}
+    token_ids: dict[str, dict[str, list[list[int]]]] = {}
+    timings = []
+    for ds, ds_texts in texts.items():
+        _, token_ids[ds] = pick_samples(ds_texts, models, n_samples, max_tokens, prof.min_tokens, seed)
+        for m in models:
+            t0 = time.time()
+            layers = profile_layers(m.n_layers, prof.layer_stride)
+            r, sp = eigen_records(m, token_ids[ds][m.name], constructions, spectra_samples=prof.spectra_samples,
+                                  layers=layers)
+            rows += [dict(row, model=m.label, dataset=ds) for row in r]
+            spectra[(m.label, ds)] = sp
+            timings.append((m.label, ds, round(time.time() - t0, 1)))
+    df = pd.DataFrame(rows)
+    if len(df) and not (df["prop1"] == df["direct"]).all():
+        raise RuntimeError("Proposition 1 and the direct check disagree: a numerical problem in helpers.surrogates")
+    return EigenRun(records=df, spectra=spectra, token_ids=token_ids,
+                    timings=pd.DataFrame(timings, columns=["model", "dataset", "seconds"]),
+                    names={m.label: m.name for m in models}, controls=[m.label for m in models if is_control(m)])
+
+
+def option_ablation(models: Sequence[LoadedModel], token_ids: Mapping[str, Sequence[Sequence[int]]],
+                    constructions: Sequence[str] = CONSTRUCTIONS, prof: EigenProfile | None = None,
+                    variants: Sequence[SurrogateOptions] = OPTION_VARIANTS) -> pd.DataFrame:
+    """The linear surrogates (``jacobian`` left out: it has no options) of each model under every option
+    variant, on the first ``prof.ablation_samples`` samples of ``token_ids[model name]`` and every
+    ``prof.ablation_layer_stride``-th block: rows of :func:`eigen_records` plus ``model`` (label) and
+    ``options`` (:meth:`SurrogateOptions.label`)."""
+    if prof is None:
+        from helpers.profiles import get_profile
+
+        prof = get_profile("default").eigen
+    linear_only = [c for c in constructions if c != "jacobian"]
+    rows: list[dict] = []
+    for m in models:
+        ids = list(token_ids[m.name])[: prof.ablation_samples]
+        layers = profile_layers(m.n_layers, prof.ablation_layer_stride)
+        for opts in variants:
+            r, _ = eigen_records(m, ids, linear_only, options=opts, layers=layers)
+            rows += [dict(row, model=m.label, options=opts.label()) for row in r]
+    return pd.DataFrame(rows)
