@@ -15,12 +15,16 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 
 from helpers import CompendiumError
 from helpers.models import LoadedModel
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -81,7 +85,7 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def write_checkpoint(run_dir: Path, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                     state: dict, tokenizer=None) -> Path:
+                     state: dict, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
     """Save model (``save_pretrained``), tokenizer, optimiser state and ``state.json`` as the checkpoint
     of ``epoch``: into a temporary folder first, renamed into place when complete."""
     final = epoch_dir(run_dir, epoch)
@@ -113,7 +117,8 @@ def remove_stale(run_dir: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def load_checkpoint(path: str | Path, device: str = "cpu", tokenizer=None, label: str | None = None) -> LoadedModel:
+def load_checkpoint(path: str | Path, device: str = "cpu", tokenizer: PreTrainedTokenizerBase | None = None,
+                    label: str | None = None) -> LoadedModel:
     """A saved checkpoint as a :class:`helpers.models.LoadedModel` (float32, eval mode, eager attention)."""
     from transformers import GPT2LMHeadModel
 

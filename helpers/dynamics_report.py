@@ -8,8 +8,10 @@ built from the measured numbers, what each figure shows at the first and last ch
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +30,8 @@ from helpers.plots import (
 from helpers.profiles import MeasureConfig, ModelConfig, TrainConfig, get_profile
 from helpers.synthetic import LABEL_KINDS, SyntheticData, bigram_loss, make_dataset, oracle_loss
 
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
 
 @dataclass
 class DynamicsRun:
@@ -127,7 +131,7 @@ def report_settings(r: DynamicsRun, results_dir: str | Path) -> pd.DataFrame:
     return r.settings
 
 
-def report_losses(r: DynamicsRun, figures_dir: str | Path, results_dir: str | Path):
+def report_losses(r: DynamicsRun, figures_dir: str | Path, results_dir: str | Path) -> tuple[Figure, pd.DataFrame]:
     """Fig. 2 equivalent: inner losses across layers and epochs beside the outer loss and the model's
     own loss on the inner-loss tokens. Returns (figure, table of losses by epoch)."""
     m = r.mcfg
@@ -151,7 +155,7 @@ def report_losses(r: DynamicsRun, figures_dir: str | Path, results_dir: str | Pa
     return fig, table
 
 
-def report_clustering(r: DynamicsRun, figures_dir: str | Path, results_dir: str | Path):
+def report_clustering(r: DynamicsRun, figures_dir: str | Path, results_dir: str | Path) -> tuple[Figure, pd.DataFrame]:
     """Fig. 1 equivalent: pairwise F1 of KMeans clusters per layer over training, per label type.
     Returns (figure, F1 / ARI / NMI at the first and last epoch)."""
     cap = (f"{r.caption}; KMeans (k = distinct labels) on {r.mcfg.n_cluster} validation tokens per layer; "
@@ -166,7 +170,7 @@ def report_clustering(r: DynamicsRun, figures_dir: str | Path, results_dir: str 
     return fig, table
 
 
-def report_attention(r: DynamicsRun, figures_dir: str | Path, results_dir: str | Path):
+def report_attention(r: DynamicsRun, figures_dir: str | Path, results_dir: str | Path) -> tuple[Figure, pd.DataFrame]:
     """Fig. 3 equivalent at the last epoch: same-label share of the top-k / last-k attended historical
     positions per block (per head, then averaged). Returns (figure, shares at the first and last epoch)."""
     k, seq_len = r.mcfg.top_k, r.data.config.seq_len if r.data is not None else 0
@@ -182,7 +186,7 @@ def report_attention(r: DynamicsRun, figures_dir: str | Path, results_dir: str |
     return fig, table
 
 
-def report_norms(r: DynamicsRun, figures_dir: str | Path, results_dir: str | Path):
+def report_norms(r: DynamicsRun, figures_dir: str | Path, results_dir: str | Path) -> tuple[Figure, pd.DataFrame]:
     """Table 1 statistics over training (tokens at position >= min_position, layers 0..L-1).
     Returns (figure, the full norms table)."""
     cap = (f"{r.caption}; {min(r.mcfg.n_norm, r.n_val)} validation windows (their {r.model_cfg.n_positions - 1} read positions), "
@@ -199,7 +203,7 @@ def report_norms(r: DynamicsRun, figures_dir: str | Path, results_dir: str | Pat
 # readings, rendered from the numbers
 
 
-def _fmt(values) -> str:
+def _fmt(values: Iterable[float]) -> str:
     return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
 
 

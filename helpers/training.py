@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,6 +45,9 @@ from helpers.profiles import ModelConfig, TrainConfig, get_profile
 from helpers.store import atomic_write_text, config_hash, repo_path
 from helpers.synthetic import SyntheticConfig, SyntheticData, make_dataset
 from helpers.textdata import NATURAL_FILES, gpt2_bpe_tokenizer, natural_windows
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = [
     "build_model",
@@ -143,7 +147,7 @@ def train_lm(
     run_dir: str | Path,
     device: str = "cpu",
     progress: bool = True,
-    tokenizer=None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     stop_after: int | None = None,
     description: str = "training",
 ) -> TrainRun:
