@@ -25,7 +25,10 @@ def _analyse_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-texts", type=int, default=None)
     p.add_argument("--max-tokens", type=int, default=None)
     p.add_argument("--min-position", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None, help="max rows per batch (default: no limit)")
+    p.add_argument("--batch-tokens", type=int, default=4096, help="max padded tokens per batch")
+    p.add_argument("--lens-share", default="0.1",
+                   help="random share of tokens that get the lenses besides those with final loss <= 1; 'all': every token")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     p.add_argument("--device-map", default=None, help="e.g. 'auto' to spread a large model over GPUs")
@@ -56,12 +59,22 @@ def _load(args):
     return load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
 
 
+def _share(text: str) -> float | str:
+    if text == "all":
+        return "all"
+    try:
+        return float(text)
+    except ValueError:
+        raise CompendiumError(f"--lens-share must be a number in [0, 1] or 'all', got {text!r}") from None
+
+
 def _run(lm, args, shard, cached_only: bool = False):
     from helpers.pipeline import analyse_dataset
 
     return analyse_dataset(
         lm, args.dataset, profile=args.profile, n_texts=args.n_texts, max_tokens=args.max_tokens,
-        min_position=args.min_position, batch_size=args.batch_size, seed=args.seed, cache_dir=args.cache_dir,
+        min_position=args.min_position, batch_size=args.batch_size, batch_tokens=args.batch_tokens,
+        lens_share=_share(args.lens_share), seed=args.seed, cache_dir=args.cache_dir,
         data_dir=args.data_dir, shard=shard, cached_only=cached_only,
     )
 

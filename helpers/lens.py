@@ -90,9 +90,12 @@ def inner_losses(
 
 @torch.inference_mode()
 def logit_lens_losses(
-    lm: LoadedModel, cap: Capture, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor
+    lm: LoadedModel, cap: Capture, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,
+    layers: int | None = None,
 ) -> torch.Tensor:
-    """Logit-lens loss [L+1, N]: final norm and LM head applied directly to every layer's state."""
-    n_states, _, _, dim = cap.states.shape
-    h = cap.states[:, rows.to(cap.states.device), cols.to(cap.states.device)]
+    """Logit-lens loss [S, N]: final norm and LM head applied directly to the states of layers 0..S-1
+    (``layers`` = S; default every state, L+1; at layer L it is the model's own loss)."""
+    n_states = cap.states.shape[0] if layers is None else layers
+    dim = cap.states.shape[-1]
+    h = cap.states[:n_states, rows.to(cap.states.device), cols.to(cap.states.device)]
     return token_ce(lm, h.reshape(-1, dim), targets.repeat(n_states)).reshape(n_states, -1)

@@ -22,7 +22,9 @@ from helpers.data import fingerprint_texts
 from helpers.models import LoadedModel
 from helpers.store import RunStore
 
-CODE_VERSION = 2  # 2: lens re-runs the last block with every bound argument (GPT-2 mask). Bump when the records' meaning changes, to invalidate caches
+# Bump when the records' meaning changes, to invalidate caches. 2: the lens re-runs the last block with every
+# bound argument (GPT-2's mask); 3: lenses on the selected tokens only (lens_share), token-budget batches.
+CODE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class AnalysisConfig:
     logit_lens: bool = True
     n_vectors: int = 150
     chunk_texts: int = 32
+    lens_share: float | None = 0.1
+    lens_seed: int = 0
 
     def validate(self) -> AnalysisConfig:
         """Raise a one-line error for out-of-range values."""
@@ -48,7 +52,17 @@ class AnalysisConfig:
             )
         if not isinstance(self.n_vectors, int) or self.n_vectors < 0:
             raise CompendiumError(f"n_vectors must be a non-negative integer, got {self.n_vectors!r}")
+        share = self.lens_share
+        if share is not None and (isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1):
+            raise CompendiumError(f"lens_share must be a number in [0, 1] or None (every token), got {share!r}")
         return self
+
+    def lens_tokens(self) -> str:
+        """Which tokens the lens panels cover, for captions."""
+        if self.lens_share is None:
+            return "every token"
+        return (f"tokens with final loss <= 1 and a seeded random {100 * self.lens_share:g}% of all tokens "
+                f"(the 'all tokens' panel)")
 
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
@@ -64,12 +78,35 @@ def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
     return i, n
 
 
-def make_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (less padding), deterministic."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise CompendiumError(f"batch_size must be a positive integer, got {batch_size!r}")
+def make_batches(lengths: list[int], batch_size: int | None = None, batch_tokens: int | None = None) -> list[list[int]]:
+    """Indices grouped into batches, longest first (less padding), deterministic.
+
+    A batch holds at most ``batch_size`` rows (None: no limit) and at most ``batch_tokens`` padded tokens
+    (rows x its longest row; None: no limit); a row longer than ``batch_tokens`` gets a batch of its own.
+    """
+    for name, value in (("batch_size", batch_size), ("batch_tokens", batch_tokens)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise CompendiumError(f"{name} must be a positive integer, got {value!r}")
+    if batch_size is None and batch_tokens is None:
+        raise CompendiumError("give batch_size or batch_tokens (or both)")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for i in order:
+        if batches:
+            cur = batches[-1]
+            rows_ok = batch_size is None or len(cur) < batch_size
+            tokens_ok = batch_tokens is None or (len(cur) + 1) * lengths[cur[0]] <= batch_tokens
+            if rows_ok and tokens_ok:
+                cur.append(i)
+                continue
+        batches.append([i])
+    return batches
+
+
+def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
+    """Share of padded positions over all positions the batches compute."""
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return 1.0 - sum(lengths[i] for b in batches for i in b) / max(1, padded)
 
 
 def run_analysis(
@@ -78,11 +115,12 @@ def run_analysis(
     config: AnalysisConfig,
     cache_dir: str = "results/cache",
     dataset: str = "custom",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     shard: str | tuple[int, int] | None = None,
     progress: bool = True,
     token_budget: int = 8192,
     cached_only: bool = False,
+    batch_tokens: int | None = 4096,
 ) -> tuple[dict[str, np.ndarray], RunStore]:
     """Analyse ``texts`` with ``lm``; return concatenated per-token records and the run's store.
 
@@ -90,6 +128,8 @@ def run_analysis(
     ``last_vectors`` [n, L+1, D] and ``vector_text_id`` hold the last-token vectors of the first
     ``n_vectors`` texts. Texts too short to have a token at ``min_position`` are skipped and counted.
     ``cached_only`` reads a finished run and computes nothing: :class:`CompendiumError` if it is not finished.
+    Batches hold at most ``batch_tokens`` padded tokens and ``batch_size`` rows (:func:`make_batches`);
+    ``token_budget`` is the size of one stacked last-block call of the lens.
     """
     config.validate()
     if not texts:
@@ -114,7 +154,11 @@ def run_analysis(
     usable = [(i, r) for i, r in zip(ids, rows_all, strict=True) if len(r) >= config.min_position + 1]
     skipped = len(ids) - len(usable)
     chunks = [usable[s : s + config.chunk_texts] for s in range(0, len(usable), config.chunk_texts)]
-    total_tokens = sum(len(r) for _, r in usable)
+    plans = [make_batches([len(r) for _, r in chunk], batch_size, batch_tokens) for chunk in chunks]
+    lengths = [len(r) for chunk in chunks for _, r in chunk]
+    offsets = np.cumsum([0] + [len(chunk) for chunk in chunks])
+    padding = padding_share(lengths, [[int(offsets[c]) + i for i in b] for c, plan in enumerate(plans) for b in plan])
+    total_tokens = sum(lengths)
     finished = bool(store.manifest().get("complete"))
     if not finished:  # a rerun of a finished run never marks it incomplete
         store.write_manifest(complete=False, n_chunks=len(chunks), skipped_short=skipped, model=lm.describe())
@@ -125,7 +169,7 @@ def run_analysis(
             bar.update(n_tok)
             continue
         parts = []
-        for batch in make_batches([len(r) for _, r in chunk], batch_size):
+        for batch in plans[c]:
             text_ids = [chunk[j][0] for j in batch]
             rec = analyse_batch(
                 lm,
@@ -135,6 +179,9 @@ def run_analysis(
                 logit_lens=config.logit_lens,
                 keep_last_vectors=any(t < config.n_vectors for t in text_ids),
                 token_budget=token_budget,
+                lens_share=config.lens_share,
+                keys=text_ids,
+                seed=config.lens_seed,
             )
             rec["text_id"] = np.asarray(text_ids, dtype=np.int32)[rec.pop("sample")]
             if "last_vectors" in rec:
@@ -156,6 +203,7 @@ def run_analysis(
         complete=True,
         n_chunks=len(chunks),
         skipped_short=skipped,
+        padding_share=padding,
         n_tokens=int(len(records["text_id"])),
         model=lm.describe(),
     )
@@ -176,7 +224,7 @@ def _vectors(parts: list[dict]) -> dict[str, np.ndarray]:
     }
 
 
-_TOKEN_KEYS = ("text_id", "position", "token", "target", "norms", "inner_loss", "logit_lens", "final_loss")
+_TOKEN_KEYS = ("text_id", "position", "token", "target", "norms", "inner_loss", "logit_lens", "final_loss", "lens_sampled")
 
 
 def sort_records(records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -210,6 +258,8 @@ class DatasetRun:
     min_position: int
     model_line: str
     run_dir: str
+    lens_tokens: str = "every token"
+    padding_share: float = 0.0
 
     @property
     def n_tokens(self) -> int:
@@ -237,7 +287,9 @@ def analyse_dataset(
     n_texts: int | None = None,
     max_tokens: int | None = None,
     min_position: int = 4,
-    batch_size: int = 8,
+    batch_size: int | None = None,
+    batch_tokens: int | None = 4096,
+    lens_share: float | str | None = 0.1,
     seed: int = 0,
     cache_dir: str = "results/cache",
     filtered_dir: str = "data/filtered",
@@ -259,7 +311,8 @@ def analyse_dataset(
     n = n_texts if n_texts is not None else prof.n_texts(dataset)
     tokens = max_tokens if max_tokens is not None else (prof.max_tokens or model_context(lm))
     texts = sample_texts(load_samples(dataset, filtered_dir, data_dir), n, seed)
-    config = AnalysisConfig(max_tokens=tokens, min_position=min_position, n_vectors=prof.n_vectors)
+    share = None if lens_share == "all" else lens_share
+    config = AnalysisConfig(max_tokens=tokens, min_position=min_position, n_vectors=prof.n_vectors, lens_share=share)
     records, store = run_analysis(
         lm,
         texts,
@@ -267,6 +320,7 @@ def analyse_dataset(
         cache_dir=cache_dir,
         dataset=dataset,
         batch_size=batch_size,
+        batch_tokens=batch_tokens,
         shard=shard,
         progress=progress,
         cached_only=cached_only,
@@ -279,6 +333,8 @@ def analyse_dataset(
         min_position=min_position,
         model_line=lm.describe() + f"; max {tokens} tokens/text",
         run_dir=str(store.dir),
+        lens_tokens=config.lens_tokens(),
+        padding_share=float(store.manifest().get("padding_share", 0.0)),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from helpers.analysis import MAX_FINAL_LOSS
 from helpers.norms import bootstrap_ci, monotone_stats, transition_rates
 
 # Table 1 of the paper (sequence %, pair %), every position >= 5.
@@ -19,7 +20,6 @@ PAPER_TABLE1 = pd.DataFrame(
     ],
     columns=["model", "dataset", "sequence_pct", "pair_pct"],
 )
-MAX_FINAL_LOSS = 1.0  # the paper keeps tokens whose final loss is <= 1 for Fig. 2/4
 
 
 def provenance(model_line: str, dataset: str, n_texts: int, n_tokens: int, extra: str = "") -> str:
@@ -34,12 +34,16 @@ def loss_curves(
     """Mean and std per layer of the inner loss (Eq. 14) and the logit lens.
 
     Rows: one per (lens, layer). ``max_final_loss`` keeps tokens whose final loss is <= it (the
-    paper's filter; None = every token with a target). Column ``share_kept`` is the fraction kept.
+    paper's filter); None stands for every token with a target: all of them, or, when the lens ran on a
+    seeded random share only (``lens_sampled`` in the records), that share. ``share_kept`` is the fraction
+    of tokens with a target that the row covers.
     """
     has_target = records["target"] >= 0
     keep = has_target.copy()
     if max_final_loss is not None:
         keep &= records["final_loss"] <= max_final_loss
+    elif "lens_sampled" in records:
+        keep &= records["lens_sampled"]
     rows = []
     for lens in ("inner_loss", "logit_lens"):
         if lens not in records:

@@ -29,7 +29,9 @@ datasets = ["wikitext-103", "1bw"]
 n_texts = None               # None: the profile's value
 max_tokens = None            # None: the profile's value (paper: the model's context)
 min_position = 4             # 0-based: tokens at the 5th position or later, as in the paper
-batch_size = 8
+batch_tokens = 4096          # padded tokens per batch (length-sorted); raise it on a GPU
+batch_size = None            # max rows per batch; None: limited by batch_tokens only
+lens_share = 0.1             # lens on tokens with final loss <= 1 plus this random share of all tokens; "all": every token
 device = "cpu"
 dtype = "float32"            # "bfloat16"/"float16" on GPUs; norms and losses are reduced in float32
 device_map = None            # "auto" spreads a large model over several GPUs
@@ -51,6 +53,7 @@ from helpers.profiles import get_profile
 prof = get_profile(profile)
 lm, runs = analyse_corpora(model, datasets, profile, device=device, dtype=dtype, device_map=device_map,
                            n_texts=n_texts, max_tokens=max_tokens, min_position=min_position, batch_size=batch_size,
+                           batch_tokens=batch_tokens, lens_share=lens_share,
                            seed=seed, cache_dir=cache_dir, filtered_dir=filtered_dir, data_dir=data_dir, shard=shard)
 tag = lm.name.replace("/", "_")
 
@@ -60,7 +63,8 @@ tag = lm.name.replace("/", "_")
 # %%
 curves = reports.inner_loss_table(runs, lm.label)
 plots.save_table(curves, f"02_inner_loss_{tag}", results_dir,
-                 caption=f"Per-layer loss, mean and std over tokens. {lm.describe()}; profile {profile}.")
+                 caption=f"Per-layer loss, mean and std over tokens. {lm.describe()}; profile {profile}; "
+                         f"lens on {next(iter(runs.values())).lens_tokens}.")
 curves.pivot_table(index="layer", columns=["dataset", "filter", "lens"], values="mean").round(3)
 
 # %%
@@ -68,7 +72,8 @@ summary = reports.inner_loss_summary(curves)
 for ds, run in runs.items():
     kept = summary.set_index("dataset").loc[ds, "share kept %"]
     fig = plots.fig_inner_loss(curves, ds, f"Inner loss across layers, {ds}",
-                               run.caption(f"positions >= {min_position + 1}; {kept:.1f}% of tokens have final loss <= 1"))
+                               run.caption(f"positions >= {min_position + 1}; {kept:.1f}% of tokens have final loss <= 1; "
+                                           f"lens on {run.lens_tokens}"))
     plots.save_figure(fig, f"02_inner_loss_{tag}_{ds}", figures_dir)
     fig.show()
 

@@ -29,7 +29,9 @@ datasets = ["wikitext-103", "1bw"]
 n_texts = None               # None: the profile's value
 max_tokens = None            # None: the profile's value (paper: the model's context)
 min_position = 4             # 0-based: tokens at the 5th position or later, as in the paper
-batch_size = 8
+batch_tokens = 4096          # padded tokens per batch (length-sorted); raise it on a GPU
+batch_size = None            # max rows per batch; None: limited by batch_tokens only
+lens_share = 0.1             # lens on tokens with final loss <= 1 plus this random share of all tokens; "all": every token
 device = "cpu"
 dtype = "float32"            # "bfloat16"/"float16" on GPUs; norms and losses are reduced in float32
 device_map = None            # "auto" spreads a large model over several GPUs
@@ -53,6 +55,7 @@ from helpers.profiles import get_profile
 prof = get_profile(profile)
 lm, runs = analyse_corpora(model, datasets, profile, device=device, dtype=dtype, device_map=device_map,
                            n_texts=n_texts, max_tokens=max_tokens, min_position=min_position, batch_size=batch_size,
+                           batch_tokens=batch_tokens, lens_share=lens_share,
                            seed=seed, cache_dir=cache_dir, filtered_dir=filtered_dir, data_dir=data_dir, shard=shard)
 tag = lm.name.replace("/", "_")
 
