@@ -142,21 +142,27 @@ def cmd_readme(args) -> None:
 
 
 def cmd_notebook(args) -> None:
-    """Build every (or the named) notebook source and execute it with papermill into notebooks/executed/."""
+    """Build every (or the named) notebook source and execute it with papermill into notebooks/executed/;
+    notebooks 02-04 run once more for each further model of the profile (on that model's own sample)."""
     import time
 
-    from helpers.notebooks import execute, sources
+    from helpers.notebooks import PER_MODEL, execute, sources
+    from helpers.profiles import get_profile
     from helpers.store import repo_root
 
+    extra = [m.model for m in get_profile(args.profile).corpus.models]
     chosen = [s for s in sources() if not args.only or s.name[:2] in args.only]
     if not chosen:
         raise CompendiumError(f"no notebook source matches {args.only}: use the two-digit numbers of notebooks/*.py")
     for src in chosen:
-        out = repo_root() / "notebooks" / "executed" / f"{src.stem}.ipynb"
-        print(f"== {src.name} (profile {args.profile})", flush=True)
-        start = time.time()
-        execute(src, out, {"profile": args.profile}, log_output=True)
-        print(f"== {src.name}: {time.time() - start:.0f} s -> {out.relative_to(repo_root())}", flush=True)
+        for model in [None] + (extra if src.name[:2] in PER_MODEL else []):
+            name = src.stem if model is None else f"{src.stem}.{model}"
+            out = repo_root() / "notebooks" / "executed" / f"{name}.ipynb"
+            params = {"profile": args.profile} | ({"model": model} if model else {})
+            print(f"== {name} (profile {args.profile})", flush=True)
+            start = time.time()
+            execute(src, out, params, log_output=True)
+            print(f"== {name}: {time.time() - start:.0f} s -> {out.relative_to(repo_root())}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

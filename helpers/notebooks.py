@@ -10,6 +10,8 @@ from pathlib import Path
 
 from helpers.store import repo_root
 
+PER_MODEL = ("02", "03", "04")  # notebooks that ``make reproduce`` also runs on the profile's further models
+
 
 def sources() -> list[Path]:
     """The numbered notebook sources, in the order ``make reproduce`` runs them (06 trains the model 05 checks)."""

@@ -308,7 +308,7 @@ def analyse_dataset(
 
     check_dataset(dataset)
     prof = get_profile(profile).corpus
-    n = n_texts if n_texts is not None else prof.n_texts(dataset)
+    n = n_texts if n_texts is not None else prof.n_texts(dataset, lm.name)
     tokens = max_tokens if max_tokens is not None else (prof.max_tokens or model_context(lm))
     texts = sample_texts(load_samples(dataset, filtered_dir, data_dir), n, seed)
     share = None if lens_share == "all" else lens_share

@@ -21,10 +21,20 @@ DATASETS = ("wikitext-103", "1bw")
 
 
 @dataclass(frozen=True)
+class ModelSample:
+    """A further model that ``make reproduce`` runs notebooks 02-04 on, on its own (smaller) sample of texts
+    per dataset (None = the profile's)."""
+
+    model: str
+    wikitext_texts: int | None = None
+    onebw_texts: int | None = None
+
+
+@dataclass(frozen=True)
 class CorpusProfile:
     """Notebooks 02-04 and ``python -m helpers analyse``: texts per dataset (None = every text),
     tokens kept per text (None = the model's context), last-token vectors kept for PCA, PCA samples,
-    bootstrap resamples."""
+    bootstrap resamples, and further models with their own samples (``make reproduce`` runs 02-04 on each)."""
 
     wikitext_texts: int | None
     onebw_texts: int | None
@@ -32,11 +42,17 @@ class CorpusProfile:
     n_vectors: int
     pca_samples: int
     n_boot: int
+    models: tuple[ModelSample, ...] = ()
 
-    def n_texts(self, dataset: str) -> int | None:
-        """Texts sampled from ``dataset`` (None = all)."""
+    def n_texts(self, dataset: str, model: str | None = None) -> int | None:
+        """Texts sampled from ``dataset`` (None = all) for ``model`` (its own sample if it has one)."""
         if dataset not in DATASETS:
             raise CompendiumError(f"unknown dataset '{dataset}': choose one of {', '.join(DATASETS)}")
+        for extra in self.models:
+            if extra.model == model:
+                n = extra.wikitext_texts if dataset == "wikitext-103" else extra.onebw_texts
+                if n is not None:
+                    return n
         return self.wikitext_texts if dataset == "wikitext-103" else self.onebw_texts
 
 
