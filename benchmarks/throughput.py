@@ -170,7 +170,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--texts", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--batch-tokens", type=int, default=4096)
+    ap.add_argument("--batch-tokens", type=int, default=1024, help="padded tokens per batch (16 x 64 = one full batch)")
     ap.add_argument("--lens-share", type=float, default=0.1)
     ap.add_argument("--token-budget", type=int, default=8192)
     ap.add_argument("--threads", type=int, default=0)

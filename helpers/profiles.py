@@ -200,7 +200,7 @@ PROFILES: dict[str, Profile] = {
         # whole texts: 240 WikiText-103 paragraphs (~36k SmolLM2 tokens) + 800 1BW sentences (~25k), 4x the
         # tokens of the first default (120 + 240 texts cut at 64 tokens); Gemma-3-270M (262k-word head) on a subsample
         corpus=CorpusProfile(wikitext_texts=240, onebw_texts=800, max_tokens=None, n_vectors=150, pca_samples=50,
-                             n_boot=1000, models=(ModelSample("gemma-3-270m", wikitext_texts=40, onebw_texts=120),)),
+                             n_boot=1000, models=(ModelSample("gemma-3-270m", wikitext_texts=16, onebw_texts=60),)),
         eigen=EigenProfile(n_samples=5, max_tokens=32, min_tokens=8, layer_stride=1, spectra_samples=1,
                            ablation_samples=2, ablation_layer_stride=1),
         synthetic=TrainingProfile(
