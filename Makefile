@@ -7,7 +7,7 @@ PROFILE ?= default
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test reproduce lint gemma benchmark clean-cache
+.PHONY: install test reproduce lint gemma benchmark clean-cache lab
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ $(VENV)/.gemma: $(VENV)/.installed
 	touch $@
 
 gemma: $(VENV)/.gemma
+
+# Explore interactively: JupyterLab on the notebook sources (jupytext opens notebooks/NN_*.py as notebooks)
+# with the venv's kernel. LAB_ARGS="--no-browser --port 8890" for a remote machine.
+lab: install
+	cd notebooks && $(abspath $(BIN))/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 benchmark: install
 	$(BIN)/python benchmarks/throughput.py
