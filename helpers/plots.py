@@ -22,14 +22,27 @@ def browser_available() -> bool:
     return any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome"))
 
 
+def short_provenance(caption: str, width: int = 130) -> str:
+    """One short line from a provenance caption ``model; note | data: counts | filter``: the first clause
+    of each part, joined with ' · ', cut at ``width`` characters."""
+    parts = [p.split(";")[0].strip() for p in caption.split(" | ") if p.strip()]
+    line = " · ".join(parts)
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
 def with_caption(fig, title: str, caption: str):
-    """Put a title and a provenance caption (model, data, sample count, filter) on ``fig``."""
+    """Title line + one short provenance line on ``fig``; the full caption (model, weights, data, sample
+    count, filter) is on the hover of a '[provenance: hover]' note in the HTML, and in the table captions."""
+    full = caption.replace(" | ", "<br>")
     fig.update_layout(
-        title={"text": f"{title}<br><sup>{caption.replace(' | ', '<br>').replace('; ', ';<br>', 1)}</sup>", "x": 0.01,
-               "y": 0.96, "yref": "container", "yanchor": "top"},
-        margin={"t": 175},
+        title={"text": f"{title}<br><sup>{short_provenance(caption)}</sup>", "x": 0.01, "y": 0.97,
+               "yref": "container", "yanchor": "top"},
+        margin={"t": 95},
         template="plotly_white",
+        meta={"caption": caption},
     )
+    fig.add_annotation(text="[provenance: hover]", hovertext=full, showarrow=False, xref="paper", yref="paper",
+                       x=1.0, y=1.07, xanchor="right", yanchor="bottom", font={"size": 10, "color": "#777"})
     return fig
 
 
@@ -39,11 +52,8 @@ def save_figure(fig, name: str, figures_dir: str | Path, caption: str | None = N
     global _png_warned
     out = repo_path(figures_dir)
     out.mkdir(parents=True, exist_ok=True)
-    title = fig.layout.title.text or ""
-    if caption and caption.split(";")[0].split(" | ")[0] not in title:  # not already put there by with_caption
-        wrapped = caption.replace(" | ", "<br>")
-        fig.update_layout(title={"text": f"{title}<br><sup>{wrapped}</sup>" if title else f"<sup>{wrapped}</sup>"},
-                          margin={"t": 130})
+    if caption and not (fig.layout.meta and "caption" in fig.layout.meta):  # not already put there by with_caption
+        with_caption(fig, fig.layout.title.text or "", caption)
     html = out / f"{name}.html"
     fig.write_html(html, include_plotlyjs="cdn")
     paths = [html]
@@ -87,7 +97,9 @@ def trajectory_figure(coords, explained=None):
             )
         )
     labels = [f"PC{j + 1}" + (f" ({100 * explained[j]:.1f}%)" if explained is not None else "") for j in range(3)]
-    fig.update_layout(scene={"xaxis_title": labels[0], "yaxis_title": labels[1], "zaxis_title": labels[2]}, height=650)
+    fig.update_layout(scene={"xaxis_title": labels[0], "yaxis_title": labels[1], "zaxis_title": labels[2],
+                             "domain": {"x": [0, 1], "y": [0, 1]}, "aspectmode": "cube"},
+                      height=680, margin={"l": 0, "r": 0, "b": 0})
     return fig
 
 
@@ -102,15 +114,20 @@ def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str)
 
     from helpers.reports import ALL_TOKENS, PAPER_FILTER
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("final loss <= 1 (paper's filter)", "all tokens"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("final loss <= 1 (paper's filter)", "all tokens (sampled)"))
     for col, filt in enumerate((PAPER_FILTER, ALL_TOKENS), start=1):
-        for lens, color in (("inner_loss", "#1f77b4"), ("logit_lens", "#ff7f0e")):
+        for lens, color, fill in (("inner_loss", "#1f77b4", "rgba(31,119,180,0.15)"),
+                                  ("logit_lens", "#ff7f0e", "rgba(255,127,14,0.15)")):
             t = curves[(curves.dataset == dataset) & (curves["filter"] == filt) & (curves.lens == lens)]
             name = "inner loss (last-block lens, Eq. 14)" if lens == "inner_loss" else "logit lens"
-            fig.add_trace(go.Scatter(x=t.layer, y=t["mean"], error_y={"array": t["std"], "visible": True},
-                                     mode="lines+markers", name=name, line={"color": color}, showlegend=col == 1),
-                          row=1, col=col)
-    fig.update_yaxes(type="log", title_text="cross-entropy (nats)")
+            if "q10" in t:  # a 10-90% band: mean +- std would run below zero on a log axis
+                fig.add_trace(go.Scatter(x=list(t.layer) + list(t.layer)[::-1], y=list(t.q90) + list(t.q10)[::-1],
+                                         fill="toself", fillcolor=fill, line={"width": 0}, hoverinfo="skip",
+                                         showlegend=False), row=1, col=col)
+            fig.add_trace(go.Scatter(x=t.layer, y=t["mean"], mode="lines+markers", name=f"{name}, mean",
+                                     line={"color": color}, showlegend=col == 1), row=1, col=col)
+    fig.update_yaxes(type="log")
+    fig.update_yaxes(title_text="cross-entropy (nats); band: 10-90% of tokens", row=1, col=1)
     fig.update_xaxes(title_text="layer l (input of block l)")
     return with_caption(fig, title, caption)
 

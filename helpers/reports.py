@@ -57,6 +57,8 @@ def loss_curves(
                     "layer": layer,
                     "mean": float(col.mean()) if len(col) else np.nan,
                     "std": float(col.std()) if len(col) else np.nan,
+                    "q10": float(np.quantile(col, 0.1)) if len(col) else np.nan,
+                    "q90": float(np.quantile(col, 0.9)) if len(col) else np.nan,
                     "n_tokens": int(len(col)),
                     "share_kept": float(keep.sum() / max(1, has_target.sum())),
                 }

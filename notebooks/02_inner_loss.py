@@ -44,6 +44,12 @@ cache_dir = "results/cache"
 filtered_dir = "data/filtered"
 
 # %%
+from helpers.validate import validate_params
+
+# every parameter checked before anything loads or is written: a bad one is a one-line error (README: Troubleshooting)
+globals().update(validate_params(globals()))
+
+# %%
 from IPython.display import Markdown, display
 
 from helpers import plots, reports
@@ -63,7 +69,7 @@ tag = lm.name.replace("/", "_")
 # %%
 curves = reports.inner_loss_table(runs, lm.label)
 plots.save_table(curves, f"02_inner_loss_{tag}", results_dir,
-                 caption=f"Per-layer loss, mean and std over tokens. {lm.describe()}; profile {profile}; "
+                 caption=f"Per-layer loss over tokens: mean, std and the 10-90% quantiles. {lm.describe()}; profile {profile}; "
                          f"lens on {next(iter(runs.values())).lens_tokens}.")
 curves.pivot_table(index="layer", columns=["dataset", "filter", "lens"], values="mean").round(3)
 
