@@ -79,8 +79,16 @@ def _run(lm, args, shard, cached_only: bool = False):
     )
 
 
+def _validate(args) -> None:
+    """Every parameter checked before the model loads or a file is written (one-line errors); normalised."""
+    from helpers.validate import validate_params
+
+    vars(args).update(validate_params(vars(args), cli=True))
+
+
 def cmd_analyse(args) -> None:
     """Run (or resume) one analysis, or one shard of it, and write its tables."""
+    _validate(args)
     lm = _load(args)
     run = _run(lm, args, args.shard)
     print(f"{run.n_tokens} token records in {run.run_dir}")
@@ -99,8 +107,7 @@ def cmd_merge(args) -> None:
 
     from helpers.pipeline import NotFinished, merge_records
 
-    if args.shards < 1:
-        raise CompendiumError(f"--shards must be a positive integer, got {args.shards}")
+    _validate(args)
     lm = _load(args)
     parts, missing = [], []
     for i in range(args.shards):
@@ -146,6 +153,8 @@ def cmd_notebook(args) -> None:
     notebooks 02-04 run once more for each further model of the profile (on that model's own sample)."""
     import time
 
+    from papermill.exceptions import PapermillExecutionError
+
     from helpers.notebooks import PER_MODEL, execute, sources
     from helpers.profiles import get_profile
     from helpers.store import repo_root
@@ -161,7 +170,12 @@ def cmd_notebook(args) -> None:
             params = {"profile": args.profile} | ({"model": model} if model else {})
             print(f"== {name} (profile {args.profile})", flush=True)
             start = time.time()
-            execute(src, out, params, log_output=True)
+            try:
+                execute(src, out, params, log_output=True)
+            except PapermillExecutionError as exc:
+                if exc.ename != "CompendiumError":
+                    raise
+                raise CompendiumError(f"{name}: {exc.evalue} (executed copy: {out})") from None
             print(f"== {name}: {time.time() - start:.0f} s -> {out.relative_to(repo_root())}", flush=True)
 
 
@@ -181,12 +195,39 @@ def main(argv: list[str] | None = None) -> int:
     nb.add_argument("only", nargs="*", help="two-digit notebook numbers (default: all, in run order)")
     nb.add_argument("--profile", default="default", choices=PROFILE_NAMES)
     args = parser.parse_args(argv)
+    stderr = sys.stderr
+    sys.stderr = tracker = _LineTracker(stderr)
     try:
         {"analyse": cmd_analyse, "merge": cmd_merge, "readme": cmd_readme, "notebook": cmd_notebook}[args.cmd](args)
-    except CompendiumError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (CompendiumError, OSError) as exc:
+        text = str(exc) if isinstance(exc, CompendiumError) else _os_error(exc)
+        # on a line of its own, never glued onto a progress bar
+        print(("" if tracker.fresh else "\n") + f"error: {text}", file=tracker, flush=True)
         return 2
+    finally:
+        sys.stderr = stderr
     return 0
+
+
+class _LineTracker:
+    """stderr that remembers whether the last write ended its line (progress bars end with a carriage return)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.fresh = True
+
+    def write(self, text: str) -> int:
+        if text:
+            self.fresh = text.endswith("\n")
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _os_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}: check the path, its permissions and the free disk space"
 
 
 if __name__ == "__main__":

@@ -255,8 +255,8 @@ def sample_texts(texts: list[str], n: int | None, seed: int = SAMPLE_SEED) -> li
     """``n`` texts drawn without replacement with a fixed seed, in corpus order (all if n is None)."""
     if n is None or n >= len(texts):
         return list(texts)
-    if n < 1:
-        raise CompendiumError(f"sample size must be at least 1, got {n}")
+    if not isinstance(n, int) or n < 1:
+        raise CompendiumError(f"n_texts (--n-texts) must be a positive integer or None, got {n!r}")
     idx = sorted(random.Random(seed).sample(range(len(texts)), n))
     return [texts[i] for i in idx]
 
@@ -337,21 +337,49 @@ def _read_cache(path: Path, key: dict) -> tuple[list[str], FilterReport] | None:
         return None  # unreadable or foreign file: recompute
 
 
+def _samples(name: str, filtered_dir, folder, min_words: int, seed: int) -> tuple[list[str], FilterReport, dict, bool]:
+    source = corpus_source(name, folder)
+    key = filtered_key(name, source, min_words, seed)
+    cached = _read_cache(filtered_path(name, filtered_dir), key)
+    if cached is not None:
+        return *cached, key, True
+    return *load_filtered(name, folder, min_words, seed), key, False
+
+
+def peek_samples(
+    name: str, filtered_dir: str | Path = FILTERED_DIR, folder: str | Path | None = None,
+    min_words: int = MIN_WORDS, seed: int = SAMPLE_SEED,
+) -> tuple[list[str], FilterReport]:
+    """What :func:`filtered_samples` returns, without writing the cache (for validation before a run)."""
+    texts, report, _, _ = _samples(name, filtered_dir, folder, min_words, seed)
+    return texts, report
+
+
 def filtered_samples(
     name: str, filtered_dir: str | Path = FILTERED_DIR, folder: str | Path | None = None,
     min_words: int = MIN_WORDS, seed: int = SAMPLE_SEED,
 ) -> tuple[list[str], FilterReport]:
     """Filtered texts and report of ``name``, cached under ``filtered_dir`` keyed by the corpus file's
     relative name, its sha256 and the rules: recomputed (and rewritten) whenever the key differs."""
-    source = corpus_source(name, folder)
-    key = filtered_key(name, source, min_words, seed)
-    path = filtered_path(name, filtered_dir)
-    cached = _read_cache(path, key)
-    if cached is not None:
-        return cached
-    texts, report = load_filtered(name, folder, min_words, seed)
-    save_filtered(name, texts, filtered_dir, key, report)
+    texts, report, key, cached = _samples(name, filtered_dir, folder, min_words, seed)
+    if not cached:
+        save_filtered(name, texts, filtered_dir, key, report)
     return texts, report
+
+
+def describe_empty(report: FilterReport, min_words: int = MIN_WORDS, folder: str | Path | None = None,
+                   min_words_param: bool = False) -> str:
+    """One line saying which file the filters emptied and by which rule, and what to do (lower ``min_words``
+    where the caller has that parameter, notebook 01; else restore the file)."""
+    where = report.source if report.source.startswith("hub:") else str(data_dir(folder) / report.source)
+    if report.lines == 0 or report.lines == report.blank:
+        return (f"no texts to analyse in {report.dataset}: {where} holds no text ({report.lines} lines, all blank): "
+                f"restore the file (git checkout -- data/, see data/README.md)")
+    rules = [f"{n} {what}" for n, what in ((report.blank, "blank"), (report.headings, "headings"),
+                                           (report.short, f"shorter than min_words={min_words} words")) if n]
+    fix = "lower min_words" if report.short and min_words_param else "restore the file (git checkout -- data/)"
+    return (f"no texts to analyse in {report.dataset}: the filters removed all {report.lines} lines of {where} "
+            f"({', '.join(rules)}): {fix}")
 
 
 def load_samples(

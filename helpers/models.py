@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from helpers import CompendiumError
+from helpers.validate import ENCODER_FAMILIES as _ENCODER_FAMILIES
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -33,11 +34,6 @@ _NORM_PATHS = (
 )
 # Families whose tokenizer must start every text with BOS (the model breaks without it).
 _NEEDS_BOS = ("gemma",)
-# Encoder families that transformers can wrap in a "causal LM" head only when configured as decoders.
-_ENCODER_FAMILIES = {
-    "bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "electra", "camembert", "ernie", "data2vec-text",
-    "bert-generation", "rembert", "roc_bert", "megatron-bert", "xmod", "big_bird", "roformer",
-}
 
 
 @dataclass(frozen=True)
@@ -98,6 +94,12 @@ REGISTRY: dict[str, RegistryEntry] = {
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
+LOAD_LOG_ENV = "METALEARN_LOAD_LOG"  # if set, every load_model call appends the spec to this file (tests)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def _get_attr_path(obj: object, path: str) -> object | None:
@@ -263,17 +265,9 @@ def _check_dtype(dtype: str) -> torch.dtype | str:
 
 
 def _check_device(device: str) -> str:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise CompendiumError(
-            f"device '{device}' is not a torch device (use 'cpu', 'cuda', 'cuda:1', 'mps')"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CompendiumError(f"device '{device}' asked for but no CUDA GPU is visible: use device='cpu'")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise CompendiumError(f"device '{device}' asked for but MPS is not available: use device='cpu'")
-    return device
+    from helpers.validate import check_device
+
+    return check_device(device)
 
 
 def resolve_spec(spec: str) -> tuple[str, dict, str, str, str]:
@@ -281,8 +275,10 @@ def resolve_spec(spec: str) -> tuple[str, dict, str, str, str]:
     if not isinstance(spec, str) or not spec.strip():
         raise CompendiumError(f"model must be a non-empty string, got {spec!r}")
     if spec in REGISTRY:
+        from helpers.validate import check_gguf
+
         entry = REGISTRY[spec]
-        path = entry.locate()
+        path = check_gguf(entry.locate(), f"reinstall it with `{entry.install}`")
         return (
             str(path.parent),
             {"gguf_file": path.name},
@@ -291,16 +287,14 @@ def resolve_spec(spec: str) -> tuple[str, dict, str, str, str]:
             "sha256:" + file_sha256(path)[:16],
         )
     p = Path(spec).expanduser()
+    if p.suffix == ".gguf" or p.is_dir():
+        from helpers.validate import check_model_files
+
+        check_model_files(spec)  # complete GGUF; folder with a valid config.json, weights and tokenizer files
     if p.suffix == ".gguf":
-        if not p.is_file():
-            raise CompendiumError(f"GGUF file '{spec}' does not exist: check the path")
         note = "GGUF dequantised to float: an approximation of the released weights"
         return str(p.parent), {"gguf_file": p.name}, p.stem, note, "sha256:" + file_sha256(p)[:16]
     if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise CompendiumError(
-                f"directory '{spec}' has no config.json: save the model with save_pretrained"
-            )
         weights = sorted(p.glob("*.safetensors")) or sorted(p.glob("*.bin"))
         digest = hashlib.sha256()
         for w in weights:
@@ -330,14 +324,29 @@ def load_model(
     torch_dtype = _check_dtype(dtype)
     if device_map is None:
         _check_device(device)
+    else:
+        from helpers.validate import check_device_map
+
+        check_device_map(device_map)
     where, kwargs, label, note, fingerprint = resolve_spec(spec)
+    local = Path(where).exists()
+    if os.environ.get(LOAD_LOG_ENV):  # test hook: record every model load (tests assert parameter errors load none)
+        with open(os.environ[LOAD_LOG_ENV], "a", encoding="utf-8") as fh:
+            fh.write(f"{spec}\n")
     try:
         config = AutoConfig.from_pretrained(where, **kwargs)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # noqa: BLE001 - a local file that does not parse, or a hub miss: one line each
+        first = _first_line(exc)
+        if local:
+            raise CompendiumError(
+                f"cannot read the configuration of local model '{spec}' ({first}): the file is corrupt or not a "
+                f"model; save it again with save_pretrained or replace the .gguf file"
+            ) from None
+        if not isinstance(exc, (OSError, ValueError)):
+            raise
         raise CompendiumError(
             f"cannot load model '{spec}': it is not a registry name ({', '.join(REGISTRY)}), a local directory "
-            f"or .gguf file, and the hub did not provide it ({first[:160]}); pass a local path or go online"
+            f"or .gguf file, and the hub did not provide it ({first}); pass a local path or go online"
         ) from None
     family = _family(config)
     encoder_only = family in _ENCODER_FAMILIES and not getattr(config, "is_decoder", False)
@@ -355,12 +364,23 @@ def load_model(
         load_kwargs["attn_implementation"] = attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(where, **load_kwargs)
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0][:200]
-        raise CompendiumError(f"cannot load the weights of '{spec}' ({first}); check the files or go online") from None
+    except Exception as exc:  # noqa: BLE001 - corrupt or incomplete weights are one line, whatever the loader raises
+        if not local and not isinstance(exc, OSError):
+            raise
+        fix = "save the model again or replace the file" if local else "check the files or go online"
+        raise CompendiumError(f"cannot load the weights of '{spec}' ({_first_line(exc)}): {fix}") from None
     if device_map is None:
         model = model.to(device)
-    tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        if not local and not isinstance(exc, (OSError, ValueError)):
+            raise
+        raise CompendiumError(f"cannot load the tokenizer of '{spec}' ({_first_line(exc)}): save the tokenizer "
+                              f"with the model (tokenizer.save_pretrained)") from None
+    if not tokenizer("The tokenizer works.", add_special_tokens=False)["input_ids"]:
+        raise CompendiumError(f"the tokenizer of '{spec}' turns text into no tokens (its vocabulary files are "
+                              f"missing): save the tokenizer with the model (tokenizer.save_pretrained)")
     if not fingerprint:
         fingerprint = "hub:" + str(getattr(config, "_commit_hash", None) or where)
     return wrap_model(model, tokenizer, name=spec, label=label, fingerprint=fingerprint, note=note)

@@ -133,7 +133,8 @@ def run_analysis(
     """
     config.validate()
     if not texts:
-        raise CompendiumError("no texts to analyse: check the dataset and the filters")
+        raise CompendiumError(f"no texts to analyse ({dataset}): the list of texts is empty; check the data file "
+                              f"and the filters")
     i_shard, n_shard = parse_shard(shard)
     key = {
         "model": lm.name,
@@ -146,19 +147,26 @@ def run_analysis(
         "code_version": CODE_VERSION,
         **asdict(config),
     }
-    store = RunStore(f"{cache_dir}/analysis", key, create=not cached_only)
+    store = RunStore(f"{cache_dir}/analysis", key, create=False)
     if cached_only and not store.manifest().get("complete"):
         raise NotFinished(f"shard {i_shard}/{n_shard} has not finished (no complete run in {store.dir})")
     ids = [i for i in range(len(texts)) if i % n_shard == i_shard]
+    if not ids:
+        raise CompendiumError(f"shard {i_shard}/{n_shard} of {dataset} is empty: the sample has {len(texts)} texts; "
+                              f"use at most {len(texts)} shards")
     rows_all = lm.encode([texts[i] for i in ids], config.max_tokens)
+    check_rows(rows_all, config, dataset, lm.name)
     usable = [(i, r) for i, r in zip(ids, rows_all, strict=True) if len(r) >= config.min_position + 1]
     skipped = len(ids) - len(usable)
     chunks = [usable[s : s + config.chunk_texts] for s in range(0, len(usable), config.chunk_texts)]
+    if cached_only and not all(store.has_chunk(c) for c in range(len(chunks))):
+        raise NotFinished(f"shard {i_shard}/{n_shard} has missing or unreadable chunks in {store.dir}")
     plans = [make_batches([len(r) for _, r in chunk], batch_size, batch_tokens) for chunk in chunks]
     lengths = [len(r) for chunk in chunks for _, r in chunk]
     offsets = np.cumsum([0] + [len(chunk) for chunk in chunks])
     padding = padding_share(lengths, [[int(offsets[c]) + i for i in b] for c, plan in enumerate(plans) for b in plan])
     total_tokens = sum(lengths)
+    store.dir.mkdir(parents=True, exist_ok=True)  # only now: every check above writes nothing
     finished = bool(store.manifest().get("complete"))
     if not finished:  # a rerun of a finished run never marks it incomplete
         store.write_manifest(complete=False, n_chunks=len(chunks), skipped_short=skipped, model=lm.describe())
@@ -208,6 +216,19 @@ def run_analysis(
         model=lm.describe(),
     )
     return records, store
+
+
+def check_rows(rows: list[list[int]], config: AnalysisConfig, dataset: str, model: str) -> None:
+    """One-line errors when tokenisation leaves nothing to analyse (before anything is written)."""
+    if rows and not any(rows):
+        raise CompendiumError(f"the tokenizer of '{model}' turns every text of {dataset} into no tokens: save the "
+                              f"tokenizer files with the model (tokenizer.save_pretrained)")
+    if rows and max(len(r) for r in rows) < config.min_position + 1:
+        raise CompendiumError(
+            f"every text of {dataset} is shorter than min_position + 1 = {config.min_position + 1} tokens (the "
+            f"longest has {max(len(r) for r in rows)} of at most max_tokens={config.max_tokens}): lower min_position "
+            f"(--min-position) or raise max_tokens (--max-tokens)"
+        )
 
 
 class NotFinished(CompendiumError):
@@ -303,14 +324,21 @@ def analyse_dataset(
     ``None`` for ``n_texts`` / ``max_tokens`` takes the profile's value (the paper profile: every
     text, the model's context).
     """
-    from helpers.data import check_dataset, load_samples, sample_texts
+    from helpers.data import check_dataset, describe_empty, filtered_samples, sample_texts
     from helpers.profiles import get_profile
 
     check_dataset(dataset)
     prof = get_profile(profile).corpus
     n = n_texts if n_texts is not None else prof.n_texts(dataset, lm.name)
     tokens = max_tokens if max_tokens is not None else (prof.max_tokens or model_context(lm))
-    texts = sample_texts(load_samples(dataset, filtered_dir, data_dir), n, seed)
+    context = getattr(lm.model.config, "max_position_embeddings", None) or getattr(lm.model.config, "n_positions", None)
+    if isinstance(context, int) and tokens > context:
+        raise CompendiumError(f"max_tokens (--max-tokens) {tokens} is beyond the context of {lm.label} ({context} "
+                              f"tokens): use at most {context}")
+    kept, report = filtered_samples(dataset, filtered_dir, data_dir)
+    if not kept:
+        raise CompendiumError(describe_empty(report, folder=data_dir))
+    texts = sample_texts(kept, n, seed)
     share = None if lens_share == "all" else lens_share
     config = AnalysisConfig(max_tokens=tokens, min_position=min_position, n_vectors=prof.n_vectors, lens_share=share)
     records, store = run_analysis(

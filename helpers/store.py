@@ -12,18 +12,25 @@ import json
 import os
 import platform
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from helpers import CompendiumError
+
 
 def repo_root() -> Path:
-    """The repository root (the folder holding pyproject.toml), found upwards from this file."""
+    """The repository root (the folder holding pyproject.toml), found upwards from this file: the one
+    definition that the package, the CLI and the notebooks share (relative output, cache and data folders
+    are taken from here, whatever the current directory). Without a checkout (a non-editable install), the
+    current directory, or its parent when it is the ``notebooks`` folder papermill runs in."""
     here = Path(__file__).resolve()
     for parent in here.parents:
         if (parent / "pyproject.toml").is_file():
             return parent
-    return Path.cwd()
+    cwd = Path.cwd()
+    return cwd.parent if cwd.name == "notebooks" else cwd
 
 
 def repo_path(path: str | Path) -> Path:
@@ -73,8 +80,10 @@ class RunStore:
         return self.dir / f"chunk_{index:05d}.npz"
 
     def has_chunk(self, index: int) -> bool:
-        """Whether chunk ``index`` was finished by this or an earlier run."""
-        return self.chunk_path(index).is_file()
+        """Whether chunk ``index`` was finished by this or an earlier run: a readable archive (a 0-byte or
+        garbled file, e.g. from a full disk or a copy cut short, counts as missing and is recomputed)."""
+        path = self.chunk_path(index)
+        return path.is_file() and zipfile.is_zipfile(path)
 
     def save_chunk(self, index: int, arrays: dict[str, np.ndarray]) -> None:
         """Save one chunk atomically."""
@@ -84,7 +93,16 @@ class RunStore:
 
     def load_chunks(self, n_chunks: int) -> dict[str, np.ndarray]:
         """Concatenate chunks 0..n_chunks-1 key by key."""
-        parts = [dict(np.load(self.chunk_path(i))) for i in range(n_chunks)]
+        parts = []
+        for i in range(n_chunks):
+            try:
+                with np.load(self.chunk_path(i)) as archive:
+                    parts.append(dict(archive))
+            except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+                raise CompendiumError(
+                    f"cached chunk {self.chunk_path(i).name} is unreadable ({type(exc).__name__}): delete the run "
+                    f"folder {self.dir} and run again (its other results are recomputed too)"
+                ) from None
         keys = parts[0].keys() if parts else []
         return {k: np.concatenate([p[k] for p in parts if k in p]) for k in keys}
 

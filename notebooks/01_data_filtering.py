@@ -37,11 +37,12 @@ results_dir = "results"
 filtered_dir = "data/filtered"  # cache of the filtered samples, relative to the repository root
 
 # %%
-import sys
-from pathlib import Path
+from helpers.validate import validate_params
 
-ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-sys.path.insert(0, str(ROOT))
+# every parameter checked before anything loads or is written: a bad one is a one-line error (README: Troubleshooting)
+globals().update(validate_params(globals()))
+
+# %%
 import pandas as pd
 import plotly.graph_objects as go
 from IPython.display import Markdown, display
@@ -63,7 +64,7 @@ counts = pd.DataFrame(reports_)
 counts
 
 # %%
-plots.save_table(counts, "01_filter_counts", ROOT / results_dir,
+plots.save_table(counts, "01_filter_counts", results_dir,
                  caption=f"Filtering counts (min {min_words} words; 1BW: 5,000 samples, seed {seed}).")
 
 # %%
@@ -73,7 +74,7 @@ fig = go.Figure([go.Histogram(x=v, name=ds, opacity=0.6, nbinsx=60) for ds, v in
 fig.update_layout(barmode="overlay", xaxis_title="tokens per text", yaxis_title="texts")
 plots.with_caption(fig, "Token lengths of the filtered texts",
                    f"tokenizer: {model}; first 2,000 filtered texts per dataset; min {min_words} words")
-plots.save_figure(fig, "01_token_lengths", ROOT / figures_dir)
+plots.save_figure(fig, "01_token_lengths", figures_dir)
 fig
 
 # %%

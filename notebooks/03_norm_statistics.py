@@ -45,6 +45,12 @@ cache_dir = "results/cache"
 filtered_dir = "data/filtered"
 
 # %%
+from helpers.validate import validate_params
+
+# every parameter checked before anything loads or is written: a bad one is a one-line error (README: Troubleshooting)
+globals().update(validate_params(globals()))
+
+# %%
 from IPython.display import Markdown, display
 
 from helpers import plots, reports

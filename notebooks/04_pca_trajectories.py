@@ -46,6 +46,12 @@ pca_samples = None           # None: the profile's value
 include_last = False         # True: also fit and draw layer L (the last block's output, before the final norm)
 
 # %%
+from helpers.validate import validate_params
+
+# every parameter checked before anything loads or is written: a bad one is a one-line error (README: Troubleshooting)
+globals().update(validate_params(globals()))
+
+# %%
 from IPython.display import Markdown, display
 
 from helpers import plots, reports

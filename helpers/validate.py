@@ -1,0 +1,506 @@
+"""One validation step for every run, before any model is loaded or any file is written.
+
+``python -m helpers analyse|merge`` and every notebook (a cell right after the parameters cell) call
+:func:`validate_params` on their parameters: types, ranges, shard, dataset names, device / dtype /
+device_map, the model's local files, the data file (readable, and not emptied by the filters) and the
+output folders (folders, writable). A bad value is one :class:`~helpers.CompendiumError` line naming the
+parameter as the caller knows it (``--n-texts`` on the command line, ``n_texts`` in a notebook) and
+what to do. Only parameters present are checked, so one call serves every notebook::
+
+    globals().update(validate_params(globals()))   # normalised values: "1bw" -> ["1bw"], "8" -> 8
+
+Importing this module inside IPython (a notebook kernel) also calls :func:`notebook_mode`: a
+CompendiumError then shows as its one line instead of a traceback, and papermill still reports the cell
+as failed. Nothing here imports torch or transformers unless a value needs them (a CUDA device, a
+registry model), so parameter errors cost well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from helpers import CompendiumError
+from helpers.store import repo_path
+
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "auto")
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+OUTPUT_DIRS = ("results_dir", "cache_dir", "figures_dir", "filtered_dir")
+# Encoder families that transformers can wrap in a "causal LM" head only when configured as decoders.
+ENCODER_FAMILIES = frozenset({
+    "bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "electra", "camembert", "ernie", "data2vec-text",
+    "bert-generation", "rembert", "roc_bert", "megatron-bert", "xmod", "big_bird", "roformer",
+})
+
+# key -> (smallest value, None allowed)
+_INTS = {
+    "n_texts": (1, True),
+    "max_tokens": (2, True),
+    "min_position": (0, False),
+    "batch_size": (1, True),
+    "batch_tokens": (1, True),
+    "seed": (0, False),
+    "min_words": (1, False),
+    "pca_samples": (1, True),
+    "n_samples": (1, True),
+    "shards": (1, False),
+    "torch_threads": (1, True),
+    "threads": (1, True),
+}
+_BOOLS = ("include_last", "include_trained", "include_untrained", "train_natural_model")
+
+
+def _flag(key: str, cli: bool) -> str:
+    """How the caller names a parameter: ``--n-texts`` on the command line, ``n_texts`` in a notebook."""
+    return "--" + key.replace("_", "-") if cli else key
+
+
+# ------------------------------------------------------------------------------------------------
+# single values
+
+
+def check_int(value, key: str, cli: bool = False, minimum: int = 0, allow_none: bool = False) -> int | None:
+    """``value`` as an int >= ``minimum`` (an integral float or a string of digits is accepted: papermill
+    passes ``-p n_texts 5.0`` or ``-r n_texts 5``); None only if ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    out = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        out = value
+    elif isinstance(value, float) and value.is_integer():
+        out = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        out = int(value)
+    if out is None or out < minimum:
+        want = f"an integer >= {minimum}" + (" or None" if allow_none else "")
+        raise CompendiumError(f"{_flag(key, cli)} must be {want}, got {value!r}")
+    return out
+
+
+def check_bool(value, key: str, cli: bool = False) -> bool:
+    """``value`` if it is True or False."""
+    if not isinstance(value, bool):
+        raise CompendiumError(f"{_flag(key, cli)} must be True or False, got {value!r}")
+    return value
+
+
+def check_share(value, key: str = "lens_share", cli: bool = False) -> float | str | None:
+    """A share in [0, 1] (a number, or its text from the command line), "all" (every token), or None (= all)."""
+    if value is None or value == "all":
+        return value
+    try:
+        share = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        share = None
+    if share is None or not 0.0 <= share <= 1.0:
+        raise CompendiumError(f"{_flag(key, cli)} must be a number in [0, 1] or 'all', got {value!r}")
+    return share
+
+
+def check_datasets(value, key: str = "datasets", cli: bool = False) -> list[str]:
+    """A list of known corpus names; a single string is one dataset (never iterated by character)."""
+    from helpers.data import DATASETS
+
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        raise CompendiumError(f"{_flag(key, cli)} must be a dataset name or a list of them "
+                              f"({', '.join(DATASETS)}), got {value!r}")
+    for n in names:
+        if n not in DATASETS:
+            raise CompendiumError(f"{_flag(key, cli)}: unknown dataset {n!r}: choose from {', '.join(DATASETS)}")
+    if len(set(names)) != len(names):
+        raise CompendiumError(f"{_flag(key, cli)} names a dataset twice: {value!r}")
+    return list(names)
+
+
+def check_shard(value, key: str = "shard", cli: bool = False) -> tuple[int, int] | None:
+    """``"i/n"`` (or ``(i, n)``) -> ``(i, n)`` with 0 <= i < n; None stays None."""
+    if value is None:
+        return None
+    try:
+        i, n = (int(x) for x in (value.split("/") if isinstance(value, str) else value))
+    except (ValueError, TypeError, AttributeError):
+        raise CompendiumError(f"{_flag(key, cli)} must look like 'i/n' (e.g. '0/4'), got {value!r}") from None
+    if not 0 <= i < n:
+        raise CompendiumError(f"{_flag(key, cli)} {i}/{n} is out of range: need 0 <= i < n (e.g. 0/{max(n, 2)})")
+    return i, n
+
+
+def check_dtype(value, key: str = "dtype", cli: bool = False) -> str:
+    """One of float32, bfloat16, float16, auto."""
+    if value not in DTYPE_NAMES:
+        raise CompendiumError(f"{_flag(key, cli)} {value!r} is not one of {', '.join(DTYPE_NAMES)}")
+    return value
+
+
+def _cuda_check(value: str, key: str, cli: bool) -> None:
+    import torch
+
+    if value.startswith("cuda") and not torch.cuda.is_available():
+        raise CompendiumError(f"{_flag(key, cli)} {value!r} asked for but no CUDA GPU is visible: use cpu")
+    if value == "mps" and not torch.backends.mps.is_available():
+        raise CompendiumError(f"{_flag(key, cli)} 'mps' asked for but MPS is not available: use cpu")
+
+
+def check_device(value, key: str = "device", cli: bool = False) -> str:
+    """cpu, cuda, cuda:N, mps or xpu[:N]; a CUDA or MPS device must be visible. 'meta' (no weights) is refused."""
+    if not isinstance(value, str) or not DEVICE_PATTERN.match(value):
+        extra = " ('meta' holds no weights)" if value == "meta" else ""
+        raise CompendiumError(f"{_flag(key, cli)} {value!r} is not a torch device to run on{extra}: "
+                              f"use cpu, cuda, cuda:N or mps")
+    if value.startswith("cuda") or value == "mps":
+        _cuda_check(value, key, cli)
+    return value
+
+
+def check_device_map(value, key: str = "device_map", cli: bool = False) -> str | dict | None:
+    """None, an accelerate strategy (auto, balanced, balanced_low_0, sequential), a device, or a dict."""
+    if value is None or isinstance(value, dict):
+        pass
+    elif isinstance(value, str) and value in DEVICE_MAP_STRATEGIES:
+        pass
+    elif isinstance(value, str) and DEVICE_PATTERN.match(value):
+        check_device(value, key, cli)
+    else:
+        raise CompendiumError(f"{_flag(key, cli)} {value!r} is not a device map: use auto (spread over the "
+                              f"visible GPUs), balanced, balanced_low_0, sequential, a device such as cuda:0, or none")
+    if value is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("accelerate") is None:
+            raise CompendiumError(f"{_flag(key, cli)} needs the accelerate package: pip install accelerate")
+    return value
+
+
+def check_output_dir(value, key: str, cli: bool = False) -> str | Path:
+    """An output folder that is (or can be created as) a writable folder; nothing is created here."""
+    if not isinstance(value, (str, Path)) or not str(value).strip():
+        raise CompendiumError(f"{_flag(key, cli)} must be a folder path, got {value!r}")
+    path = repo_path(value)
+    targets = [path, path / "analysis"] if key == "cache_dir" else [path]
+    for target in targets:
+        if target.exists() and not target.is_dir():
+            raise CompendiumError(f"{_flag(key, cli)}: {target} is a file, not a folder: "
+                                  f"choose another {_flag(key, cli)} or move the file away")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CompendiumError(f"{_flag(key, cli)}: cannot create {path}: {existing} is a file; "
+                              f"choose another {_flag(key, cli)}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CompendiumError(f"{_flag(key, cli)}: {existing} is not writable: choose a writable folder "
+                              f"or fix its permissions")
+    return value
+
+
+def check_data_dir(value, key: str = "data_dir", cli: bool = False) -> str | Path | None:
+    """None (the default resolver) or a folder path."""
+    if value is None or (isinstance(value, str) and not value):
+        return value
+    if not isinstance(value, (str, Path)):
+        raise CompendiumError(f"{_flag(key, cli)} must be a folder path or None, got {value!r}")
+    path = repo_path(value)
+    if not path.is_dir():
+        raise CompendiumError(f"{_flag(key, cli)} {path} is not a folder: point it at a folder holding "
+                              f"wikitext-103/ and 1bw/ (see data/README.md), or leave it unset")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------
+# model files
+
+
+def _read_exact(fh, n: int) -> bytes:
+    data = fh.read(n)
+    if len(data) < n:
+        raise EOFError("unexpected end of file")
+    return data
+
+
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def gguf_data_end(path: Path) -> int:
+    """Bytes a GGUF file must have to hold every tensor its header lists (parses header and metadata only).
+    Raises EOFError, ValueError or struct.error on a malformed header."""
+    import gguf
+
+    size = path.stat().st_size
+    with path.open("rb", buffering=1 << 20) as fh:
+
+        def num(fmt: str):
+            return struct.unpack("<" + fmt, _read_exact(fh, struct.calcsize(fmt)))[0]
+
+        def string() -> bytes:
+            n = num("Q")
+            if n > size:
+                raise ValueError("string length beyond the end of the file")
+            return _read_exact(fh, n)
+
+        def skip(kind: int) -> None:
+            if kind in _GGUF_SCALARS:
+                _read_exact(fh, struct.calcsize(_GGUF_SCALARS[kind]))
+            elif kind == 8:
+                string()
+            elif kind == 9:
+                item, count = num("I"), num("Q")
+                if item in _GGUF_SCALARS:
+                    if count * struct.calcsize(_GGUF_SCALARS[item]) > size:
+                        raise ValueError("metadata array beyond the end of the file")
+                    fh.seek(count * struct.calcsize(_GGUF_SCALARS[item]), 1)
+                else:
+                    for _ in range(count):
+                        skip(item)
+            else:
+                raise ValueError(f"unknown metadata type {kind}")
+
+        if _read_exact(fh, 4) != b"GGUF":
+            raise ValueError("no GGUF magic number at the start")
+        version = num("I")
+        if version not in (2, 3):
+            raise ValueError(f"GGUF version {version} is not supported (2 or 3)")
+        n_tensors, n_kv = num("Q"), num("Q")
+        if n_tensors > 1_000_000 or n_kv > 1_000_000:
+            raise ValueError("implausible tensor or metadata count")
+        alignment = 32
+        for _ in range(n_kv):
+            key, kind = string(), num("I")
+            if key == b"general.alignment" and kind == 4:
+                alignment = num("I")
+            else:
+                skip(kind)
+        end = 0
+        for _ in range(n_tensors):
+            string()
+            dims = [num("Q") for _ in range(num("I"))]
+            block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(num("I"))]
+            count = 1
+            for d in dims:
+                count *= d
+            end = max(end, num("Q") + count // block * type_size)
+        start = -(-fh.tell() // alignment) * alignment
+    return start + end
+
+
+def check_gguf(path: str | Path, what: str | None = None) -> Path:
+    """A readable, complete GGUF file (header parsed, size checked against its tensor table), else a one-line
+    error saying to replace the file. ``what`` names it (e.g. the registry package to reinstall)."""
+    p = Path(path)
+    fix = what or "download the file again"
+    if not p.is_file():
+        raise CompendiumError(f"GGUF file {p} does not exist: check the path")
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise CompendiumError("GGUF models need the gguf package: pip install gguf accelerate") from None
+    try:
+        need = gguf_data_end(p)
+    except (EOFError, ValueError, KeyError, struct.error, OverflowError, MemoryError) as exc:
+        raise CompendiumError(f"{p} is not a readable GGUF file ({type(exc).__name__}: {exc}): {fix}") from None
+    have = p.stat().st_size
+    if have < need:
+        raise CompendiumError(f"{p} is truncated: its tensors need {need:,} bytes, the file has {have:,}: {fix}")
+    return p
+
+
+def check_model_files(spec, key: str = "model", cli: bool = False) -> str:
+    """The local files a model spec names, without loading anything: a ``.gguf`` file is complete; a folder
+    holds a valid config.json, weights and tokenizer files; a registry model's file is installed and complete.
+    A hub id passes (the hub is asked at load time)."""
+    name = _flag(key, cli)
+    if not isinstance(spec, str) or not spec.strip():
+        raise CompendiumError(f"{name} must be a registry name, hub id, folder or .gguf file, got {spec!r}")
+    p = Path(spec).expanduser()
+    if p.suffix == ".gguf":
+        check_gguf(p, "download the file again")
+        return spec
+    if p.is_dir():
+        cfg = p / "config.json"
+        if not cfg.is_file():
+            raise CompendiumError(f"model folder {p} has no config.json: save the model with save_pretrained")
+        try:
+            body = json.loads(cfg.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise CompendiumError(f"{cfg} is not valid JSON ({type(exc).__name__}): the file is corrupt; save the "
+                                  f"model again with save_pretrained") from None
+        if not isinstance(body, dict):
+            raise CompendiumError(f"{cfg} does not hold a configuration: save the model again with save_pretrained")
+        family = str(body.get("model_type", "unknown"))
+        if body.get("is_encoder_decoder") or (family in ENCODER_FAMILIES and not body.get("is_decoder")):
+            raise CompendiumError(f"model '{spec}' ({family}) is not a decoder-only causal LM: use a model that "
+                                  f"AutoModelForCausalLM supports (e.g. gpt2, Llama, Gemma, Pythia)")
+        if not (any(p.glob("*.safetensors")) or any(p.glob("*.bin"))):
+            raise CompendiumError(f"cannot load the weights of model folder {p}: it has no *.safetensors or *.bin "
+                                  f"file; save the model with save_pretrained")
+        if not any((p / f).is_file() for f in TOKENIZER_FILES):
+            raise CompendiumError(f"model folder {p} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...): "
+                                  f"save the tokenizer there too (tokenizer.save_pretrained)")
+        return spec
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or p.exists():
+        raise CompendiumError(f"model path '{spec}' does not exist: check the path")
+    if _is_registry(spec):
+        from helpers.models import REGISTRY
+
+        entry = REGISTRY[spec]
+        check_gguf(entry.locate(), f"reinstall it with `{entry.install}`")
+    return spec
+
+
+def _is_registry(spec: str) -> bool:
+    # registry names have no '/', hub ids usually do; only then import the (torch-importing) model module
+    if "/" in spec:
+        return False
+    from helpers.models import REGISTRY
+
+    return spec in REGISTRY
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+
+
+def check_corpus(dataset: str, data_dir=None, filtered_dir="data/filtered", min_words: int | None = None,
+                 seed: int = 0) -> int:
+    """Read (never write) the filtered texts of ``dataset`` and return how many there are; a one-line error
+    naming the file and the rule when the filters leave nothing (``min_words`` given: the caller has that
+    parameter, so lowering it is the advice)."""
+    from helpers.data import MIN_WORDS, describe_empty, peek_samples
+
+    words = MIN_WORDS if min_words is None else min_words
+    texts, report = peek_samples(dataset, filtered_dir, data_dir, min_words=words, seed=seed)
+    if not texts:
+        raise CompendiumError(describe_empty(report, words, data_dir, min_words_param=min_words is not None))
+    return len(texts)
+
+
+# ------------------------------------------------------------------------------------------------
+# everything at once
+
+
+def validate_params(params: Mapping, cli: bool = False) -> dict:
+    """Check every known parameter present in ``params`` (a notebook's ``globals()`` or the CLI's arguments)
+    before any model loads or any file is written; return the normalised values of those parameters.
+
+    One-line :class:`CompendiumError` on the first bad value. Cheap checks first (types, ranges, names), then
+    the model's local files, the output folders, and last the data (the corpus is read and filtered, the
+    filtered cache is read but not written): empty after filtering, or too few texts for the shard."""
+    from helpers.profiles import get_profile
+
+    p = dict(params)
+    out: dict = {}
+    if "profile" in p:
+        try:
+            get_profile(p["profile"])
+        except CompendiumError as exc:
+            raise CompendiumError(f"{_flag('profile', cli)}: {exc}") from None
+        out["profile"] = p["profile"]
+    datasets = None
+    if "datasets" in p:
+        datasets = out["datasets"] = check_datasets(p["datasets"], "datasets", cli)
+    if "dataset" in p:
+        datasets = check_datasets(p["dataset"], "dataset", cli)
+        out["dataset"] = p["dataset"] if isinstance(p["dataset"], str) else datasets
+    for key, (minimum, allow_none) in _INTS.items():
+        if key in p:
+            out[key] = check_int(p[key], key, cli, minimum, allow_none)
+    for key in _BOOLS:
+        if key in p:
+            out[key] = check_bool(p[key], key, cli)
+    if "min_position" in out:
+        tokens = out.get("max_tokens")
+        if tokens is None and "profile" in out and "max_tokens" in p:
+            tokens = get_profile(out["profile"]).corpus.max_tokens
+        if tokens is not None and out["min_position"] > tokens - 2:
+            raise CompendiumError(
+                f"{_flag('min_position', cli)} {out['min_position']} leaves no token to analyse with "
+                f"{_flag('max_tokens', cli)} {tokens}: need min_position <= max_tokens - 2"
+            )
+    if out.get("batch_size", 0) is None and out.get("batch_tokens", 0) is None:
+        raise CompendiumError(f"give {_flag('batch_size', cli)} or {_flag('batch_tokens', cli)} (or both): "
+                              f"both are None, so batches would have no limit")
+    if "lens_share" in p:
+        out["lens_share"] = check_share(p["lens_share"], "lens_share", cli)
+    if "shard" in p:
+        shard = check_shard(p["shard"], "shard", cli)
+        out["shard"] = None if shard is None else f"{shard[0]}/{shard[1]}"
+    if "dtype" in p:
+        out["dtype"] = check_dtype(p["dtype"], "dtype", cli)
+    if "device_map" in p:
+        out["device_map"] = check_device_map(p["device_map"], "device_map", cli)
+    if "device" in p and p.get("device_map") is None:
+        out["device"] = check_device(p["device"], "device", cli)
+    elif "device" in p:
+        out["device"] = p["device"]
+    if "data_dir" in p:
+        out["data_dir"] = check_data_dir(p["data_dir"], "data_dir", cli)
+    for key in OUTPUT_DIRS:
+        if key in p:
+            out[key] = check_output_dir(p[key], key, cli)
+    if "model" in p:
+        out["model"] = check_model_files(p["model"], "model", cli)
+    if datasets:
+        _check_data(datasets, p, out, cli)
+    return {k: v for k, v in out.items() if k in params}
+
+
+def _check_data(datasets: list[str], p: dict, out: dict, cli: bool) -> None:
+    from helpers.profiles import get_profile
+
+    corpus = get_profile(out.get("profile", "default")).corpus
+    shard = check_shard(out.get("shard"))
+    for ds in datasets:
+        kept = check_corpus(ds, out.get("data_dir"), out.get("filtered_dir", "data/filtered"), out.get("min_words"),
+                            out.get("seed", 0))
+        if "n_texts" not in p and "shard" not in p and "shards" not in p:
+            continue
+        n = out.get("n_texts") if "n_texts" in p else None
+        n = n if n is not None else corpus.n_texts(ds, out.get("model"))
+        sample = kept if n is None else min(n, kept)
+        n_flag = _flag("n_texts", cli)
+        if shard is not None and shard[0] >= sample:
+            raise CompendiumError(
+                f"{_flag('shard', cli)} {shard[0]}/{shard[1]} of {ds} is empty: the sample has {sample} texts, so "
+                f"only shards i < {sample} hold any; use at most {sample} shards or raise {n_flag}"
+            )
+        if "shards" in out and out["shards"] > sample:
+            raise CompendiumError(
+                f"{_flag('shards', cli)} {out['shards']} is more than the {sample} texts of the {ds} sample: "
+                f"shards {sample}..{out['shards'] - 1} would be empty; use at most {sample} shards"
+            )
+
+
+# ------------------------------------------------------------------------------------------------
+# notebooks
+
+
+def _one_line(shell, etype, value, tb, tb_offset=None) -> list[str]:
+    """IPython custom exception display: a CompendiumError is its one line (published as the cell's error,
+    so papermill still reports the failure)."""
+    stb = [f"{etype.__name__}: {value}"]
+    shell._showtraceback(etype, value, stb)
+    return stb
+
+
+def notebook_mode() -> bool:
+    """In an IPython kernel, show a :class:`CompendiumError` as its one line instead of a traceback.
+    Returns whether a kernel was found (a no-op outside IPython; IPython is never imported here)."""
+    if "IPython" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        return False
+    shell.set_custom_exc((CompendiumError,), _one_line)
+    return True
+
+
+notebook_mode()
