@@ -36,21 +36,47 @@ def _analyse_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--cache-dir", default="results/cache")
     p.add_argument("--results-dir", default="results")
+    p.add_argument("--figures-dir", default=None, help="where figures go (default: the results folder)")
+    p.add_argument("--no-png", dest="png", action="store_false", help="interactive HTML figures only (no Chromium)")
 
 
-def _tables(lm, runs, args) -> list[Path]:
-    import pandas as pd
+def _outputs(lm, run, args) -> list[Path]:
+    """Tables (CSV + Markdown), the notebooks' figures (HTML + PNG) and a machine-readable summary.json of one
+    dataset run, all under ``--results-dir`` (``--figures-dir`` for the figures; default: the same folder)."""
+    import json
 
     from helpers import plots, reports
+    from helpers.data import corpus_source
+    from helpers.store import atomic_write_text, repo_path
 
-    tag = lm.name.replace("/", "_")
-    ours = pd.concat([reports.table1(r.records, lm.n_layers, args.min_position, lm.label, r.dataset)
-                      for r in runs], ignore_index=True)
-    curves = pd.concat([reports.loss_curves(r.records).assign(dataset=r.dataset) for r in runs], ignore_index=True)
-    cap = runs[0].caption()
-    return plots.save_table(ours, f"cli_table1_{tag}_{args.dataset}", args.results_dir, cap) + plots.save_table(
-        curves, f"cli_inner_loss_{tag}_{args.dataset}", args.results_dir, cap
-    )
+    tag = f"{lm.name.replace('/', '_')}_{args.dataset}"
+    figures_dir = args.figures_dir
+    runs = {run.dataset: run}
+    table = reports.table1(run.records, lm.n_layers, args.min_position, lm.label, run.dataset)
+    curves = reports.inner_loss_table(runs, lm.label)
+    summary = reports.inner_loss_summary(curves)
+    trans = reports.transitions_table(runs, lm.n_layers, args.min_position)
+    cap = run.caption(f"positions >= {args.min_position + 1}; lens on {run.lens_tokens}")
+    paths = (plots.save_table(table, f"cli_table1_{tag}", args.results_dir, cap)
+             + plots.save_table(curves, f"cli_inner_loss_{tag}", args.results_dir, cap)
+             + plots.save_table(trans, f"cli_transitions_{tag}", args.results_dir, cap))
+    paths += plots.save_figure(plots.fig_inner_loss(curves, run.dataset, f"Inner loss across layers, {run.dataset}", cap),
+                               f"cli_inner_loss_{tag}", figures_dir, png=args.png)
+    paths += plots.save_figure(plots.fig_transitions(trans, "Which layer steps break the non-decreasing pattern", cap),
+                               f"cli_transitions_{tag}", figures_dir, png=args.png)
+    body = {
+        "model": {"name": lm.name, "description": lm.describe(), "n_layers": lm.n_layers, "fingerprint": lm.fingerprint},
+        "data": {"dataset": run.dataset, "n_texts": run.n_texts, "n_tokens": run.n_tokens,
+                 "source": corpus_source(run.dataset, args.data_dir)},
+        "protocol": {"profile": args.profile, "min_position": args.min_position, "lens_tokens": run.lens_tokens},
+        "table1": table.to_dict("records"),
+        "inner_loss": summary.to_dict("records"),
+        "inner_loss_by_layer": {f"{f} / {lens}": list(g.sort_values("layer")["mean"])
+                                for (f, lens), g in curves.groupby(["filter", "lens"])},
+    }
+    out = repo_path(args.results_dir) / f"cli_summary_{tag}.json"
+    atomic_write_text(out, json.dumps(body, indent=2, default=float) + "\n")
+    return paths + [out]
 
 
 def _load(args):
@@ -83,43 +109,65 @@ def _validate(args) -> None:
     """Every parameter checked before the model loads or a file is written (one-line errors); normalised."""
     from helpers.validate import validate_params
 
+    if getattr(args, "figures_dir", "") is None:
+        args.figures_dir = args.results_dir
     vars(args).update(validate_params(vars(args), cli=True))
 
 
 def cmd_analyse(args) -> None:
-    """Run (or resume) one analysis, or one shard of it, and write its tables."""
+    """Run (or resume) one analysis, or one shard of it, and write its tables, figures and summary.
+
+    Under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1) each rank analyses its own shard on its own
+    device, all ranks meet at a barrier and rank 0 merges the shards into the single-process outputs."""
+    from helpers.launch import barrier_and_close, from_env, init_group
+
+    launch = from_env()
+    if launch.distributed:
+        if args.shard is not None:
+            raise CompendiumError("--shard is set by the launcher (RANK/WORLD_SIZE): leave it out under torchrun")
+        args.device = launch.device(args.device)
+        args.shard = launch.shard
     _validate(args)
+    init_group(launch, args.device)
     lm = _load(args)
     run = _run(lm, args, args.shard)
     print(f"{run.n_tokens} token records in {run.run_dir}")
-    if args.shard is None:
-        for p in _tables(lm, [run], args):
+    barrier_and_close(launch)
+    if launch.distributed:
+        if launch.rank == 0:
+            for p in _outputs(lm, _merged(lm, args, launch.world), args):
+                print("wrote", p)
+    elif args.shard is None:
+        for p in _outputs(lm, run, args):
             print("wrote", p)
 
 
-def cmd_merge(args) -> None:
-    """Combine finished shards (cached) into the tables a single run gives; computes nothing.
+def _merged(lm, args, n_shards: int):
+    """The finished shards 0..n-1 as one run (computes nothing); one-line error naming missing shards.
 
     Every shard analyses a disjoint slice of the same sample, so the merged run covers that sample once:
-    its text count is the sample's, not the sum over shards. A missing or unfinished shard is an error
-    naming every such shard."""
+    its text count is the sample's, not the sum over shards."""
     from dataclasses import replace
 
     from helpers.pipeline import NotFinished, merge_records
 
-    _validate(args)
-    lm = _load(args)
     parts, missing = [], []
-    for i in range(args.shards):
+    for i in range(n_shards):
         try:
-            parts.append(_run(lm, args, f"{i}/{args.shards}", cached_only=True))
+            parts.append(_run(lm, args, f"{i}/{n_shards}", cached_only=True))
         except NotFinished:
-            missing.append(f"{i}/{args.shards}")
+            missing.append(f"{i}/{n_shards}")
     if missing:
         raise CompendiumError(f"cannot merge: shard(s) {', '.join(missing)} not finished in {args.cache_dir}: run "
-                              f"`python -m helpers analyse ... --shard i/{args.shards}` for each, then merge again")
-    merged = replace(parts[0], records=merge_records([p.records for p in parts]))
-    for p in _tables(lm, [merged], args):
+                              f"`python -m helpers analyse ... --shard i/{n_shards}` for each, then merge again")
+    return replace(parts[0], records=merge_records([p.records for p in parts]))
+
+
+def cmd_merge(args) -> None:
+    """Combine finished shards (cached) into the outputs a single run gives; computes nothing."""
+    _validate(args)
+    lm = _load(args)
+    for p in _outputs(lm, _merged(lm, args, args.shards), args):
         print("wrote", p)
 
 

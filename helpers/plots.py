@@ -46,9 +46,9 @@ def with_caption(fig, title: str, caption: str):
     return fig
 
 
-def save_figure(fig, name: str, figures_dir: str | Path, caption: str | None = None) -> list[Path]:
-    """Write ``figures_dir/name.html`` (interactive) and ``name.png`` (static; skipped with one warning
-    saying what to install when no browser exists). Returns the paths written."""
+def save_figure(fig, name: str, figures_dir: str | Path, caption: str | None = None, png: bool = True) -> list[Path]:
+    """Write ``figures_dir/name.html`` (interactive) and, with ``png``, ``name.png`` (static; skipped with one
+    warning saying what to install when no browser exists). Returns the paths written."""
     global _png_warned
     out = repo_path(figures_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,11 +57,11 @@ def save_figure(fig, name: str, figures_dir: str | Path, caption: str | None = N
     html = out / f"{name}.html"
     fig.write_html(html, include_plotlyjs="cdn")
     paths = [html]
-    if browser_available():
+    if png and browser_available():
         png = out / f"{name}.png"
         fig.write_image(png, width=1000, height=680, scale=1)
         paths.append(png)
-    elif not _png_warned:
+    elif png and not _png_warned:
         warnings.warn(_PNG_HINT, stacklevel=2)
         _png_warned = True
     return paths

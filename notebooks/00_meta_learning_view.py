@@ -42,14 +42,12 @@ cache_dir = "results/cache"
 device = "cpu"
 seed = 0
 
+# %%
+from helpers.validate import validate_params
+
+globals().update(validate_params(globals()))
 
 # %%
-import sys
-from pathlib import Path
-
-ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-sys.path.insert(0, str(ROOT))
-
 from IPython.display import Markdown, display
 
 from helpers import eq1, plots

@@ -63,6 +63,11 @@ cache_dir = "results/cache"
 filtered_dir = "data/filtered"
 
 # %%
+from helpers.validate import validate_params
+
+globals().update(validate_params(globals()))
+
+# %%
 import torch
 from IPython.display import Markdown, display
 

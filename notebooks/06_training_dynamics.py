@@ -44,14 +44,12 @@ data_dir = None  # natural text: None -> $METALEARN_DATA -> the repository's dat
 train_natural_model = True
 threads = None  # CPU threads for torch: None = the torch default; e.g. 1 on a busy shared machine
 
+# %%
+from helpers.validate import validate_params
+
+globals().update(validate_params(globals()))
 
 # %%
-import sys
-from pathlib import Path
-
-ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-sys.path.insert(0, str(ROOT))
-
 import torch
 from IPython.display import Markdown, display
 

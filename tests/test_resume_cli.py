@@ -34,7 +34,7 @@ def tiny_gpt2_dir(tmp_path_factory) -> Path:
 def cli(model: Path, cache: Path, results: Path) -> list[str]:
     return [sys.executable, "-m", "helpers", "analyse", "--model", str(model), "--dataset", "1bw", "--profile", "smoke",
             "--n-texts", "160", "--max-tokens", "32", "--batch-size", "2", "--cache-dir", str(cache),
-            "--results-dir", str(results)]
+            "--results-dir", str(results), "--no-png"]
 
 
 def run_cli(args: list[str], **env_extra) -> subprocess.CompletedProcess:
@@ -55,8 +55,8 @@ def test_killed_run_resumes_to_identical_tables(tiny_gpt2_dir, tmp_path):
     assert manifest["complete"] is False and manifest["n_chunks"] == 5
     assert not res.exists() or not list(res.iterdir()), "a killed run must not leave tables"
     assert run_cli(cli(tiny_gpt2_dir, tmp_path / "cache", res)).returncode == 0
-    refs = sorted(ref_res.glob("*.csv"))
-    assert len(refs) == 2
+    refs = sorted([*ref_res.glob("*.csv"), *ref_res.glob("*.json")])
+    assert len(refs) == 4  # Table 1, inner loss, transitions, summary.json
     for ref in refs:
         assert (res / ref.name).read_text() == ref.read_text(), ref.name
 
