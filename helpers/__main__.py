@@ -224,7 +224,12 @@ def cmd_notebook(args) -> None:
                 if exc.ename != "CompendiumError":
                     raise
                 raise CompendiumError(f"{name}: {exc.evalue} (executed copy: {out})") from None
-            print(f"== {name}: {time.time() - start:.0f} s -> {out.relative_to(repo_root())}", flush=True)
+            wrote = [f for d in ("results", "figures") for f in sorted((repo_root() / d).glob(f"{src.name[:2]}_*"))
+                     if f.stat().st_mtime >= start]
+            tables = sum(f.suffix == ".csv" for f in wrote)
+            figures = sum(f.suffix == ".html" for f in wrote)
+            print(f"== {name}: {time.time() - start:.0f} s; wrote {tables} tables and {figures} figures "
+                  f"(results/, figures/) and {out.relative_to(repo_root())}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
