@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from helpers import CompendiumError
-from helpers.store import repo_path
+from helpers.store import file_sha256, repo_path
 
 DATASETS = ("wikitext-103", "1bw")
 ENV_VAR = "METALEARN_DATA"
@@ -54,7 +54,6 @@ N_1BW_SAMPLES = 5000
 SAMPLE_SEED = 0
 FILTERED_DIR = "data/filtered"
 
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
 
 
 @dataclass
@@ -105,22 +104,9 @@ def data_dir(explicit: str | Path | None = None) -> Path:
     return resolve_data_dir(explicit)[0]
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file (memoised per path, size and modification time)."""
-    st = path.stat()
-    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if memo not in _SHA_MEMO:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _SHA_MEMO[memo] = h.hexdigest()
-    return _SHA_MEMO[memo]
-
-
 def verify_file(path: Path, rel: str) -> str:
     """sha256 of ``path`` after checking it against :data:`CHECKSUMS` [``rel``]; one-line error if it differs."""
-    got = sha256_file(path)
+    got = file_sha256(path)
     want = CHECKSUMS.get(rel)
     if want is not None and got != want:
         raise CompendiumError(
@@ -190,7 +176,7 @@ def read_corpus(name: str, folder: str | Path | None = None) -> tuple[list[str],
             lines = path.read_text(encoding="utf-8").split("\n")[:-1]
         except (OSError, UnicodeDecodeError) as exc:
             raise CompendiumError(f"{name}: cannot read {rel} ({exc}); replace it with a verified copy") from None
-        return lines, {"file": rel, "sha256": sha256_file(path)}
+        return lines, {"file": rel, "sha256": file_sha256(path)}
     if name not in HUB_SOURCES:
         raise _missing_everywhere(name, rel)
     lines = _hub_lines(name)
@@ -210,7 +196,7 @@ def corpus_source(name: str, folder: str | Path | None = None) -> dict:
     check_dataset(name)
     path = corpus_file(LOCAL_FILES[name], folder)
     if path is not None:
-        return {"file": LOCAL_FILES[name], "sha256": sha256_file(path)}
+        return {"file": LOCAL_FILES[name], "sha256": file_sha256(path)}
     return read_corpus(name, folder)[1]
 
 

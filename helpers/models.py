@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from helpers import CompendiumError
+from helpers.store import file_sha256
 from helpers.validate import ENCODER_FAMILIES as _ENCODER_FAMILIES
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -196,23 +197,6 @@ def _state_fingerprint(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return "state:" + h.hexdigest()[:16]
-
-
-_FILE_HASHES: dict[tuple[str, int, float], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, memoised on (path, size, mtime)."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime)
-    if key not in _FILE_HASHES:
-        h = hashlib.sha256()
-        with p.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-        _FILE_HASHES[key] = h.hexdigest()
-    return _FILE_HASHES[key]
 
 
 def wrap_model(

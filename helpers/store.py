@@ -39,6 +39,23 @@ def repo_path(path: str | Path) -> Path:
     return p if p.is_absolute() else repo_root() / p
 
 
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, memoised on (path, size, modification time)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        h = hashlib.sha256()
+        with p.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        _FILE_HASHES[key] = h.hexdigest()
+    return _FILE_HASHES[key]
+
+
 def config_hash(config: dict) -> str:
     """Stable 16-hex-digit hash of a JSON-serialisable configuration."""
     blob = json.dumps(config, sort_keys=True, default=str).encode()

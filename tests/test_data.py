@@ -22,9 +22,8 @@ from helpers.data import (
     load_samples,
     resolve_data_dir,
     save_filtered,
-    sha256_file,
 )
-from helpers.store import repo_root
+from helpers.store import file_sha256, repo_root
 from helpers.textdata import NATURAL_FILES, natural_files
 
 REPO_DATA = repo_root() / "data"
@@ -44,7 +43,7 @@ def _fake_1bw(folder: Path, word: str, monkeypatch, n: int = 30) -> Path:
     path = folder / BW
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(" ".join(f"{word}{i}" for _ in range(12)) + "\n" for i in range(n)))
-    monkeypatch.setitem(CHECKSUMS, BW, sha256_file(path))
+    monkeypatch.setitem(CHECKSUMS, BW, file_sha256(path))
     return folder
 
 
@@ -57,7 +56,7 @@ def test_repo_data_matches_readme_checksums():
     assert listed == CHECKSUMS  # the table in the code and data/README.md say the same
     assert set(NATURAL_FILES) | set(LOCAL_FILES.values()) == set(CHECKSUMS)
     for rel, digest in listed.items():
-        assert sha256_file(REPO_DATA / rel) == digest, rel
+        assert file_sha256(REPO_DATA / rel) == digest, rel
 
 
 def test_shipped_files_are_tracked_and_the_cache_is_ignored():

@@ -135,6 +135,7 @@ def test_missing_data_dir_is_a_one_line_error(tmp_path, monkeypatch):
 def _fake_corpus(folder, monkeypatch, n_lines=60):
     """Fake natural-text files under ``folder``, registered in the checksum table for this test."""
     import helpers.data
+    import helpers.store
 
     rng = np.random.default_rng(0)
     words = "the cat sat on a mat while news of the market rose and fell in the city".split()
@@ -143,7 +144,7 @@ def _fake_corpus(folder, monkeypatch, n_lines=60):
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = [" ".join(rng.choice(words, size=12)) for _ in range(n_lines)]
         path.write_text("\n".join(lines) + "\n \n")
-        monkeypatch.setitem(helpers.data.CHECKSUMS, name, helpers.data.sha256_file(path))
+        monkeypatch.setitem(helpers.data.CHECKSUMS, name, helpers.store.file_sha256(path))
     return folder
 
 
