@@ -213,7 +213,7 @@ def cmd_notebook(args) -> None:
         raise CompendiumError(f"no notebook source matches {args.only}: use the two-digit numbers of notebooks/*.py")
     for src in chosen:
         for model in [None] + (extra if src.name[:2] in PER_MODEL else []):
-            name = src.stem if model is None else f"{src.stem}.{model}"
+            name = ".".join([src.stem] + ([model] if model else []) + ([args.profile] if args.profile != "default" else []))
             out = repo_root() / "notebooks" / "executed" / f"{name}.ipynb"
             params = {"profile": args.profile} | ({"model": model} if model else {})
             print(f"== {name} (profile {args.profile})", flush=True)

@@ -63,7 +63,7 @@ lm, runs = analyse_corpora(model, datasets, profile, device=device, dtype=dtype,
                            n_texts=n_texts, max_tokens=max_tokens, min_position=min_position, batch_size=batch_size,
                            batch_tokens=batch_tokens, lens_share=lens_share,
                            seed=seed, cache_dir=cache_dir, filtered_dir=filtered_dir, data_dir=data_dir, shard=shard)
-tag = lm.name.replace("/", "_")
+tag = lm.name.replace("/", "_") + ("" if profile == "default" else f"_{profile}")  # file names say the profile
 
 # %%
 import numpy as np

@@ -19,11 +19,12 @@ def _between(lo: float, hi: float):
 EXPECTED = {
     "00": ("00_eq1_identity.csv", "relative error", lambda v: bool((v.iloc[:2] <= 1e-5).all())),  # row 3: momentum
     "01": ("01_filter_counts.csv", "kept", _between(1, 10**6)),
-    "02": ("02_inner_loss_summary_smollm2-135m.csv", "last layer", _between(0.0, 1.0)),
-    "03": ("03_table1_smollm2-135m.csv", "pair_pct", _between(50.0, 100.0)),
-    "04": ("04_pca_smollm2-135m_1bw.html", None, None),
+    "02": ("02_inner_loss_summary_smollm2-135m_smoke.csv", "last layer", _between(0.0, 1.0)),
+    "03": ("03_table1_smollm2-135m_smoke.csv", "pair_pct", _between(50.0, 100.0)),
+    "04": ("04_pca_smollm2-135m_smoke_1bw.html", None, None),
     "05": ("05_table2_overall.csv", "overall", _between(0.0, 100.0)),
     "06": ("06_norms_natural_smoke.csv", "sequence_pct", _between(0.0, 100.0)),
+    "07": ("07_descent_thirds.csv", "descent_pct", _between(0.0, 100.0)),
 }
 
 
