@@ -10,3 +10,8 @@ __version__ = "0.1.0"
 
 class CompendiumError(Exception):
     """An error caused by the user's input, reported as one line saying what to do."""
+
+
+def param_flag(key: str, cli: bool) -> str:
+    """How the caller names a parameter in an error: ``--n-texts`` on the command line, ``n_texts`` in a notebook."""
+    return "--" + key.replace("_", "-") if cli else key

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from helpers import CompendiumError
+from helpers.modelfiles import ENCODER_FAMILIES as _ENCODER_FAMILIES
 from helpers.store import file_sha256
-from helpers.validate import ENCODER_FAMILIES as _ENCODER_FAMILIES
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -259,7 +259,7 @@ def resolve_spec(spec: str) -> tuple[str, dict, str, str, str]:
     if not isinstance(spec, str) or not spec.strip():
         raise CompendiumError(f"model must be a non-empty string, got {spec!r}")
     if spec in REGISTRY:
-        from helpers.validate import check_gguf
+        from helpers.modelfiles import check_gguf
 
         entry = REGISTRY[spec]
         path = check_gguf(entry.locate(), f"reinstall it with `{entry.install}`")
@@ -272,7 +272,7 @@ def resolve_spec(spec: str) -> tuple[str, dict, str, str, str]:
         )
     p = Path(spec).expanduser()
     if p.suffix == ".gguf" or p.is_dir():
-        from helpers.validate import check_model_files
+        from helpers.modelfiles import check_model_files
 
         check_model_files(spec)  # complete GGUF; folder with a valid config.json, weights and tokenizer files
     if p.suffix == ".gguf":

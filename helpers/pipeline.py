@@ -14,7 +14,7 @@ import signal
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: they stream through papermill and need no ipywidgets
 
 from helpers import CompendiumError
 from helpers.analysis import analyse_batch
