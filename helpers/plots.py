@@ -364,3 +364,73 @@ def fig_eigen_spectra(spectra: pd.DataFrame, constructions: list[str], dataset: 
     fig.update_yaxes(title_text="eigenvalue of W^T W (log)", row=1, col=1)
     fig.update_xaxes(title_text="rank (0 = largest)")
     return with_caption(fig, f"Eigenvalue spectra of W^T W, first sample, {dataset}", caption)
+
+
+# ----------------------------------------------------------------------------------------------
+# notebook 07: descent test (helpers/descent.py)
+
+_STEP_COLORS = {"block": "#1f77b4", "attn": "#d62728", "ffn": "#2ca02c"}
+
+
+def fig_descent(by_layer: pd.DataFrame, model: str, caption: str):
+    """Top: % of tokens whose update is a descent direction of the inner loss (<dz, g> < 0) per layer, for the
+    block and each half-step (trained: solid), the twin's block (dashed) and random directions of the same norm
+    (dotted grey); bottom: median cos(dz, -g) of the block update with its interquartile band, twin and random beside."""
+    from plotly.subplots import make_subplots
+
+    d = by_layer[by_layer.model == model]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("share of descent directions, % of tokens", "cos(dz, -g), block update"))
+    for (weights, step), g in d.groupby(["weights", "step"], sort=False):
+        if weights != "trained" and step != "block":  # the twin's half-steps are in the tables
+            continue
+        dash = "solid" if weights == "trained" else "dash"
+        fig.add_scatter(x=g.layer, y=g.descent_pct, mode="lines+markers", name=f"{step} ({weights})",
+                        line={"color": _STEP_COLORS[step], "dash": dash}, row=1, col=1)
+    b = d[(d.step == "block") & (d.weights == "trained")]
+    fig.add_scatter(x=b.layer, y=b.random_descent_pct, mode="lines", name="block, random direction of same norm",
+                    line={"color": "grey", "dash": "dot"}, row=1, col=1)
+    fig.add_hline(y=50, line={"color": "black", "width": 1}, row=1, col=1)
+    for weights, color in (("trained", _STEP_COLORS["block"]), ("untrained twin", "#9467bd")):
+        g = d[(d.step == "block") & (d.weights == weights)]
+        fig.add_scatter(x=list(g.layer) + list(g.layer[::-1]), y=list(g.cos_q75) + list(g.cos_q25[::-1]),
+                        fill="toself", line={"width": 0}, fillcolor=color, opacity=0.2, showlegend=False, row=2, col=1)
+        fig.add_scatter(x=g.layer, y=g.cos_median, mode="lines+markers", name=f"median cos, block ({weights})",
+                        line={"color": color}, row=2, col=1)
+    fig.add_scatter(x=b.layer, y=b.random_cos_median, mode="lines", name="median cos, random direction",
+                    line={"color": "grey", "dash": "dot"}, row=2, col=1)
+    fig.add_hline(y=0, line={"color": "black", "width": 1}, row=2, col=1)
+    fig.update_xaxes(title_text="layer l (update of block l)", row=2, col=1)
+    fig.update_layout(height=760)
+    return with_caption(fig, f"Is each layer's update a descent step on the inner loss? {model}", caption)
+
+
+def fig_norm_steps(norms: pd.DataFrame, model: str, caption: str, published: float = 1.045):
+    """Top: % of tokens whose ||z|| the attention half-step, the FFN half-step and the whole block decrease, per
+    block (trained: solid; untrained twin: dashed); bottom: median growth ratio ||z^(l+1)|| / ||z^l|| per block
+    with the published ~1.045 per layer of GPT2-XL and 1 as references."""
+    import math
+
+    from plotly.subplots import make_subplots
+
+    d = norms[norms.model == model]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("% of tokens whose norm decreases", "median ||z^(l+1)|| / ||z^l||"))
+    for weights, g in d.groupby("weights", sort=False):
+        dash = "solid" if weights == "trained" else "dash"
+        for step, col in (("attn", "attn_decrease_pct"), ("ffn", "ffn_decrease_pct"), ("block", "block_decrease_pct")):
+            if g[col].notna().any():
+                fig.add_scatter(x=g.layer, y=g[col], mode="lines+markers", name=f"{step} ({weights})",
+                                line={"color": _STEP_COLORS[step], "dash": dash}, row=1, col=1)
+        fig.add_scatter(x=g.layer, y=g.ratio_median, mode="lines+markers", name=f"growth ratio ({weights})",
+                        line={"color": "black", "dash": dash}, row=2, col=1)
+    span = [d.layer.min(), d.layer.max()]
+    fig.add_scatter(x=span, y=[published, published], mode="lines", line={"color": "orange", "dash": "dot"},
+                    name=f"GPT2-XL, published ~{published} per layer", row=2, col=1)
+    fig.add_hline(y=1, line={"color": "grey", "width": 1}, row=2, col=1)
+    top = max(1.3, 1.1 * float(d[d.layer > 0].ratio_median.max()))  # block 0 (from the embeddings) may be far above
+    fig.update_yaxes(type="log", range=[math.log10(0.8), math.log10(top)], row=2, col=1)
+    fig.layout.annotations[1].text = "median ||z^(l+1)|| / ||z^l|| (axis clipped above block 1's range; tables: all)"
+    fig.update_xaxes(title_text="block l", row=2, col=1)
+    fig.update_layout(height=760)
+    return with_caption(fig, f"Where the norm moves: attention vs FFN half-steps, {model}", caption)

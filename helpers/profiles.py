@@ -162,6 +162,25 @@ class Eq1Profile:
 
 
 @dataclass(frozen=True)
+class DescentProfile:
+    """Notebook 07 (descent test): texts per dataset (one current token each), tokens kept per text, random
+    directions per update, and models with their own (smaller) samples (a 262k-word LM head is costly; 0 skips)."""
+
+    n_texts: int
+    max_tokens: int
+    n_random: int
+    models: tuple[ModelSample, ...] = ()
+
+    def texts_for(self, dataset: str, model: str | None = None) -> int:
+        """Texts sampled from ``dataset`` for ``model`` (its own sample if it has one)."""
+        for extra in self.models:
+            n = extra.wikitext_texts if dataset == "wikitext-103" else extra.onebw_texts
+            if extra.model == model and n is not None:
+                return n
+        return self.n_texts
+
+
+@dataclass(frozen=True)
 class Profile:
     """Every run size of one profile."""
 
@@ -172,6 +191,7 @@ class Profile:
     natural: TrainingProfile
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     eq1: Eq1Profile = field(default_factory=lambda: Eq1Profile(16, 5, 200, 100))
+    descent: DescentProfile = field(default_factory=lambda: DescentProfile(20, 24, 8))
 
 
 PROFILES: dict[str, Profile] = {
@@ -194,6 +214,7 @@ PROFILES: dict[str, Profile] = {
         ),
         measure=MeasureConfig(n_outer=64, n_inner=16, n_norm=32, n_cluster=300, n_attention=64, kmeans_n_init=1),
         eq1=Eq1Profile(8, 4, 50, 20),
+        descent=DescentProfile(n_texts=3, max_tokens=12, n_random=4, models=(ModelSample("gemma-3-270m", 0, 0),)),
     ),
     "default": Profile(
         name="default",
@@ -217,6 +238,10 @@ PROFILES: dict[str, Profile] = {
         ),
         measure=MeasureConfig(),
         eq1=Eq1Profile(16, 5, 200, 100),
+        # a gradient per (token, layer) through the last block and LM head: ~30 ms per pair for SmolLM2 on one core,
+        # several times that for Gemma's 262k-word head; the small natural-text model is cheap
+        descent=DescentProfile(n_texts=20, max_tokens=24, n_random=8,
+                               models=(ModelSample("gemma-3-270m", 6, 6), ModelSample("natural", 100, 100))),
     ),
     "paper": Profile(
         name="paper",
@@ -239,6 +264,7 @@ PROFILES: dict[str, Profile] = {
         measure=MeasureConfig(n_outer=1024, n_inner=256, n_norm=1024, n_cluster=5000, n_attention=1024,
                               kmeans_n_init=3),
         eq1=Eq1Profile(64, 10, 2000, 500),
+        descent=DescentProfile(n_texts=500, max_tokens=128, n_random=32),
     ),
 }
 PROFILE_NAMES: tuple[str, ...] = tuple(PROFILES)

@@ -1,0 +1,117 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · Is each layer's update a descent step on the inner loss? Which sublayer moves the norm?
+#
+# Section 2 of the paper reads each attention and FFN sublayer with its residual connection as a (transformed)
+# gradient step on the current token's representation `z_n`; the paper only shows that the inner loss (Eq. 14)
+# falls across layers on average. The direct test (as Jastrzebski et al., ICLR 2018, did for ResNets): compare
+# each update with `g`, the gradient of the Eq. 14 inner loss with respect to the state the update starts from
+# (the prefix through the **last** block with the model's own mask and positions, final norm, LM head;
+# cross-entropy with the true next token; only the current token's state varies).
+#
+# * **block** update `z^(l+1)_n - z^l_n` and **attention half-step** `z_mid - z^l_n` against `g(z^l_n)`;
+#   **FFN half-step** `z^(l+1)_n - z_mid` against `g(z_mid)`, its own starting point.
+# * Per layer: `cos(dz, -g)`, the share of **descent directions** (`<dz, g> < 0`), the share of steps that
+#   **lower the inner loss** (Eq. 14 value after the step below the value before; undefined after the last block).
+# * Baselines on the same tokens: **random directions of the same norm** (seeded) and the **untrained twin**
+#   (same architecture and config, the family's own random initialisation). 50% and cos 0 mean 'unrelated to g'.
+# * Where the norm moves: the norm after each half-step, which half-step produces the decreases, and the
+#   per-layer growth rate beside the ~1.045 per layer published for GPT2-XL. Parallel-residual blocks
+#   (GPT-NeoX/Pythia) have no half-step. One current token per text, at a random position >= 5.
+
+# %% tags=["parameters"]
+profile = "default"          # "smoke" (tests), "default" (make reproduce, 2-core CPU), "paper"
+models = ["smollm2-135m", "gemma-3-270m", "natural"]  # "natural": notebook 06's GPT-2-architecture model
+datasets = ["wikitext-103", "1bw"]
+n_texts = None               # texts per dataset, one current token each; None: the profile's value (per model)
+max_tokens = None            # tokens kept per text; None: the profile's value
+device = "cpu"
+seed = 0
+torch_threads = 1            # 1 is fastest on a small shared CPU; None keeps torch's default
+data_dir = None              # None: $METALEARN_DATA, else the repo's data/
+figures_dir = "figures"
+results_dir = "results"
+cache_dir = "results/cache"
+filtered_dir = "data/filtered"
+
+# %%
+from helpers.validate import validate_params
+
+globals().update(validate_params(globals()))
+
+# %%
+import dataclasses
+
+import torch
+from IPython.display import Markdown, display
+
+from helpers import descent, plots
+from helpers.data import load_samples
+from helpers.profiles import get_profile
+
+if torch_threads:
+    torch.set_num_threads(torch_threads)
+prof = get_profile(profile).descent
+prof = dataclasses.replace(prof, n_texts=n_texts or prof.n_texts, max_tokens=max_tokens or prof.max_tokens,
+                           models=() if n_texts else prof.models)
+texts = {ds: load_samples(ds, filtered_dir, data_dir) for ds in datasets}
+
+# %% [markdown]
+# ## Each model and its untrained twin, on the same tokens
+
+# %%
+run = descent.run_models(models, texts, prof, profile, seed, cache_dir, device)
+rec, captions, tags = run.records, run.captions, run.tags
+sfx = "" if profile == "default" else f"_{profile}"  # file names say the profile
+run.timings
+
+# %% [markdown]
+# ## Descent test: share of descent steps by layer third, model vs untrained twin vs random directions
+
+# %%
+thirds, by_layer = descent.descent_by_third(rec), descent.descent_by_layer(rec)
+caption = " | ".join(captions.values())
+plots.save_table(thirds.round(3), f"07_descent_thirds{sfx}", results_dir,
+                 caption=f"Descent test by layer third. {caption}")
+plots.save_table(by_layer.round(4), f"07_descent_by_layer{sfx}", results_dir,
+                 caption=f"Descent test per layer. {caption}")
+for model, cap in captions.items():
+    fig = plots.fig_descent(by_layer, model, cap)
+    plots.save_figure(fig, f"07_descent_{tags[model]}{sfx}", figures_dir, png=profile != "smoke")  # smoke: < 60 s
+    fig.show()
+thirds.round(2)
+
+# %% [markdown]
+# ## Where the norm moves: attention vs FFN half-steps
+
+# %%
+norms, attribution = descent.norm_by_layer(rec), descent.norm_attribution(rec)
+plots.save_table(norms.round(4), f"07_norm_by_layer{sfx}", results_dir, caption=f"Norms per half-step. {caption}")
+plots.save_table(attribution.round(3), f"07_norm_attribution{sfx}", results_dir,
+                 caption=f"Which half-step decreases the norm, blocks 0..L-2; growth rate per layer beside GPT2-XL's "
+                         f"published ~1.045. {caption}")
+for model, cap in captions.items():
+    fig = plots.fig_norm_steps(norms, model, cap)
+    plots.save_figure(fig, f"07_norms_{tags[model]}{sfx}", figures_dir, png=profile != "smoke")
+    fig.show()
+attribution.round(3)
+
+# %% [markdown]
+# ## Reading
+
+# %%
+display(Markdown(descent.reading(thirds, attribution)))
