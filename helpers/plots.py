@@ -67,6 +67,21 @@ def save_figure(fig, name: str, figures_dir: str | Path, caption: str | None = N
     return paths
 
 
+def markdown_table(df: pd.DataFrame) -> str:
+    """Markdown for readers: whole-number columns as integers with thousands separators, other numbers to 4
+    significant digits, and empty cells (not 'nan') where a row has no value."""
+    out = df.copy()
+    for col in out.columns:
+        values = out[col]
+        if values.dtype.kind not in "fi":
+            out[col] = values.where(values.notna(), "")
+            continue
+        finite = values.dropna()
+        whole = len(finite) > 0 and bool((finite == finite.round()).all()) and finite.abs().max() < 1e15
+        out[col] = [("" if pd.isna(v) else f"{int(v):,}" if whole else f"{v:.4g}") for v in values]
+    return out.to_markdown(index=False, disable_numparse=True)
+
+
 def save_table(df: pd.DataFrame, name: str, results_dir: str | Path, caption: str = "") -> list[Path]:
     """Write ``results_dir/name.csv`` and ``name.md`` (Markdown with the caption above the table)."""
     out = repo_path(results_dir)
@@ -74,7 +89,7 @@ def save_table(df: pd.DataFrame, name: str, results_dir: str | Path, caption: st
     csv = out / f"{name}.csv"
     md = out / f"{name}.md"
     atomic_write_text(csv, df.to_csv(index=False))
-    body = (f"{caption}\n\n" if caption else "") + df.to_markdown(index=False, floatfmt=".4g") + "\n"
+    body = (f"{caption}\n\n" if caption else "") + markdown_table(df) + "\n"
     atomic_write_text(md, body)
     return [csv, md]
 

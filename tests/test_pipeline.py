@@ -212,3 +212,12 @@ def test_readings_are_rendered_from_the_numbers():
     rising = curves([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0])
     text = reports.reading_inner_loss(reports.inner_loss_summary(rising), rising, "m")
     assert "does not fall from 1.00" in text and "0% of layer steps go down" in text
+
+
+def test_markdown_tables_show_integers_and_no_nan():
+    import pandas as pd
+
+    from helpers.plots import markdown_table
+
+    md = markdown_table(pd.DataFrame({"n_tokens": [34680.0, np.nan], "pct": [5.13245, 91.3], "model": ["ours", None]}))
+    assert "34,680" in md and "5.132" in md and "nan" not in md and "None" not in md and "e+04" not in md
