@@ -23,8 +23,9 @@ from helpers.models import LoadedModel
 from helpers.store import RunStore
 
 # Bump when the records' meaning changes, to invalidate caches. 2: the lens re-runs the last block with every
-# bound argument (GPT-2's mask); 3: lenses on the selected tokens only (lens_share), token-budget batches.
-CODE_VERSION = 3
+# bound argument (GPT-2's mask); 3: lenses on the selected tokens only (lens_share), token-budget batches;
+# 4: chunks hold texts of similar length (a chunk's texts changed: old partial runs must not be resumed).
+CODE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,9 @@ def run_analysis(
     check_rows(rows_all, config, dataset, lm.name)
     usable = [(i, r) for i, r in zip(ids, rows_all, strict=True) if len(r) >= config.min_position + 1]
     skipped = len(ids) - len(usable)
+    # chunks of similar lengths (longest first): batches inside a chunk then carry little padding (on whole
+    # texts, chunks in text order padded 34% of WikiText-103 and 58% of 1BW positions)
+    usable.sort(key=lambda item: (-len(item[1]), item[0]))
     chunks = [usable[s : s + config.chunk_texts] for s in range(0, len(usable), config.chunk_texts)]
     if cached_only and not all(store.has_chunk(c) for c in range(len(chunks))):
         raise NotFinished(f"shard {i_shard}/{n_shard} has missing or unreadable chunks in {store.dir}")

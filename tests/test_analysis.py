@@ -94,3 +94,12 @@ def test_token_budget_batches():
     assert all(len(b) <= 2 for b in make_batches(lengths, batch_size=2, batch_tokens=1000))
     assert padding_share([4, 2], [[0, 1]]) == pytest.approx(0.25)
     assert padding_share(lengths, [[i] for i in range(len(lengths))]) == 0.0
+
+
+def test_chunks_group_similar_lengths_so_batches_carry_little_padding(tmp_path):
+    """Texts of mixed lengths: chunks are formed longest first, so a chunk's batches pad little."""
+    lm = tiny_with_tok()
+    texts = [" ".join(f"w{i}x{j}" for j in range(4 + (i * 37) % 40)) for i in range(24)]
+    _, store = run_analysis(lm, texts, AnalysisConfig(max_tokens=64, min_position=2, chunk_texts=4),
+                            cache_dir=str(tmp_path), batch_tokens=80, progress=False)
+    assert store.manifest()["padding_share"] < 0.15
