@@ -166,19 +166,24 @@ def test_cli_probe(probe, cli_results):
     assert_nothing_complete(tmp)
 
 
+def results_text(folder):
+    """The tables and summary a CLI run wrote (figures aside: PNG is binary, HTML carries random ids)."""
+    return {p.name: p.read_text() for p in sorted(folder.iterdir()) if p.suffix in (".csv", ".md", ".json")}
+
+
 def test_zero_byte_chunk_is_recomputed_and_a_complete_run_stays_complete(files, tmp_path):
     """A 0-byte cached chunk (a full disk, a copy cut short) is recomputed: same tables, still complete."""
     argv = probe_argv(Probe("ok", [], ""), files, tmp_path)
     first = run_cli(argv, tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
-    tables = {p.name: p.read_text() for p in sorted((tmp_path / "results").iterdir())}
+    tables = results_text(tmp_path / "results")
     assert tables
     chunk = next((tmp_path / "cache").rglob("chunk_00000.npz"))
     chunk.write_bytes(b"")
     again = run_cli(argv, tmp_path)
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-2000:]
     assert chunk.stat().st_size > 0
-    assert {p.name: p.read_text() for p in sorted((tmp_path / "results").iterdir())} == tables
+    assert results_text(tmp_path / "results") == tables
     assert json.loads((chunk.parent / "manifest.json").read_text())["complete"] is True
 
 
