@@ -27,8 +27,9 @@ def _analyse_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-position", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=None, help="max rows per batch (default: no limit)")
     p.add_argument("--batch-tokens", type=int, default=4096, help="max padded tokens per batch")
-    p.add_argument("--lens-share", default="0.1",
-                   help="random share of tokens that get the lenses besides those with final loss <= 1; 'all': every token")
+    p.add_argument("--lens-share", default=None,
+                   help="random share of tokens that get the lenses besides those with final loss <= 1 (default: the "
+                        "profile's, 0.1; paper 0.02); 'all': every token")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     p.add_argument("--device-map", default=None, help="e.g. 'auto' to spread a large model over GPUs")
@@ -100,7 +101,7 @@ def _run(lm, args, shard, cached_only: bool = False):
     return analyse_dataset(
         lm, args.dataset, profile=args.profile, n_texts=args.n_texts, max_tokens=args.max_tokens,
         min_position=args.min_position, batch_size=args.batch_size, batch_tokens=args.batch_tokens,
-        lens_share=_share(args.lens_share), seed=args.seed, cache_dir=args.cache_dir,
+        lens_share=_share(args.lens_share) if args.lens_share is not None else None, seed=args.seed, cache_dir=args.cache_dir,
         data_dir=args.data_dir, shard=shard, cached_only=cached_only,
     )
 

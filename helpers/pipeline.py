@@ -60,10 +60,10 @@ class AnalysisConfig:
 
     def lens_tokens(self) -> str:
         """Which tokens the lens panels cover, for captions."""
-        if self.lens_share is None:
-            return "every token"
-        return (f"tokens with final loss <= 1 and a seeded random {100 * self.lens_share:g}% of all tokens "
-                f"(the 'all tokens' panel)")
+        which = ("every token" if self.lens_share is None else
+                 f"tokens with final loss <= 1 and a seeded random {100 * self.lens_share:g}% of all tokens "
+                 f"(the 'all tokens' panel)")
+        return which if self.logit_lens else which + "; logit lens not computed"
 
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
@@ -314,7 +314,8 @@ def analyse_dataset(
     min_position: int = 4,
     batch_size: int | None = None,
     batch_tokens: int | None = 4096,
-    lens_share: float | str | None = 0.1,
+    lens_share: float | str | None = None,
+    logit_lens: bool | None = None,
     seed: int = 0,
     cache_dir: str = "results/cache",
     filtered_dir: str = "data/filtered",
@@ -326,7 +327,8 @@ def analyse_dataset(
     """Sample ``n_texts`` filtered texts of ``dataset`` (seeded) and analyse them (cached, resumable).
 
     ``None`` for ``n_texts`` / ``max_tokens`` takes the profile's value (the paper profile: every
-    text, the model's context).
+    text, the model's context). ``lens_share`` None takes the profile's share, "all" runs the lens on every
+    token; ``logit_lens`` None takes the profile's choice.
     """
     from helpers.data import check_dataset, describe_empty, filtered_samples, sample_texts
     from helpers.profiles import get_profile
@@ -343,8 +345,9 @@ def analyse_dataset(
     if not kept:
         raise CompendiumError(describe_empty(report, folder=data_dir))
     texts = sample_texts(kept, n, seed)
-    share = None if lens_share == "all" else lens_share
-    config = AnalysisConfig(max_tokens=tokens, min_position=min_position, n_vectors=prof.n_vectors, lens_share=share)
+    share = None if lens_share == "all" else (prof.lens_share if lens_share is None else lens_share)
+    config = AnalysisConfig(max_tokens=tokens, min_position=min_position, n_vectors=prof.n_vectors, lens_share=share,
+                            logit_lens=prof.logit_lens if logit_lens is None else logit_lens)
     records, store = run_analysis(
         lm,
         texts,

@@ -135,6 +135,8 @@ def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str)
                                   ("logit_lens", "#ff7f0e", "rgba(255,127,14,0.15)")):
             t = curves[(curves.dataset == dataset) & (curves["filter"] == filt) & (curves.lens == lens)]
             name = "inner loss (last-block lens, Eq. 14)" if lens == "inner_loss" else "logit lens"
+            if t.empty:  # e.g. the paper profile runs no logit lens
+                continue
             if "q10" in t:  # a 10-90% band: mean +- std would run below zero on a log axis
                 fig.add_trace(go.Scatter(x=list(t.layer) + list(t.layer)[::-1], y=list(t.q90) + list(t.q10)[::-1],
                                          fill="toself", fillcolor=fill, line={"width": 0}, hoverinfo="skip",

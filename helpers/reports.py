@@ -180,13 +180,14 @@ def reading_inner_loss(summary: pd.DataFrame, curves: pd.DataFrame, label: str) 
         t = curves[(curves.dataset == r["dataset"]) & (curves["filter"] == PAPER_FILTER)]
         inner = t[t.lens == "inner_loss"].set_index("layer")["mean"]
         logit = t[t.lens == "logit_lens"].set_index("layer")["mean"].reindex(inner.index)
-        below = int((logit < inner).sum())
         verdict = "falls" if r["last layer"] < r["first layer"] else "does not fall"
+        logit_txt = (f" The logit lens is below the inner loss on {int((logit < inner).sum())} of {len(inner)} layers."
+                     if logit.notna().any() else " (The logit lens was not computed in this run.)")
         lines.append(
             f"- **{r['dataset']}** ({r['tokens kept']:,} tokens with final loss <= 1, {r['share kept %']:.0f}% of "
             f"tokens): the inner loss {verdict} from {r['first layer']:.2f} at layer 0 to {r['last layer']:.2f} at "
             f"layer {len(inner) - 1}; {r['decreasing steps %']:.0f}% of layer steps go down (largest rise: "
-            f"{r['largest rise']}). The logit lens is below the inner loss on {below} of {len(inner)} layers.")
+            f"{r['largest rise']}).{logit_txt}")
     return (f"**Reading ({label}).** The paper reports a filtered inner loss that decreases across layers "
             "(clearly for LLaMA-7B/13B, less so for GPT-2).\n" + "\n".join(lines))
 
