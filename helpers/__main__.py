@@ -176,14 +176,18 @@ MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def cmd_readme(args) -> None:
-    """Copy the latest tables (results/*.md) into README.md between the results markers."""
+    """Write the findings (rendered from results/*.csv) and the latest tables (results/*.md) into README.md
+    between the results markers."""
     from helpers.store import repo_root
 
     root = repo_root()
     readme = root / "README.md"
-    pieces = []
-    for pattern in ("01_filter_counts.md", "03_table1_*.md", "02_inner_loss_summary_*.md", "05_table2_overall.md",
-                    "05_surrogate_agreement.md", "06_losses_synthetic_*.md", "06_outer_natural_*.md"):
+    from helpers.findings import render
+
+    pieces = [render(root / "results", root / "figures"), "### Tables\n"]
+    for pattern in ("08_cross_model_readable.md", "08_quantisation.md", "01_filter_counts.md", "03_table1_*.md",
+                    "02_inner_loss_summary_*.md", "05_table2_overall.md", "05_surrogate_agreement.md",
+                    "06_losses_synthetic_*.md", "06_outer_natural_*.md"):
         for md in sorted((root / "results").glob(pattern)):
             pieces.append(f"#### `results/{md.name}`\n\n{md.read_text().strip()}\n")
     for png in sorted((root / "figures").glob("02_inner_loss_*.png")):

@@ -451,3 +451,62 @@ def fig_norm_steps(norms: pd.DataFrame, model: str, caption: str, published: flo
     fig.update_xaxes(title_text="block l", row=2, col=1)
     fig.update_layout(height=760)
     return with_caption(fig, f"Where the norm moves: attention vs FFN half-steps, {model}", caption)
+
+
+# ---------------------------------------------------------------------------------------------- notebook 08
+
+
+def fig_cross_model(rows: pd.DataFrame, dataset: str, title: str, caption: str):
+    """Sequence and pair level per model (whiskers: 95% CI), the untrained twin as an open marker, the paper's rows
+    as stars and chance as a cross; project-trained checkpoints appear as their own rows."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    t = rows[(rows.dataset == dataset) & (rows.role != "untrained twin")]
+    t = t[~((t.role == "checkpoint") & (t.epoch == 0))]  # the project model's initialisation is its twin marker
+    names = [m if r in ("trained", "checkpoint", "paper (Table 1)") else f"{m} ({r})"
+             for m, r in zip(t.model, t.role, strict=True)]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("sequence level %", "pair level %"))
+    for col, stat in enumerate(("sequence", "pair"), start=1):
+        v, lo, hi = t[f"{stat}_pct"], t.get(f"{stat}_lo"), t.get(f"{stat}_hi")
+        paper = t.role == "paper (Table 1)"
+        fig.add_trace(go.Scatter(x=v[~paper], y=[n for n, p in zip(names, paper, strict=True) if not p], mode="markers",
+                                 name="model", marker={"color": "#1f77b4", "size": 9}, showlegend=col == 1,
+                                 error_x={"type": "data", "symmetric": False, "array": (hi - v)[~paper],
+                                          "arrayminus": (v - lo)[~paper]}), row=1, col=col)
+        fig.add_trace(go.Scatter(x=t[f"twin_{stat}_pct"][~paper], y=[n for n, p in zip(names, paper, strict=True) if not p],
+                                 mode="markers", name="untrained twin", showlegend=col == 1,
+                                 marker={"color": "#d62728", "size": 10, "symbol": "circle-open"}), row=1, col=col)
+        fig.add_trace(go.Scatter(x=v[paper], y=[n for n, p in zip(names, paper, strict=True) if p], mode="markers",
+                                 name="paper (Table 1)", showlegend=col == 1,
+                                 marker={"color": "#2ca02c", "size": 12, "symbol": "star"}), row=1, col=col)
+        fig.add_trace(go.Scatter(x=t.chance_pct, y=names, mode="markers", name="chance 2^-n", showlegend=col == 1,
+                                 marker={"color": "grey", "size": 7, "symbol": "x"}), row=1, col=col)
+    fig.update_xaxes(range=[-2, 102])
+    fig.update_layout(height=max(350, 40 * len(names) + 150))
+    return with_caption(fig, title, caption)
+
+
+def fig_checkpoints(rows: pd.DataFrame, title: str, caption: str):
+    """Sequence-level rate of the project-trained model at every checkpoint (x: optimiser step) per dataset, with
+    its value at initialisation (the untrained twin) as a dashed reference line and the quantised last checkpoint
+    as extra markers."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
+    for i, (ds, t) in enumerate(rows[rows.group == "natural"].groupby("dataset", sort=False)):
+        ck = t[t.role == "checkpoint"].sort_values("step")
+        color = palette[i % len(palette)]
+        fig.add_trace(go.Scatter(x=ck.step, y=ck.sequence_pct, mode="lines+markers", name=f"{ds}", line={"color": color},
+                                 error_y={"type": "data", "symmetric": False, "array": ck.sequence_hi - ck.sequence_pct,
+                                          "arrayminus": ck.sequence_pct - ck.sequence_lo}))
+        init = ck[ck.epoch == 0]
+        if len(init):
+            fig.add_hline(y=float(init.sequence_pct.iloc[0]), line={"dash": "dash", "color": color},
+                          annotation_text=f"untrained, {ds}")
+        q = t[t.role.str.endswith("round trip")]
+        fig.add_trace(go.Scatter(x=q.step, y=q.sequence_pct, mode="markers", name=f"{ds}, 4-bit round trips",
+                                 text=q.role, marker={"symbol": "diamond-open", "size": 11, "color": color}))
+    fig.update_layout(xaxis_title="optimiser step", yaxis_title="sequence level % (every step non-decreasing)")
+    return with_caption(fig, title, caption)

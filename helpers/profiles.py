@@ -185,6 +185,22 @@ class DescentProfile:
 
 
 @dataclass(frozen=True)
+class CrossModelProfile:
+    """Notebook 08: texts per dataset that every model sees, one token cap for all of them (at most the smallest
+    context in the table, the natural-text model's), the models ("natural" is the project-trained one, every
+    checkpoint; registry names, hub ids that are in the local cache, local folders), the GGUF schemes of the
+    quantisation check, the untrained twins' seed and the bootstrap resamples."""
+
+    wikitext_texts: int
+    onebw_texts: int
+    max_tokens: int = 64
+    models: tuple[str, ...] = ("smollm2-135m", "gemma-3-270m", "natural")
+    schemes: tuple[str, ...] = ("Q4_1", "Q4_K_M")
+    twin_seed: int = 0
+    n_boot: int = 1000
+
+
+@dataclass(frozen=True)
 class Profile:
     """Every run size of one profile."""
 
@@ -196,6 +212,7 @@ class Profile:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     eq1: Eq1Profile = field(default_factory=lambda: Eq1Profile(16, 5, 200, 100))
     descent: DescentProfile = field(default_factory=lambda: DescentProfile(20, 24, 8))
+    cross: CrossModelProfile = field(default_factory=lambda: CrossModelProfile(40, 100))
 
 
 PROFILES: dict[str, Profile] = {
@@ -219,6 +236,8 @@ PROFILES: dict[str, Profile] = {
         measure=MeasureConfig(n_outer=64, n_inner=16, n_norm=32, n_cluster=300, n_attention=64, kmeans_n_init=1),
         eq1=Eq1Profile(8, 4, 50, 20),
         descent=DescentProfile(n_texts=3, max_tokens=12, n_random=4, models=(ModelSample("gemma-3-270m", 0, 0),)),
+        cross=CrossModelProfile(wikitext_texts=3, onebw_texts=4, max_tokens=24, models=("smollm2-135m", "natural"),
+                                n_boot=50),
     ),
     "default": Profile(
         name="default",
@@ -271,6 +290,8 @@ PROFILES: dict[str, Profile] = {
                               kmeans_n_init=3),
         eq1=Eq1Profile(64, 10, 2000, 500),
         descent=DescentProfile(n_texts=500, max_tokens=128, n_random=32),
+        cross=CrossModelProfile(wikitext_texts=400, onebw_texts=1000, max_tokens=128,
+                                models=("smollm2-135m", "gemma-3-270m", "natural", "gpt2", "meta-llama/Llama-2-7b-hf")),
     ),
 }
 PROFILE_NAMES: tuple[str, ...] = tuple(PROFILES)

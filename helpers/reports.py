@@ -101,29 +101,39 @@ def table1(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Our Table 1 rows (sequence %, pair %, n, chance, 95% cluster-bootstrap CIs) per variant."""
-    traj = norm_trajectories(records, n_layers)
     rows = []
     for variant, mask in norm_variants(records, min_position).items():
         if not mask.any():
             continue
-        stats = monotone_stats(traj[mask])
-        ci = bootstrap_ci(traj[mask], groups=records["text_id"][mask], n_boot=n_boot, seed=seed)
+        st = norm_stats(records, n_layers, mask, n_boot=n_boot, seed=seed)
         rows.append(
             {
                 "model": model,
                 "dataset": dataset,
                 "variant": variant,
-                "n_tokens": stats["n"],
-                "n_texts": int(len(np.unique(records["text_id"][mask]))),
-                "steps": stats["steps"],
-                "sequence_pct": stats["sequence_pct"],
-                "sequence_ci95": f"[{ci['sequence_pct'][0]:.1f}, {ci['sequence_pct'][1]:.1f}]",
-                "pair_pct": stats["pair_pct"],
-                "pair_ci95": f"[{ci['pair_pct'][0]:.1f}, {ci['pair_pct'][1]:.1f}]",
-                "chance_pct": stats["chance_pct"],
+                "n_tokens": st["n"],
+                "n_texts": st["n_texts"],
+                "steps": st["steps"],
+                "sequence_pct": st["sequence_pct"],
+                "sequence_ci95": f"[{st['sequence_lo']:.1f}, {st['sequence_hi']:.1f}]",
+                "pair_pct": st["pair_pct"],
+                "pair_ci95": f"[{st['pair_lo']:.1f}, {st['pair_hi']:.1f}]",
+                "chance_pct": st["chance_pct"],
             }
         )
     return pd.DataFrame(rows)
+
+
+def norm_stats(records: dict[str, np.ndarray], n_layers: int, mask: np.ndarray, n_boot: int = 1000,
+               seed: int = 0) -> dict[str, float]:
+    """Table 1 numbers of the tokens in ``mask``: n, n_texts, steps, sequence/pair % with 95% cluster-bootstrap
+    bounds (``*_lo``, ``*_hi``; texts are the clusters) and chance %."""
+    traj = norm_trajectories(records, n_layers)[mask]
+    stats = monotone_stats(traj)
+    ci = bootstrap_ci(traj, groups=records["text_id"][mask], n_boot=n_boot, seed=seed)
+    return {**stats, "n_texts": int(len(np.unique(records["text_id"][mask]))),
+            "sequence_lo": ci["sequence_pct"][0], "sequence_hi": ci["sequence_pct"][1],
+            "pair_lo": ci["pair_pct"][0], "pair_hi": ci["pair_pct"][1]}
 
 
 def with_paper_values(ours: pd.DataFrame, dataset: str) -> pd.DataFrame:

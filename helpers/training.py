@@ -286,7 +286,8 @@ def natural_setup(profile: str = "default", seed: int = 0) -> tuple[dict, ModelC
     return data, model_cfg, replace(p.train, seed=seed)
 
 
-def _natural_run_dir(cache_dir: str | Path, profile: str, seed: int) -> Path:
+def natural_run_dir(cache_dir: str | Path, profile: str, seed: int) -> Path:
+    """The training run folder (checkpoints ``epoch_NNN``, ``final``) of the natural-text model of ``profile``."""
     data, model_cfg, train_cfg = natural_setup(profile, seed)
     key = config_hash({"files": NATURAL_FILES, "data": data, "model": asdict(model_cfg), "train": asdict(train_cfg)})
     return repo_path(cache_dir) / "training" / "natural" / f"{profile}-{key}"
@@ -295,7 +296,7 @@ def _natural_run_dir(cache_dir: str | Path, profile: str, seed: int) -> Path:
 def natural_model_dir(cache_dir: str | Path = "results/cache", profile: str = "default", seed: int = 0) -> Path | None:
     """Folder of the trained natural-text model of ``profile`` (model + tokenizer, loadable with
     ``helpers.models.load_model``), or None when it has not been trained yet."""
-    final = _natural_run_dir(cache_dir, profile, seed) / "final"
+    final = natural_run_dir(cache_dir, profile, seed) / "final"
     return final if (final / "config.json").is_file() else None
 
 
@@ -311,7 +312,7 @@ def train_natural(
     data, model_cfg, train_cfg = natural_setup(profile, seed)
     tokenizer = gpt2_bpe_tokenizer(data["vocab_size"])
     train, val = natural_windows(data, tokenizer, data_dir, cache_dir)
-    run_dir = _natural_run_dir(cache_dir, profile, seed)
+    run_dir = natural_run_dir(cache_dir, profile, seed)
     run = train_lm(model_cfg, train_cfg, train, val, run_dir, device=device, progress=progress,
                    tokenizer=tokenizer, description=f"natural text ({profile})")
     final = run_dir / "final"

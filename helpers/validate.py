@@ -93,6 +93,18 @@ def check_share(value, key: str = "lens_share", cli: bool = False) -> float | st
     return share
 
 
+def check_names(value, key: str, cli: bool = False) -> list[str] | None:
+    """A list of model names (registry names, hub ids, local paths, "natural"), or None (the profile's); a single
+    string is one name."""
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise CompendiumError(f"{_flag(key, cli)} must be a list of model names (e.g. ['smollm2-135m', 'natural']), "
+                              f"got {value!r}")
+    return list(names)
+
+
 def check_datasets(value, key: str = "datasets", cli: bool = False) -> list[str]:
     """A list of known corpus names; a single string is one dataset (never iterated by character)."""
     from helpers.data import DATASETS
@@ -268,6 +280,9 @@ def validate_params(params: Mapping, cli: bool = False) -> dict:
                               f"both are None, so batches would have no limit")
     if "lens_share" in p:
         out["lens_share"] = check_share(p["lens_share"], "lens_share", cli)
+    for key in ("models", "extra_models"):
+        if key in p:
+            out[key] = check_names(p[key], key, cli)
     if "shard" in p:
         shard = check_shard(p["shard"], "shard", cli)
         out["shard"] = None if shard is None else f"{shard[0]}/{shard[1]}"

@@ -1,0 +1,149 @@
+"""README findings: one short section per claim of the paper, rendered from the tables in results/.
+
+Every number comes from a CSV the notebooks wrote; a claim whose tables are missing says which notebook to
+run. Verdicts follow fixed rules, stated next to them, so a change in the numbers changes the words.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PAPER_ROLE, TRAINED, TWIN, CHECKPOINT = "paper (Table 1)", "trained", "untrained twin", "checkpoint"
+
+
+def _read(results: Path, name: str) -> pd.DataFrame | None:
+    path = results / f"{name}.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def _subjects(cross: pd.DataFrame) -> pd.DataFrame:
+    """The rows a verdict is given for: trained models, and the project-trained model's last checkpoint."""
+    ck = cross[cross.role == CHECKPOINT]
+    last = ck[ck.epoch == ck.epoch.max()] if len(ck) else ck
+    return pd.concat([cross[cross.role == TRAINED], last])
+
+
+def _ci(r: pd.Series, stat: str) -> str:
+    return f"{r[f'{stat}_pct']:.1f}% [{r[f'{stat}_lo']:.1f}, {r[f'{stat}_hi']:.1f}]"
+
+
+def _vs(lo: float, hi: float, ref: float) -> str:
+    if pd.isna(ref):
+        return "no null"
+    return "above" if lo > ref else "below" if hi < ref else "within the CI of"
+
+
+def inner_loss_section(cross: pd.DataFrame) -> list[str]:
+    """Claim 1: the inner loss (Eq. 14) falls across layers (Fig. 2/4). Verdict: 'holds' when the last layer is
+    below layer 0 and at least 2/3 of layer steps go down, 'partly' when only the first holds."""
+    lines = ["**Claim 1: the inner loss falls across layers** (Eq. 14, Fig. 2/4; the paper shows curves, no number). "
+             "Rule: *holds* if the last layer is below layer 0 and >= 2/3 of layer steps go down; *partly* if only the "
+             "first. Null: the untrained twin over a sample of all tokens (no untrained token has final loss <= 1).", ""]
+    for _, r in _subjects(cross).iterrows():
+        if pd.isna(r.inner_first):
+            continue
+        verdict = ("holds" if r.inner_last < r.inner_first and r.inner_down_pct >= 200 / 3 else
+                   "partly" if r.inner_last < r.inner_first else "does not hold")
+        twin = cross[(cross.group == r.group) & (cross.dataset == r.dataset) &
+                     ((cross.role == TWIN) | ((cross.role == CHECKPOINT) & (cross.epoch == 0)))]
+        null = (f"; untrained twin {twin.inner_all_first.iloc[0]:.2f} -> {twin.inner_all_last.iloc[0]:.2f}"
+                if len(twin) and pd.notna(twin.inner_all_first.iloc[0]) else "")
+        lines.append(f"- {r.model}, {r.dataset}: **{verdict}**: {r.inner_first:.2f} -> {r.inner_last:.2f} "
+                     f"({int(r.inner_tokens):,} tokens with final loss <= 1), {r.inner_down_pct:.0f}% of steps "
+                     f"down{null}.")
+    return lines
+
+
+def norms_section(cross: pd.DataFrame) -> list[str]:
+    """Claim 2 (Conjecture 4.1): norms of the current token do not decrease across layers. Verdicts against
+    the right null, the untrained twin, and beside the paper's GPT-2 value and chance."""
+    lines = ["**Claim 2: the current token's norm does not decrease across layers** (Conjecture 4.1, Table 1). "
+             "Sequence level: every step non-decreasing; pair level: single steps. The null is the untrained twin "
+             "(same architecture, random initialisation), not chance 2^-n: an untrained residual stream already grows.",
+             ""]
+    paper = cross[cross.role == PAPER_ROLE].set_index(["model", "dataset"])
+    for _, r in _subjects(cross).iterrows():
+        gpt2 = paper.loc[("GPT-2 (paper)", r.dataset)] if ("GPT-2 (paper)", r.dataset) in paper.index else None
+        ref = f"paper GPT-2 {gpt2.sequence_pct:.1f}% / {gpt2.pair_pct:.1f}%; " if gpt2 is not None else ""
+        lines.append(
+            f"- {r.model}, {r.dataset} ({int(r.layers)} layers): sequence {_ci(r, 'sequence')}, pair {_ci(r, 'pair')}; "
+            f"{ref}untrained twin {r.twin_sequence_pct:.1f}% / {r.twin_pair_pct:.1f}%; chance {r.chance_pct:.2g}%. "
+            f"Sequence level **{_vs(r.sequence_lo, r.sequence_hi, r.twin_sequence_pct)} the twin**, pair level "
+            f"**{_vs(r.pair_lo, r.pair_hi, r.twin_pair_pct)} the twin**.")
+    return lines
+
+
+def table2_section(table2: pd.DataFrame) -> list[str]:
+    """Claim 3 (Proposition 1 / Table 2): the surrogate's condition holds; verdict per model against the paper's
+    100% and the untrained control."""
+    lines = ["**Claim 3: Proposition 1 explains the growth** (Table 2: share of samples whose surrogate Hessian "
+             "condition holds; paper GPT-2 100%). Rule: *reproduced* at >= 95% in every dataset; the untrained "
+             "control shows how much of that the architecture gives.", ""]
+    for (model, construction), t in table2.groupby(["model", "construction"], sort=False):
+        lo = t.overall.min()
+        verdict = "reproduced" if lo >= 95 else "not reproduced"
+        per = ", ".join(f"{d} {v:.0f}% (n={int(n)})" for d, v, n in zip(t.dataset, t.overall, t.n, strict=True))
+        lines.append(f"- {model}, {construction}: **{verdict}**: {per}.")
+    return lines
+
+
+def dynamics_section(losses: pd.DataFrame | None, norms_nat: pd.DataFrame | None) -> list[str]:
+    """Claim 4 (the v2 training experiments): over training, the outer loss falls and the inner loss falls across
+    layers; with the norm rate over training beside it."""
+    lines = ["**Claim 4: training dynamics** (the paper's v2 experiments on synthetic tasks and natural text).", ""]
+    if losses is not None and len(losses):
+        first, last = losses.iloc[0], losses.iloc[-1]
+        inner = [c for c in losses.columns if c.startswith("inner, layer")]
+        down = int(np.sum(np.diff(last[inner].to_numpy(dtype=float)) <= 0))
+        own = last["model's own loss (inner tokens)"]
+        lines.append(f"- synthetic tasks: outer validation loss {first['outer, val']:.3f} -> {last['outer, val']:.3f} "
+                     f"over {int(last.epoch)} epochs; at the last epoch the inner loss goes "
+                     f"{last[inner[0]]:.3f} -> {last[inner[-1]]:.3f} over layers ({down} of {len(inner) - 1} steps "
+                     f"down), and its last layer equals the model's own loss ({last[inner[-1]]:.3f} vs "
+                     f"{own:.3f}).")
+    if norms_nat is not None and len(norms_nat):
+        t = norms_nat[norms_nat.tokens.str.startswith("position")].sort_values("epoch")
+        a, b = t.iloc[0], t.iloc[-1]
+        lines.append(f"- natural text: the sequence-level norm rate goes {a.sequence_pct:.1f}% at initialisation -> "
+                     f"{b.sequence_pct:.1f}% after {int(b.step):,} steps (pair {a.pair_pct:.1f}% -> "
+                     f"{b.pair_pct:.1f}%): training **{'lowers' if b.sequence_pct < a.sequence_pct else 'raises'}** "
+                     f"it, so the monotone growth is there before any learning.")
+    return lines
+
+
+def quantisation_section(quant: pd.DataFrame) -> list[str]:
+    """How far 4-bit rounding moves Table 1 on a model whose fp32 weights exist (the project-trained one)."""
+    worst = quant.loc[quant["sequence change (pp)"].abs().idxmax()]
+    return ["**Can the 4-bit models be trusted?** SmolLM2 and Gemma are 4-bit GGUF files. Rounding the "
+            "project-trained model's fp32 weights with the same schemes moves its sequence-level rate by at most "
+            f"{worst['sequence change (pp)']:+.2f} pp ({worst.weights}, {worst.dataset}) and its pair level by at most "
+            f"{quant['pair change (pp)'].abs().max():.2f} pp; {quant['sequence flips %'].max():.2f}% of tokens flip "
+            "their verdict. This assumes their rounding acts like it does on this model.", ""]
+
+
+def render(results: str | Path, figures: str | Path = "figures") -> str:
+    """The README's findings, as Markdown, from the CSVs in ``results`` (links to the figures in ``figures``)."""
+    results, figures = Path(results), Path(figures)
+    cross = _read(results, "08_cross_model")
+    parts: list[str] = ["### Findings", "",
+                        "Generated by `python -m helpers readme` from `results/` (default profile unless a "
+                        "table says otherwise).", ""]
+    if cross is None:
+        parts += ["Claims 1-2: run notebook 08 (`python -m helpers notebook 08`) for the cross-model table.", ""]
+    else:
+        parts += inner_loss_section(cross) + [""] + norms_section(cross) + [""]
+        figs = sorted(figures.glob("08_cross_model_*.png")) + sorted(figures.glob("08_checkpoints.png"))
+        parts += [" ".join(f"[{f.stem}](figures/{f.name})" for f in figs), ""] if figs else []
+        parts += ["Full table: [`results/08_cross_model_readable.md`](results/08_cross_model_readable.md).", ""]
+    table2 = _read(results, "05_table2_overall")
+    if table2 is not None:
+        parts += table2_section(table2) + [""]
+    parts += dynamics_section(_read(results, "06_losses_synthetic_default"),
+                              _read(results, "06_norms_natural_default")) + [""]
+    quant = _read(results, "08_quantisation")
+    if quant is not None and len(quant):
+        parts += quantisation_section(quant)
+    return "\n".join(parts).rstrip() + "\n"

@@ -1,0 +1,124 @@
+"""The cross-model table (notebook 08): rows against an independent computation, the twin as the null, the
+quantisation flip counts, and findings rendered from the numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny_model
+
+from helpers import crossmodel, findings
+from helpers.analysis import analyse_batch
+from helpers.pipeline import DatasetRun
+
+ROWS = [[5, 17, 3, 44, 9, 12, 80, 7, 33, 2, 61, 19], [8, 1, 90, 23, 4, 55, 6, 70, 11, 13], [30, 31, 32, 33, 34, 35, 36]]
+
+
+def _run(lm, dataset="1bw", min_position=2) -> DatasetRun:
+    rec = analyse_batch(lm, ROWS, min_position=min_position)
+    rec["text_id"] = rec.pop("sample")
+    return DatasetRun(records=rec, dataset=dataset, n_texts=len(ROWS), n_layers=lm.n_layers,
+                      min_position=min_position, model_line=lm.describe(), run_dir="")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma3"])
+def test_entry_row_matches_hidden_states(family, one_thread):
+    """Sequence and pair level of a row equal a recomputation from the model's own hidden states (block inputs
+    0..L-1, positions >= min_position), and chance is 2^-(L-1)."""
+    lm = tiny_model(family, "eager")
+    row = crossmodel.entry_row(crossmodel.Entry(lm, group="g", role=crossmodel.TRAINED), _run(lm), n_boot=20)
+    seq, pair = [], []
+    with torch.no_grad():
+        for r in ROWS:
+            hs = lm.model(torch.tensor([r]), output_hidden_states=True).hidden_states
+            norms = torch.stack([h[0].norm(dim=-1) for h in hs[: lm.n_layers]], dim=1)[2:]  # positions >= 2
+            ok = (norms[:, 1:] - norms[:, :-1]) >= 0
+            seq += ok.all(1).tolist()
+            pair += ok.float().mean(1).tolist()
+    assert row["n_tokens"] == len(seq)
+    assert row["sequence_pct"] == pytest.approx(100 * np.mean(seq), abs=1e-9)
+    assert row["pair_pct"] == pytest.approx(100 * np.mean(pair), abs=1e-4)
+    assert row["chance_pct"] == pytest.approx(100 * 2.0 ** -(lm.n_layers - 1))
+    assert row["sequence_lo"] <= row["sequence_pct"] <= row["sequence_hi"]
+
+
+def test_untrained_twin_is_seeded_and_differs_from_the_model():
+    from helpers.twins import untrained_twin
+
+    lm = tiny_model("llama", seed=3)
+    a, b, c = untrained_twin(lm, seed=0), untrained_twin(lm, seed=0), untrained_twin(lm, seed=1)
+    sa, sb, sc, so = (m.model.state_dict() for m in (a, b, c, lm))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+    assert any(not torch.equal(sa[k], so[k]) for k in sa)
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+    assert type(a.model) is type(lm.model) and a.n_layers == lm.n_layers
+
+
+def _rows() -> pd.DataFrame:
+    base = dict(layers=4, n_texts=10, n_tokens=500, steps=3, chance_pct=12.5, inner_tokens=100, inner_all_tokens=50,
+                epoch=np.nan, step=np.nan)
+    rows = [
+        dict(base, model="M", group="m", role="trained", dataset="1bw", sequence_pct=70.0, sequence_lo=65.0,
+             sequence_hi=75.0, pair_pct=90.0, pair_lo=88.0, pair_hi=92.0, inner_first=5.0, inner_last=1.0,
+             inner_down_pct=100.0, inner_all_first=6.0, inner_all_last=3.0, inner_all_down_pct=100.0),
+        dict(base, model="M twin", group="m", role="untrained twin", dataset="1bw", sequence_pct=99.0, sequence_lo=98.0,
+             sequence_hi=100.0, pair_pct=99.5, pair_lo=99.0, pair_hi=100.0, inner_first=np.nan, inner_last=np.nan,
+             inner_down_pct=np.nan, inner_tokens=0, inner_all_first=9.0, inner_all_last=9.1, inner_all_down_pct=33.0),
+    ]
+    table = crossmodel.add_twin_columns(pd.DataFrame(rows))
+    return pd.concat([table, crossmodel.paper_rows(["1bw"])], ignore_index=True)
+
+
+def test_twin_columns_paper_rows_and_reader_table():
+    full = _rows()
+    trained = full[full.role == "trained"].iloc[0]
+    assert trained.twin_sequence_pct == 99.0 and trained.twin_pair_pct == 99.5
+    gpt2 = full[full.model == "GPT-2 (paper)"].iloc[0]
+    assert gpt2.layers == 12 and gpt2.chance_pct == pytest.approx(100 * 2.0**-11)
+    shown = crossmodel.reader_table(full)
+    text = shown.to_markdown()
+    assert "nan" not in text.lower()
+    assert shown.loc[0, "sequence % [95% CI]"] == "70.0 [65.0, 75.0]"
+    assert shown.loc[0, "untrained twin: sequence / pair %"] == "99.0 / 99.5"
+    assert shown.loc[1, "inner loss, layer 0 -> last (final loss <= 1)"] == "-"  # no untrained token passes
+    paper = shown[shown.model == "GPT-2 (paper)"].iloc[0]
+    assert paper["sequence % [95% CI]"] == "83.2" and paper["tokens"] == "-"
+
+
+def test_flip_table_counts_flipped_tokens():
+    rec = {"text_id": np.array([0, 0, 1, 1]), "position": np.array([4, 5, 4, 5]),
+           "norms": np.array([[1, 2, 3, 9], [1, 2, 3, 9], [3, 2, 4, 9], [1, 2, 3, 9]], dtype=np.float32)}
+    other = dict(rec, norms=np.array([[1, 2, 3, 9], [2, 1, 0, 9], [3, 2, 4, 9], [1, 2, 3, 9]], dtype=np.float32))
+    a = DatasetRun(rec, "1bw", 2, 3, 4, "m", "")
+    b = DatasetRun(other, "1bw", 2, 3, 4, "m", "")
+    f = crossmodel.flip_table(a, b, "Q4_1")
+    assert f["tokens"] == 4
+    assert f["sequence flips %"] == 25.0  # token 1 goes from monotone to not
+    assert f["step flips %"] == pytest.approx(100 * 2 / 8)  # both of its steps flip
+    assert f["sequence change (pp)"] == -25.0 and f["pair change (pp)"] == pytest.approx(-25.0)
+    shifted = DatasetRun(dict(rec, position=rec["position"] + 1), "1bw", 2, 3, 4, "m", "")
+    with pytest.raises(ValueError, match="different tokens"):
+        crossmodel.flip_table(a, shifted, "Q4_1")
+
+
+def test_reading_and_findings_follow_the_numbers(tmp_path):
+    full = _rows()
+    text = crossmodel.reading(full, pd.DataFrame())
+    assert "below its untrained twin (99.0%)" in text
+    full.loc[0, ["sequence_pct", "sequence_lo", "sequence_hi"]] = [99.5, 99.2, 99.8]
+    assert "above its untrained twin (99.0%)" in crossmodel.reading(full, pd.DataFrame())
+
+    full.to_csv(tmp_path / "08_cross_model.csv", index=False)
+    md = findings.render(tmp_path, tmp_path)
+    assert "M, 1bw: **holds**: 5.00 -> 1.00" in md and "untrained twin 9.00 -> 9.10" in md
+    assert "Sequence level **above the twin**" in md and "nan" not in md.lower()
+    full.loc[0, "inner_last"] = 6.0
+    full.to_csv(tmp_path / "08_cross_model.csv", index=False)
+    assert "M, 1bw: **does not hold**: 5.00 -> 6.00" in findings.render(tmp_path, tmp_path)
+    quant = pd.DataFrame([{"dataset": "1bw", "weights": "Q4_1", "tokens": 10, "sequence flips %": 3.0,
+                           "step flips %": 1.0, "sequence change (pp)": -2.5, "pair change (pp)": 0.4}])
+    quant.to_csv(tmp_path / "08_quantisation.csv", index=False)
+    assert "at most -2.50 pp (Q4_1, 1bw)" in findings.render(tmp_path, tmp_path)
