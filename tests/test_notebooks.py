@@ -25,6 +25,7 @@ EXPECTED = {
     "05": ("05_table2_overall.csv", "overall", _between(0.0, 100.0)),
     "06": ("06_norms_natural_smoke.csv", "sequence_pct", _between(0.0, 100.0)),
     "07": ("07_descent_thirds_smoke.csv", "descent_pct", _between(0.0, 100.0)),
+    "08": ("08_cross_model_smoke.csv", "pair_pct", _between(0.0, 100.0)),
 }
 
 
