@@ -369,13 +369,15 @@ def read_gguf_weights(path: str | Path) -> dict[str, np.ndarray]:
 
 def quantised_twin(lm: LoadedModel, scheme: str) -> LoadedModel:
     """``lm`` after ``scheme``'s GGUF round trip (:func:`quantise_model`): same config, tokenizer and device,
-    with a note saying which tensors got which type."""
+    with a note saying which tensors got which type and the per-tensor table in ``extra["tensors"]``."""
     from importlib.metadata import version
 
     model, table = quantise_model(lm.model, scheme)
     counts = table.groupby("type", sort=True)["name"].count()
     note = (f"{scheme} round trip of {lm.name} ({SCHEMES[scheme].description}): "
             + ", ".join(f"{count} tensors {qtype}" for qtype, count in counts.items()))
-    return wrap_model(model, lm.tokenizer, name=f"{lm.name}-{scheme.lower()}",
+    twin = wrap_model(model, lm.tokenizer, name=f"{lm.name}-{scheme.lower()}",
                       label=f"{lm.label}, {scheme} round trip",
                       fingerprint=f"{lm.fingerprint}:{scheme}:gguf{version('gguf')}:code1", note=note)
+    twin.extra["tensors"] = table  # per-tensor type and relative error
+    return twin

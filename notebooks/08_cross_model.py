@@ -83,18 +83,19 @@ table = crossmodel.add_twin_columns(pd.DataFrame(rows))
 # ## The quantisation check: the project-trained model, fp32 against its GGUF round trips
 
 # %%
-from helpers.quantise import quantise_model, quantised_twin
+from helpers.quantise import quantised_twin
 
 flips, tensor_tables = [], []
 if natural_last is not None:
     base_entry, base_runs = natural_last
     for scheme in cross.schemes:
-        q_entry = crossmodel.Entry(quantised_twin(base_entry.lm, scheme), group="natural", role=f"{scheme} round trip",
-                                   epoch=base_entry.epoch, step=base_entry.step)
+        q_lm = quantised_twin(base_entry.lm, scheme)
+        q_entry = crossmodel.Entry(q_lm, group="natural", role=f"{scheme} round trip", epoch=base_entry.epoch,
+                                   step=base_entry.step)
         q_runs = crossmodel.analyse_entry(q_entry, datasets, profile, **opts)
         rows += [crossmodel.entry_row(q_entry, run, n_boot=cross.n_boot) for run in q_runs.values()]
         flips += [crossmodel.flip_table(base_runs[ds], q_runs[ds], scheme) for ds in datasets]
-        tensor_tables.append(quantise_model(base_entry.lm.model, scheme)[1].assign(scheme=scheme))
+        tensor_tables.append(q_lm.extra["tensors"].assign(scheme=scheme))
     table = crossmodel.add_twin_columns(pd.DataFrame(rows))
 flip_df = pd.DataFrame(flips)
 
