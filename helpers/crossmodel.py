@@ -20,10 +20,8 @@ import pandas as pd
 from helpers.analysis import MAX_FINAL_LOSS
 from helpers.models import LoadedModel
 from helpers.pipeline import DatasetRun
-from helpers.reports import PAPER_TABLE1, loss_curves, norm_stats
+from helpers.reports import PAPER_LAYERS, PAPER_TABLE1, loss_curves, norm_stats
 
-# depth of the paper's models (their norm trajectories have layers - 1 steps)
-PAPER_LAYERS = {"GPT-2": 12, "LLaMA-7B": 32, "LLaMA-13B": 40}
 TRAINED, TWIN, CHECKPOINT = "trained", "untrained twin", "checkpoint"
 
 

@@ -316,6 +316,7 @@ def analyse_dataset(
     batch_tokens: int | None = 4096,
     lens_share: float | str | None = None,
     logit_lens: bool | None = None,
+    lens: bool = True,
     seed: int = 0,
     cache_dir: str = "results/cache",
     filtered_dir: str = "data/filtered",
@@ -328,7 +329,7 @@ def analyse_dataset(
 
     ``None`` for ``n_texts`` / ``max_tokens`` takes the profile's value (the paper profile: every
     text, the model's context). ``lens_share`` None takes the profile's share, "all" runs the lens on every
-    token; ``logit_lens`` None takes the profile's choice.
+    token; ``logit_lens`` None takes the profile's choice; ``lens=False`` computes norms only (no lens at all).
     """
     from helpers.data import check_dataset, describe_empty, filtered_samples, sample_texts
     from helpers.profiles import get_profile
@@ -347,7 +348,7 @@ def analyse_dataset(
     texts = sample_texts(kept, n, seed)
     share = None if lens_share == "all" else (prof.lens_share if lens_share is None else lens_share)
     config = AnalysisConfig(max_tokens=tokens, min_position=min_position, n_vectors=prof.n_vectors, lens_share=share,
-                            logit_lens=prof.logit_lens if logit_lens is None else logit_lens)
+                            lens=lens, logit_lens=lens and (prof.logit_lens if logit_lens is None else logit_lens))
     records, store = run_analysis(
         lm,
         texts,
@@ -397,3 +398,15 @@ def analyse_corpora(
     lm = load_model(model, device=device, dtype=dtype, device_map=device_map)
     print(lm.describe())
     return lm, {ds: analyse_dataset(lm, ds, profile=profile, **kwargs) for ds in datasets}
+
+
+def analyse_twin(lm: LoadedModel, runs: dict[str, DatasetRun], profile: str = "default", twin_seed: int = 0,
+                 **kwargs) -> tuple[LoadedModel, dict[str, DatasetRun]]:
+    """The untrained twin of ``lm`` (:func:`helpers.twins.untrained_twin` with ``twin_seed``) on the same texts as
+    ``runs`` (same sample size per dataset), norms only: the null of Table 1. ``kwargs`` go to
+    :func:`analyse_dataset` (max_tokens, min_position, batch_tokens, seed of the text sample, cache_dir, ...)."""
+    from helpers.twins import untrained_twin
+
+    twin = untrained_twin(lm, seed=twin_seed)
+    return twin, {ds: analyse_dataset(twin, ds, profile=profile, n_texts=run.n_texts, lens=False, **kwargs)
+                  for ds, run in runs.items()}

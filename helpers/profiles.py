@@ -36,7 +36,8 @@ class CorpusProfile:
     tokens kept per text (None = the model's context), last-token vectors kept for PCA, PCA samples,
     bootstrap resamples, further models with their own samples (``make reproduce`` runs 02-04 on each), the
     random share of tokens that get the lens besides the paper's filter (the "all tokens" panel), and whether
-    the logit lens (not in the paper; as costly as the inner loss's LM head) runs too."""
+    the logit lens (not in the paper; as costly as the inner loss's LM head) runs too, and whether Table 1 gets
+    the untrained twin's rows (norms only: one more forward pass over the sample)."""
 
     wikitext_texts: int | None
     onebw_texts: int | None
@@ -47,6 +48,7 @@ class CorpusProfile:
     models: tuple[ModelSample, ...] = ()
     lens_share: float = 0.1
     logit_lens: bool = True
+    twin: bool = True
 
     def n_texts(self, dataset: str, model: str | None = None) -> int | None:
         """Texts sampled from ``dataset`` (None = all) for ``model`` (its own sample if it has one)."""
@@ -269,9 +271,10 @@ PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
         # the paper's protocol, and only its work: the lens on the filtered tokens plus a 2% sample for the
-        # "all tokens" panel, no logit lens (each halves or doubles the LM-head work that dominates the run)
+        # "all tokens" panel, no logit lens (each halves or doubles the LM-head work that dominates the run); the
+        # twin rows of Table 1 off (~20 min more on 2 cores): notebook 08's paper profile has every twin
         corpus=CorpusProfile(wikitext_texts=None, onebw_texts=None, max_tokens=None, n_vectors=150, pca_samples=150,
-                             n_boot=1000, lens_share=0.02, logit_lens=False),
+                             n_boot=1000, lens_share=0.02, logit_lens=False, twin=False),
         eigen=EigenProfile(n_samples=100, max_tokens=64, min_tokens=10, layer_stride=1, spectra_samples=5,
                            ablation_samples=20, ablation_layer_stride=1),
         synthetic=TrainingProfile(

@@ -136,9 +136,15 @@ def norm_stats(records: dict[str, np.ndarray], n_layers: int, mask: np.ndarray, 
             "pair_lo": ci["pair_pct"][0], "pair_hi": ci["pair_pct"][1]}
 
 
+# depth of the paper's models (their trajectories over layers 0..L-1 have L-1 steps)
+PAPER_LAYERS = {"GPT-2": 12, "LLaMA-7B": 32, "LLaMA-13B": 40}
+
+
 def with_paper_values(ours: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """Our rows followed by the paper's published Table 1 rows for the same dataset."""
+    """Our rows followed by the paper's published Table 1 rows for the same dataset (with their steps and chance)."""
     paper = PAPER_TABLE1[PAPER_TABLE1.dataset == dataset].assign(variant="paper (Table 1)")
+    paper["steps"] = paper.model.map(PAPER_LAYERS) - 1
+    paper["chance_pct"] = 100 * 2.0 ** -paper.steps.astype(float)
     return pd.concat([ours, paper], ignore_index=True)
 
 
@@ -202,11 +208,21 @@ def reading_inner_loss(summary: pd.DataFrame, curves: pd.DataFrame, label: str) 
             "(clearly for LLaMA-7B/13B, less so for GPT-2).\n" + "\n".join(lines))
 
 
+TWIN_VARIANT = "untrained twin (the null)"
+
+
 def table1_with_paper(runs: dict, n_layers: int, min_position: int, label: str, n_boot: int = 1000,
-                      seed: int = 0) -> pd.DataFrame:
-    """Our Table 1 rows for every dataset run, each followed by the paper's rows for that dataset."""
-    parts = [with_paper_values(table1(run.records, n_layers, min_position, label, ds, n_boot=n_boot, seed=seed), ds)
-             for ds, run in runs.items()]
+                      seed: int = 0, twins: dict | None = None, twin_label: str = "") -> pd.DataFrame:
+    """Our Table 1 rows for every dataset run, then the untrained twin's row at the paper's positions (when
+    ``twins`` holds its run for that dataset), then the paper's rows for that dataset."""
+    parts = []
+    for ds, run in runs.items():
+        ours = table1(run.records, n_layers, min_position, label, ds, n_boot=n_boot, seed=seed)
+        if twins and ds in twins:
+            twin = table1(twins[ds].records, n_layers, min_position, twin_label, ds, n_boot=n_boot, seed=seed)
+            twin = twin[twin.variant == f"positions >= {min_position + 1} (paper)"].assign(variant=TWIN_VARIANT)
+            ours = pd.concat([ours, twin], ignore_index=True)
+        parts.append(with_paper_values(ours, ds))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -225,10 +241,13 @@ def reading_table1(table: pd.DataFrame, trans: pd.DataFrame, min_position: int, 
         gpt2 = PAPER_TABLE1[(PAPER_TABLE1.dataset == ds) & (PAPER_TABLE1.model == "GPT-2")].iloc[0]
         worst = trans[trans.dataset == ds].nsmallest(3, "non_decreasing_pct")
         worst_txt = ", ".join(f"{s} ({v:.0f}%)" for s, v in zip(worst.step, worst.non_decreasing_pct, strict=True))
+        twin = table[(table.dataset == ds) & (table.variant == TWIN_VARIANT)]
+        twin_txt = (f"; the untrained twin {twin.sequence_pct.iloc[0]:.1f}% {twin.sequence_ci95.iloc[0]} / "
+                    f"{twin.pair_pct.iloc[0]:.1f}% {twin.pair_ci95.iloc[0]}" if len(twin) else "")
         lines.append(
             f"- **{ds}** ({int(r.n_tokens):,} tokens, {int(r.n_texts)} texts, {int(r.steps)} steps): sequence level "
             f"{r.sequence_pct:.1f}% {r.sequence_ci95}, pair level {r.pair_pct:.1f}% {r.pair_ci95}; chance "
-            f"2^-{int(r.steps)} = {r.chance_pct:.1e}%; paper GPT-2 {gpt2.sequence_pct}/{gpt2.pair_pct}. "
+            f"2^-{int(r.steps)} = {r.chance_pct:.1e}%{twin_txt}; paper GPT-2 {gpt2.sequence_pct}/{gpt2.pair_pct}. "
             f"Weakest steps: {worst_txt}.")
     return (f"**Reading ({label}).** The pair level is what Conjecture 4.1 predicts step by step; the sequence "
             "level compounds every step, so it is much stricter for a deep model.\n" + "\n".join(lines))

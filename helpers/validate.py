@@ -280,6 +280,8 @@ def validate_params(params: Mapping, cli: bool = False) -> dict:
                               f"both are None, so batches would have no limit")
     if "lens_share" in p:
         out["lens_share"] = check_share(p["lens_share"], "lens_share", cli)
+    if "twin" in p:
+        out["twin"] = None if p["twin"] is None else check_bool(p["twin"], "twin", cli)
     for key in ("models", "extra_models"):
         if key in p:
             out[key] = check_names(p[key], key, cli)

@@ -22,6 +22,10 @@
 # Norms are reduced in float32. Confidence intervals: 95% bootstrap over texts (tokens of one text are not
 # independent). Variants: the paper's positions >= 5, the last token of each text, and all positions with and
 # without position 0 (which carries 'massive activations' in many models).
+#
+# Chance is not the right null: an **untrained twin** (same architecture and config, the family's own seeded
+# initialisation) already grows its residual norms, because each block adds a nearly orthogonal update. Its row, on
+# the same texts, shows what the architecture gives before any training (notebook 08 puts every model beside its twin).
 
 # %% tags=["parameters"]
 profile = "default"          # "smoke" (tests), "default" (make reproduce, 2-core CPU), "paper" (full protocol)
@@ -34,6 +38,7 @@ batch_tokens = 4096          # padded tokens per batch (length-sorted); raise it
 batch_size = None            # max rows per batch; None: limited by batch_tokens only
 lens_share = None            # lens on tokens with final loss <= 1 plus this random share of all tokens
                              # (None: the profile's, default 0.1, paper 0.02; "all": every token)
+twin = None                  # the untrained twin's Table 1 row (the null; norms only); None: the profile's (paper: off)
 device = "cpu"
 dtype = "float32"            # "bfloat16"/"float16" on GPUs; norms and losses are reduced in float32
 device_map = None            # "auto" spreads a large model over several GPUs
@@ -55,7 +60,7 @@ globals().update(validate_params(globals()))
 from IPython.display import Markdown, display
 
 from helpers import plots, reports
-from helpers.pipeline import analyse_corpora
+from helpers.pipeline import analyse_corpora, analyse_twin
 from helpers.profiles import get_profile
 
 prof = get_profile(profile)
@@ -69,10 +74,17 @@ tag = lm.name.replace("/", "_") + ("" if profile == "default" else f"_{profile}"
 # ## Table 1 beside the paper's rows
 
 # %%
-table = reports.table1_with_paper(runs, lm.n_layers, min_position, lm.label, n_boot=prof.corpus.n_boot, seed=seed)
+twin_lm, twin_runs = None, {}
+if prof.corpus.twin if twin is None else twin:  # same texts, same architecture, random initialisation
+    twin_lm, twin_runs = analyse_twin(lm, runs, profile, max_tokens=max_tokens, min_position=min_position,
+                                      batch_size=batch_size, batch_tokens=batch_tokens, seed=seed, cache_dir=cache_dir,
+                                      filtered_dir=filtered_dir, data_dir=data_dir, shard=shard)
+table = reports.table1_with_paper(runs, lm.n_layers, min_position, lm.label, n_boot=prof.corpus.n_boot, seed=seed,
+                                  twins=twin_runs, twin_label=twin_lm.label if twin_lm else "")
 plots.save_table(table, f"03_table1_{tag}", results_dir,
                  caption=f"Table 1: non-decreasing norms over layers 0..L-1. {lm.describe()}; profile {profile}; "
-                         f"paper rows are the published values (GPT-2, LLaMA-7B, LLaMA-13B).")
+                         + (f"'{reports.TWIN_VARIANT}': {twin_lm.describe()}, same texts; " if twin_lm else "")
+                         + "paper rows are the published values (GPT-2, LLaMA-7B, LLaMA-13B).")
 table.round(2)
 
 # %% [markdown]

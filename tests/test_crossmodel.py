@@ -122,3 +122,23 @@ def test_reading_and_findings_follow_the_numbers(tmp_path):
                            "step flips %": 1.0, "sequence change (pp)": -2.5, "pair change (pp)": 0.4}])
     quant.to_csv(tmp_path / "08_quantisation.csv", index=False)
     assert "at most -2.50 pp (Q4_1, 1bw)" in findings.render(tmp_path, tmp_path)
+
+
+def test_table1_puts_the_twin_beside_the_model(one_thread):
+    """Table 1 (notebook 03) gets the untrained twin's row at the paper's positions, equal to the cross-model row
+    computed from the twin's own records, and its reading names the twin's value; the paper rows carry chance."""
+    from helpers import reports
+    from helpers.twins import untrained_twin
+
+    lm = tiny_model("gpt2", "eager", seed=5)
+    twin = untrained_twin(lm, seed=0)
+    runs, twins = {"1bw": _run(lm)}, {"1bw": _run(twin)}
+    table = reports.table1_with_paper(runs, lm.n_layers, 2, lm.label, n_boot=20, twins=twins, twin_label="twin")
+    row = table[table.variant == reports.TWIN_VARIANT].iloc[0]
+    ref = crossmodel.entry_row(crossmodel.Entry(twin, "g", crossmodel.TWIN), twins["1bw"], n_boot=20)
+    assert row.model == "twin" and row.sequence_pct == ref["sequence_pct"] and row.pair_pct == ref["pair_pct"]
+    assert f"the untrained twin {row.sequence_pct:.1f}%" in reports.reading_table1(
+        table, reports.transitions_table(runs, lm.n_layers, 2), 2, lm.label)
+    gpt2 = table[table.model == "GPT-2"].iloc[0]
+    assert gpt2.steps == 11 and gpt2.chance_pct == pytest.approx(100 * 2.0**-11)
+    assert reports.TWIN_VARIANT not in set(reports.table1_with_paper(runs, lm.n_layers, 2, lm.label, n_boot=20).variant)
