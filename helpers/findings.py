@@ -84,9 +84,25 @@ def table2_section(table2: pd.DataFrame) -> list[str]:
              "control shows how much of that the architecture gives.", ""]
     for (model, construction), t in table2.groupby(["model", "construction"], sort=False):
         lo = t.overall.min()
-        verdict = "reproduced" if lo >= 95 else "not reproduced"
+        verdict = ("control" if "untrained" in model.lower() else "reproduced" if lo >= 95 else "not reproduced")
         per = ", ".join(f"{d} {v:.0f}% (n={int(n)})" for d, v, n in zip(t.dataset, t.overall, t.n, strict=True))
         lines.append(f"- {model}, {construction}: **{verdict}**: {per}.")
+    return lines
+
+
+def descent_section(thirds: pd.DataFrame) -> list[str]:
+    """Section 2's reading, tested directly (notebook 07): is each block's update a descent direction of the inner
+    loss? Per model and third of the layers, against the untrained twin and random directions (both ~50%)."""
+    lines = ["**Claim 1b: each layer's update is a (transformed) gradient step** (Sec. 2; tested directly in notebook "
+             "07: share of block updates with <dz, g> < 0 for g the inner-loss gradient). Rule: a third of the layers "
+             "*descends* when its share is >= 10 pp above both the untrained twin and random directions.", ""]
+    for model, t in thirds[thirds.step == "block"].groupby("model", sort=False):
+        parts = []
+        for _, r in t.iterrows():
+            ok = r.descent_pct >= max(r.twin_descent_pct, r.random_descent_pct) + 10
+            parts.append(f"{r.third} ({r.layers}) {r.descent_pct:.0f}% vs twin {r.twin_descent_pct:.0f}% / random "
+                         f"{r.random_descent_pct:.0f}%{' **descends**' if ok else ''}")
+        lines.append(f"- {model}: " + "; ".join(parts) + f" ({int(t.tokens.iloc[0])} tokens, one per text).")
     return lines
 
 
@@ -138,6 +154,9 @@ def render(results: str | Path, figures: str | Path = "figures") -> str:
         figs = sorted(figures.glob("08_cross_model_*.png")) + sorted(figures.glob("08_checkpoints.png"))
         parts += [" ".join(f"[{f.stem}](figures/{f.name})" for f in figs), ""] if figs else []
         parts += ["Full table: [`results/08_cross_model_readable.md`](results/08_cross_model_readable.md).", ""]
+    thirds = _read(results, "07_descent_thirds")
+    if thirds is not None and len(thirds):
+        parts += descent_section(thirds) + [""]
     table2 = _read(results, "05_table2_overall")
     if table2 is not None:
         parts += table2_section(table2) + [""]
