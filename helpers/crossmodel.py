@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from helpers import CompendiumError
 from helpers.analysis import MAX_FINAL_LOSS
 from helpers.models import LoadedModel
 from helpers.pipeline import DatasetRun
@@ -70,14 +71,56 @@ def entry_row(entry: Entry, run: DatasetRun, n_boot: int = 1000, seed: int = 0) 
     }
 
 
-def add_twin_columns(rows: pd.DataFrame) -> pd.DataFrame:
-    """``twin_sequence_pct`` / ``twin_pair_pct``: the value of each row's untrained twin (same group, same dataset;
-    for the project-trained model its checkpoint at epoch 0)."""
-    twins = rows[(rows.role == TWIN) | ((rows.role == CHECKPOINT) & (rows.epoch == 0))]
-    twins = twins.drop_duplicates(["group", "dataset"]).set_index(["group", "dataset"])
-    out = rows.copy()
-    for col in ("sequence_pct", "pair_pct"):
-        out[f"twin_{col}"] = [twins[col].get((g, d), np.nan) for g, d in zip(out.group, out.dataset, strict=True)]
+def entry_key(group: str, role: str, epoch) -> tuple:
+    """The key of one entry's runs: (group, role, epoch or None)."""
+    return group, role, None if epoch is None or pd.isna(epoch) else int(epoch)
+
+
+def twin_key(group: str, rows: pd.DataFrame) -> tuple | None:
+    """The key of ``group``'s untrained twin: its twin entry, or for the project-trained model checkpoint 0."""
+    g = rows[rows.group == group]
+    if (g.role == TWIN).any():
+        return group, TWIN, None
+    if ((g.role == CHECKPOINT) & (g.epoch == 0)).any():
+        return group, CHECKPOINT, 0
+    return None
+
+
+def add_twin_columns(rows: pd.DataFrame, runs: dict | None = None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Each row's untrained twin (same group and dataset; for the project-trained model its checkpoint at epoch 0):
+    ``twin_sequence_pct`` / ``twin_pair_pct``, and when ``runs`` ({entry_key: {dataset: DatasetRun}}) is given the
+    paired difference model - twin in percentage points with a 95% CI from one cluster bootstrap over the shared
+    texts (``vs_twin_sequence_pp``, ``_lo``, ``_hi``; the same for pair). NaN where there is no twin."""
+    from helpers.norms import paired_difference_ci
+    from helpers.reports import norm_trajectories
+
+    out = rows.copy().reset_index(drop=True)
+    cols = [f"{p}{stat}{q}" for stat in ("sequence", "pair") for p, q in (("twin_", "_pct"), ("vs_twin_", "_pp"),
+                                                                          ("vs_twin_", "_lo"), ("vs_twin_", "_hi"))]
+    for col in cols:
+        out[col] = np.nan
+    for i, r in out.iterrows():
+        tk = twin_key(r.group, out)
+        if tk is None or entry_key(r.group, r.role, r.epoch) == tk:
+            continue
+        twin = out[(out.group == r.group) & (out.dataset == r.dataset) & (out.role == tk[1])
+                   & ((out.epoch == 0) if tk[2] == 0 else True)]
+        if twin.empty:
+            continue
+        for stat in ("sequence", "pair"):
+            out.loc[i, f"twin_{stat}_pct"] = twin[f"{stat}_pct"].iloc[0]
+        if runs is None:
+            continue
+        mine, theirs = runs[entry_key(r.group, r.role, r.epoch)][r.dataset], runs[tk][r.dataset]
+        a, b = mine.records, theirs.records
+        if not (np.array_equal(a["text_id"], b["text_id"]) and np.array_equal(a["position"], b["position"])):
+            continue  # a different tokenizer: no pairing
+        mask = a["position"] >= mine.min_position
+        diff = paired_difference_ci(norm_trajectories(a, mine.n_layers)[mask],
+                                    norm_trajectories(b, theirs.n_layers)[mask], a["text_id"][mask], n_boot, seed=seed)
+        for stat in ("sequence", "pair"):
+            d, lo, hi = diff[f"{stat}_pct"]
+            out.loc[i, [f"vs_twin_{stat}_pp", f"vs_twin_{stat}_lo", f"vs_twin_{stat}_hi"]] = [d, lo, hi]
     return out
 
 
@@ -99,27 +142,34 @@ def reader_table(rows: pd.DataFrame) -> pd.DataFrame:
     def num(v, fmt="{:.2f}"):
         return "-" if pd.isna(v) else fmt.format(v)
 
+    def col(name):
+        return rows[name] if name in rows else pd.Series(np.nan, index=rows.index)
+
     out = pd.DataFrame({
         "dataset": rows.dataset,
         "model": rows.model,
         "role": [r if pd.isna(s) else f"{r} (step {int(s):,})" for r, s in zip(rows.role, rows.step, strict=True)],
         "layers": rows.layers.astype(int),
-        "tokens": [num(v, "{:,.0f}") for v in rows.get("n_tokens", pd.Series(np.nan, index=rows.index))],
-        "sequence % [95% CI]": [ci(*v) for v in zip(rows.sequence_pct, rows.get("sequence_lo", np.nan),
-                                                     rows.get("sequence_hi", np.nan), strict=False)],
-        "pair % [95% CI]": [ci(*v) for v in zip(rows.pair_pct, rows.get("pair_lo", np.nan),
-                                                 rows.get("pair_hi", np.nan), strict=False)],
-        "chance %": [f"{v:.2g}" for v in rows.chance_pct],
+        "tokens": [num(v, "{:,.0f}") for v in col("n_tokens")],
+        "sequence % [95% CI]": [ci(*v) for v in zip(rows.sequence_pct, col("sequence_lo"),
+                                                     col("sequence_hi"), strict=True)],
+        "pair % [95% CI]": [ci(*v) for v in zip(rows.pair_pct, col("pair_lo"),
+                                                 col("pair_hi"), strict=True)],
+        "chance %": [f"{v:.3g}" for v in rows.chance_pct],
         "untrained twin: sequence / pair %": [
             "-" if pd.isna(s) else f"{s:.1f} / {p:.1f}"
-            for s, p in zip(rows.get("twin_sequence_pct", np.nan), rows.get("twin_pair_pct", np.nan), strict=False)],
+            for s, p in zip(col("twin_sequence_pct"), col("twin_pair_pct"), strict=True)],
+        "sequence: model - twin, pp [95% CI]": [
+            "-" if pd.isna(d) else f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+            for d, lo, hi in zip(col("vs_twin_sequence_pp"), col("vs_twin_sequence_lo"), col("vs_twin_sequence_hi"),
+                                 strict=True)],
         "inner loss, layer 0 -> last (final loss <= 1)": [
             "-" if pd.isna(a) else f"{a:.2f} -> {b:.2f}"
-            for a, b in zip(rows.get("inner_first", np.nan), rows.get("inner_last", np.nan), strict=False)],
-        "steps down %": [num(v, "{:.0f}") for v in rows.get("inner_down_pct", pd.Series(np.nan, index=rows.index))],
+            for a, b in zip(col("inner_first"), col("inner_last"), strict=True)],
+        "steps down %": [num(v, "{:.0f}") for v in col("inner_down_pct")],
         "inner loss, all tokens (sample)": [
             "-" if pd.isna(a) else f"{a:.2f} -> {b:.2f}"
-            for a, b in zip(rows.get("inner_all_first", np.nan), rows.get("inner_all_last", np.nan), strict=False)],
+            for a, b in zip(col("inner_all_first"), col("inner_all_last"), strict=True)],
     })
     return out.reset_index(drop=True)
 
@@ -131,11 +181,12 @@ def natural_checkpoints(profile: str, cache_dir: str | Path = "results/cache", s
     import json
 
     from helpers.checkpoints import list_checkpoints, load_checkpoint
-    from helpers.training import gpt2_bpe_tokenizer, natural_run_dir, natural_setup
+    from helpers.training import gpt2_bpe_tokenizer, natural_model_dir, natural_run_dir, natural_setup
 
     data, cfg, _ = natural_setup(profile, seed)
     paths = list_checkpoints(natural_run_dir(cache_dir, profile, seed))
-    if not paths:
+    if natural_model_dir(cache_dir, profile, seed) is None or not paths or paths[0].name != "epoch_000":
+        # an unfinished run would be reported as the trained model
         print(f"natural: the natural-text model of profile '{profile}' is not trained yet (run notebook 06): skipped")
         return
     tokenizer = gpt2_bpe_tokenizer(data["vocab_size"])
@@ -183,8 +234,14 @@ def model_entries(spec: str, profile: str, cache_dir: str | Path = "results/cach
         return
     if spec in REGISTRY:
         lm = load_available(spec, profile, cache_dir, device=device)
-    elif Path(spec).exists() or hub_model_cached(spec):
+    elif Path(spec).exists():
         lm = load_model(spec, device=device)
+    elif hub_model_cached(spec):
+        try:  # its config is cached; its weights may not be
+            lm = load_model(spec, device=device)
+        except (CompendiumError, OSError) as exc:
+            print(f"{spec}: cannot be loaded offline ({exc}): skipped")
+            lm = None
     else:
         print(f"{spec}: not in the local Hugging Face cache and not a local path (offline run): skipped")
         lm = None
@@ -202,57 +259,66 @@ def analyse_entry(entry: Entry, datasets: list[str], profile: str, cache_dir: st
     from helpers.profiles import get_profile
 
     cross = get_profile(profile).cross
+    n_texts = {"wikitext-103": cross.wikitext_texts, "1bw": cross.onebw_texts}
     return {ds: analyse_dataset(entry.lm, ds, profile=profile, cache_dir=cache_dir, max_tokens=cross.max_tokens,
-                                n_texts=cross.wikitext_texts if ds == "wikitext-103" else cross.onebw_texts, **kwargs)
-            for ds in datasets}
+                                n_texts=n_texts[ds], **kwargs) for ds in datasets}
 
 
-def _vs_twin(lo: float, hi: float, twin: float) -> str:
-    if pd.isna(twin):
-        return "no twin"
-    return "above its untrained twin" if lo > twin else "below its untrained twin" if hi < twin else \
-        "not distinguishable from its untrained twin"
+def versus(lo: float, hi: float) -> str:
+    """Verdict of a difference (model - twin) from its 95% CI: above, below, or not distinguishable."""
+    if pd.isna(lo):
+        return "not compared with"
+    return "above" if lo > 0 else "below" if hi < 0 else "not distinguishable from"
+
+
+def _twin_text(r: pd.Series, stat: str) -> str:
+    if pd.isna(r[f"twin_{stat}_pct"]):
+        return "no untrained twin"
+    return (f"{versus(r[f'vs_twin_{stat}_lo'], r[f'vs_twin_{stat}_hi'])} its untrained twin "
+            f"({r[f'twin_{stat}_pct']:.1f}%" + ("" if pd.isna(r[f"vs_twin_{stat}_pp"]) else
+                                                 f"; difference {r[f'vs_twin_{stat}_pp']:+.1f} pp "
+                                                 f"[{r[f'vs_twin_{stat}_lo']:+.1f}, {r[f'vs_twin_{stat}_hi']:+.1f}]") + ")")
 
 
 def reading(full: pd.DataFrame, flips: pd.DataFrame) -> str:
-    """The reading of notebook 08, rendered from its numbers: each model against its twin, the project-trained
-    model over training, and what 4-bit rounding moves."""
+    """The reading of notebook 08, rendered from its numbers: each model against its twin (paired difference CI),
+    the project-trained model over training, and what weight rounding moves, scaled to each model's depth."""
     ours = full[full.role != "paper (Table 1)"]
     lines = []
     for ds, t in ours.groupby("dataset", sort=False):
         for _, r in t[t.role == TRAINED].iterrows():
             lines.append(
                 f"- **{r.model}, {ds}**: sequence {r.sequence_pct:.1f}% [{r.sequence_lo:.1f}, {r.sequence_hi:.1f}], "
-                f"{_vs_twin(r.sequence_lo, r.sequence_hi, r.twin_sequence_pct)} ({r.twin_sequence_pct:.1f}%); pair "
-                f"{r.pair_pct:.1f}% [{r.pair_lo:.1f}, {r.pair_hi:.1f}], "
-                f"{_vs_twin(r.pair_lo, r.pair_hi, r.twin_pair_pct)} ({r.twin_pair_pct:.1f}%); chance "
-                f"{r.chance_pct:.1e}%." + _inner_text(r, t))
+                f"{_twin_text(r, 'sequence')}; pair {r.pair_pct:.1f}% [{r.pair_lo:.1f}, {r.pair_hi:.1f}], "
+                f"{_twin_text(r, 'pair')}; chance {r.chance_pct:.1e}%." + _inner_text(r, t))
         ck = t[t.role == CHECKPOINT].sort_values("epoch")
-        if len(ck) >= 2:
+        if len(ck) >= 2 and ck.epoch.iloc[0] == 0:
             a, b = ck.iloc[0], ck.iloc[-1]
             lines.append(
                 f"- **project-trained model, {ds}**: sequence {a.sequence_pct:.1f}% at initialisation, "
                 f"{b.sequence_pct:.1f}% [{b.sequence_lo:.1f}, {b.sequence_hi:.1f}] after {int(b.step):,} steps "
-                f"(epoch {int(b.epoch)}); pair {a.pair_pct:.1f}% -> {b.pair_pct:.1f}%. Training "
-                f"{'lowers' if b.sequence_hi < a.sequence_pct else 'raises' if b.sequence_lo > a.sequence_pct else 'does not move'}"
-                f" the sequence-level rate." + _inner_text(b, t))
+                f"(epoch {int(b.epoch)}): {_twin_text(b, 'sequence')}; pair {a.pair_pct:.1f}% -> {b.pair_pct:.1f}%."
+                + _inner_text(b, t))
     if len(flips):
         worst = flips.loc[flips["sequence change (pp)"].abs().idxmax()]
+        step_flip = float(flips["step flips %"].max())
         lines.append(
-            f"- **4-bit rounding** (project-trained model, same tokens): the sequence-level rate moves by at most "
+            f"- **Weight rounding** (project-trained model, same tokens): the sequence-level rate moves by at most "
             f"{worst['sequence change (pp)']:+.2f} pp ({worst.weights}, {worst.dataset}); "
             f"{flips['sequence flips %'].max():.2f}% of tokens flip their sequence-level verdict and "
-            f"{flips['step flips %'].max():.2f}% of single steps flip; the pair level moves by at most "
+            f"{step_flip:.3f}% of single layer steps flip; the pair level moves by at most "
             f"{flips['pair change (pp)'].abs().max():.2f} pp.")
-        gaps = [abs(r.sequence_pct - r.twin_sequence_pct) for _, r in ours[ours.role == TRAINED].iterrows()
-                if pd.notna(r.twin_sequence_pct)]
-        if gaps:
+        for _, r in ours[(ours.role == TRAINED) & ours.vs_twin_sequence_pp.notna()].iterrows():
+            bound = min(100.0, step_flip * r.steps)
+            lo, hi = r.vs_twin_sequence_lo, r.vs_twin_sequence_hi
+            margin = lo if lo > 0 else -hi if hi < 0 else 0.0  # distance of the CI from 'no difference'
             lines.append(
-                f"  The gaps between a trained model and its twin here are {min(gaps):.1f}-{max(gaps):.1f} pp, so a "
-                f"rounding effect of this size {'cannot' if max(flips['sequence change (pp)'].abs()) < min(gaps) else 'could'}"
-                f" change which side of its twin a model falls on, if SmolLM2's and Gemma's rounding acts as it does "
-                f"on this model (an assumption: their fp32 weights are not available here).")
-    return ("**Reading.** The null of Conjecture 4.1 is the untrained twin, not chance.\n" + "\n".join(lines))
+                f"  For {r.model} ({int(r.steps)} steps, {r.dataset}) the same per-step flip rate would move at most "
+                f"{bound:.2f}% of sequence verdicts (union bound), against a gap to its twin of "
+                f"{r.vs_twin_sequence_pp:+.1f} pp [{lo:+.1f}, {hi:+.1f}]: rounding "
+                f"{'cannot' if bound < margin else 'could'} change which side of its twin it falls on, if its "
+                f"rounding acts as it does on the project-trained model (their fp32 weights are not available here).")
+    return "**Reading.** The null of Conjecture 4.1 is the untrained twin, not chance.\n" + "\n".join(lines)
 
 
 def _inner_text(r: pd.Series, t: pd.DataFrame) -> str:

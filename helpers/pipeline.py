@@ -346,7 +346,7 @@ def analyse_dataset(
     if not kept:
         raise CompendiumError(describe_empty(report, folder=data_dir))
     texts = sample_texts(kept, n, seed)
-    share = None if lens_share == "all" else (prof.lens_share if lens_share is None else lens_share)
+    share = None if lens_share == "all" or not lens else (prof.lens_share if lens_share is None else lens_share)
     config = AnalysisConfig(max_tokens=tokens, min_position=min_position, n_vectors=prof.n_vectors, lens_share=share,
                             lens=lens, logit_lens=lens and (prof.logit_lens if logit_lens is None else logit_lens))
     records, store = run_analysis(

@@ -55,7 +55,7 @@ globals().update(validate_params(globals()))
 import pandas as pd
 from IPython.display import Markdown, display
 
-from helpers import crossmodel, plots
+from helpers import CompendiumError, crossmodel, plots
 from helpers.profiles import get_profile
 
 cross = get_profile(profile).cross
@@ -70,14 +70,17 @@ sample = (f"the same texts for every model: {cross.wikitext_texts} WikiText-103 
 # ## Every model and its twin on the same texts
 
 # %%
-rows, natural_last = [], None
+rows, runs_of, natural_last = [], {}, None
 for spec in specs:
     for entry in crossmodel.model_entries(spec, profile, cache_dir, twin_seed=cross.twin_seed, device=device):
         runs = crossmodel.analyse_entry(entry, datasets, profile, **opts)
         rows += [crossmodel.entry_row(entry, run, n_boot=cross.n_boot) for run in runs.values()]
+        runs_of[crossmodel.entry_key(entry.group, entry.role, entry.epoch)] = runs
         if entry.group == "natural":
             natural_last = (entry, runs)  # checkpoints come in epoch order: the last one stays
-table = crossmodel.add_twin_columns(pd.DataFrame(rows))
+if not rows:
+    raise CompendiumError(f"none of the models {specs} could be loaded (see the notes above): install them "
+                          "(make gemma), train the natural-text model (notebook 06) or name models that exist here")
 
 # %% [markdown]
 # ## The quantisation check: the project-trained model, fp32 against its GGUF round trips
@@ -94,9 +97,10 @@ if natural_last is not None:
                                    step=base_entry.step)
         q_runs = crossmodel.analyse_entry(q_entry, datasets, profile, **opts)
         rows += [crossmodel.entry_row(q_entry, run, n_boot=cross.n_boot) for run in q_runs.values()]
+        runs_of[crossmodel.entry_key(q_entry.group, q_entry.role, q_entry.epoch)] = q_runs
         flips += [crossmodel.flip_table(base_runs[ds], q_runs[ds], scheme) for ds in datasets]
         tensor_tables.append(q_lm.extra["tensors"].assign(scheme=scheme))
-    table = crossmodel.add_twin_columns(pd.DataFrame(rows))
+table = crossmodel.add_twin_columns(pd.DataFrame(rows), runs_of, n_boot=cross.n_boot)
 flip_df = pd.DataFrame(flips)
 
 # %%

@@ -106,22 +106,80 @@ def test_flip_table_counts_flipped_tokens():
 
 def test_reading_and_findings_follow_the_numbers(tmp_path):
     full = _rows()
+    full.loc[0, ["vs_twin_sequence_pp", "vs_twin_sequence_lo", "vs_twin_sequence_hi"]] = [-29.0, -35.0, -22.0]
+    full.loc[0, ["vs_twin_pair_pp", "vs_twin_pair_lo", "vs_twin_pair_hi"]] = [-9.5, -12.0, -7.0]
     text = crossmodel.reading(full, pd.DataFrame())
-    assert "below its untrained twin (99.0%)" in text
-    full.loc[0, ["sequence_pct", "sequence_lo", "sequence_hi"]] = [99.5, 99.2, 99.8]
-    assert "above its untrained twin (99.0%)" in crossmodel.reading(full, pd.DataFrame())
+    assert "below its untrained twin (99.0%; difference -29.0 pp [-35.0, -22.0])" in text
+    full.loc[0, ["vs_twin_sequence_lo", "vs_twin_sequence_hi"]] = [-3.0, 1.0]
+    assert "not distinguishable from its untrained twin (99.0%" in crossmodel.reading(full, pd.DataFrame())
 
     full.to_csv(tmp_path / "08_cross_model.csv", index=False)
     md = findings.render(tmp_path, tmp_path)
-    assert "M, 1bw: **holds**: 5.00 -> 1.00" in md and "untrained twin 9.00 -> 9.10" in md
-    assert "Sequence level **above the twin**" in md and "nan" not in md.lower()
-    full.loc[0, "inner_last"] = 6.0
+    # claim 1 is read on the all-tokens sample (the filter makes the last layer low by construction)
+    assert "M, 1bw: **holds**: all tokens 6.00 -> 3.00" in md and "untrained twin 9.00 -> 9.10" in md
+    assert "Sequence level **not distinguishable from** the twin (-29.0 pp [-3.0, +1.0])" in md
+    assert "pair level **below** the twin (-9.5 pp [-12.0, -7.0])" in md and "nan" not in md.lower()
+    full.loc[0, "inner_all_last"] = 7.0
     full.to_csv(tmp_path / "08_cross_model.csv", index=False)
-    assert "M, 1bw: **does not hold**: 5.00 -> 6.00" in findings.render(tmp_path, tmp_path)
+    assert "M, 1bw: **does not hold**: all tokens 6.00 -> 7.00" in findings.render(tmp_path, tmp_path)
     quant = pd.DataFrame([{"dataset": "1bw", "weights": "Q4_1", "tokens": 10, "sequence flips %": 3.0,
                            "step flips %": 1.0, "sequence change (pp)": -2.5, "pair change (pp)": 0.4}])
     quant.to_csv(tmp_path / "08_quantisation.csv", index=False)
-    assert "at most -2.50 pp (Q4_1, 1bw)" in findings.render(tmp_path, tmp_path)
+    md = findings.render(tmp_path, tmp_path)
+    assert "at most -2.50 pp (Q4_1, 1bw)" in md and "Scaled to M's 3 steps (1bw), at most 3.00%" in md
+    text = crossmodel.reading(full, quant)
+    assert "would move at most 3.00% of sequence verdicts" in text and "rounding could change" in text
+
+
+def test_no_twin_and_no_null_leave_no_nan(tmp_path):
+    """A trained row without a twin (e.g. the twin failed) and the paper's empty columns never show 'nan'."""
+    full = _rows()
+    full = crossmodel.add_twin_columns(full[full.role != "untrained twin"])
+    assert full.twin_sequence_pct.isna().all()
+    full.to_csv(tmp_path / "08_cross_model.csv", index=False)
+    md = findings.render(tmp_path, tmp_path)
+    text = crossmodel.reading(pd.read_csv(tmp_path / "08_cross_model.csv"), pd.DataFrame())
+    shown = crossmodel.reader_table(pd.read_csv(tmp_path / "08_cross_model.csv")).to_markdown()
+    for out in (md, text, shown):
+        assert "nan" not in out.lower()
+    assert "not compared with the twin" in md and "no untrained twin" in text
+
+
+def test_add_twin_columns_pairs_model_and_twin_on_the_same_tokens(tmp_path, one_thread):
+    """The paired difference equals sequence(model) - sequence(twin) and its CI holds it; a checkpoint table read
+    back from CSV (epoch as float) still finds epoch 0 as the twin; the twin's own row gets no difference."""
+    from helpers.twins import untrained_twin
+
+    lm = tiny_model("llama", "eager", seed=5)
+    twin = untrained_twin(lm, seed=0)
+    entries = [crossmodel.Entry(lm, "m", crossmodel.TRAINED), crossmodel.Entry(twin, "m", crossmodel.TWIN),
+               crossmodel.Entry(twin, "nat", crossmodel.CHECKPOINT, epoch=0, step=0),
+               crossmodel.Entry(lm, "nat", crossmodel.CHECKPOINT, epoch=2, step=40)]
+    runs_of, rows = {}, []
+    for e in entries:
+        runs_of[crossmodel.entry_key(e.group, e.role, e.epoch)] = {"1bw": _run(e.lm)}
+        rows.append(crossmodel.entry_row(e, runs_of[crossmodel.entry_key(e.group, e.role, e.epoch)]["1bw"], n_boot=50))
+    pd.DataFrame(rows).to_csv(tmp_path / "rows.csv", index=False)
+    table = crossmodel.add_twin_columns(pd.read_csv(tmp_path / "rows.csv"), runs_of, n_boot=200)
+    for i in (0, 3):
+        r = table.iloc[i]
+        assert r.twin_sequence_pct == table.iloc[1].sequence_pct
+        assert r.vs_twin_sequence_pp == pytest.approx(r.sequence_pct - r.twin_sequence_pct)
+        assert r.vs_twin_pair_pp == pytest.approx(r.pair_pct - r.twin_pair_pct)
+        assert r.vs_twin_sequence_lo <= r.vs_twin_sequence_pp <= r.vs_twin_sequence_hi
+    assert table.iloc[1].vs_twin_sequence_pp != table.iloc[1].vs_twin_sequence_pp  # NaN: no difference with itself
+    assert table.iloc[2].vs_twin_sequence_pp != table.iloc[2].vs_twin_sequence_pp
+
+
+def test_model_entries_skip_what_is_not_here(monkeypatch, capsys):
+    """A hub id that is not in the local cache and an untrained natural model give a note and no entry."""
+    import helpers.surrogates.inputs as inputs
+
+    monkeypatch.setattr(inputs, "hub_model_cached", lambda repo_id: False)
+    assert list(crossmodel.model_entries("someone/not-here", "smoke", cache_dir="/nonexistent")) == []
+    assert list(crossmodel.model_entries("natural", "smoke", cache_dir="/nonexistent")) == []
+    out = capsys.readouterr().out
+    assert "someone/not-here: not in the local Hugging Face cache" in out and "not trained yet" in out
 
 
 def test_table1_puts_the_twin_beside_the_model(one_thread):
