@@ -163,9 +163,13 @@ def quantisation_section(quant: pd.DataFrame, tensors: pd.DataFrame | None, cros
              f"at most {quant['pair change (pp)'].abs().max():.2f} pp; {quant['sequence flips %'].max():.2f}% of "
              f"tokens flip their sequence verdict and {step:.3f}% of single layer steps flip."]
     if cross is not None:
-        for _, r in cross[cross.role == TRAINED].iterrows():
-            lines.append(f"  Scaled to {r.model}'s {int(r.steps)} steps ({r.dataset}), at most "
-                         f"{min(100.0, step * r.steps):.2f}% of its sequence verdicts would flip (union bound).")
+        for model, t in cross[cross.role == TRAINED].groupby("model", sort=False):
+            steps = int(t.steps.iloc[0])
+            gap = t.get("vs_twin_sequence_pp", pd.Series(dtype=float)).dropna()
+            gap_txt = (f", against a gap to its untrained twin of {gap.min():+.1f} to {gap.max():+.1f} pp"
+                       if len(gap) else "")
+            lines.append(f"  Scaled to {model}'s {steps} steps, at most {min(100.0, step * steps):.1f}% of its sequence "
+                         f"verdicts would flip (union bound){gap_txt}.")
     lines.append("  This assumes their rounding acts as it does on this small model; their fp32 weights are not "
                  "available here.")
     return lines + [""]
@@ -181,6 +185,8 @@ def render(results: str | Path, figures: str | Path = "figures") -> str:
     if cross is None:
         parts += ["Claims 1-2: run notebook 08 (`python -m helpers notebook 08`) for the cross-model table.", ""]
     else:
+        caption = (results / "08_cross_model.md").read_text().split("\n", 1)[0] if (results / "08_cross_model.md").is_file() else ""
+        parts += ([f"Claims 1-2 come from notebook 08. {caption}", ""] if caption else [])
         parts += inner_loss_section(cross) + [""] + norms_section(cross) + [""]
         figs = sorted(figures.glob("08_cross_model_*.png")) + sorted(figures.glob("08_checkpoints.png"))
         parts += [" ".join(f"[{f.stem}](figures/{f.name})" for f in figs), ""] if figs else []

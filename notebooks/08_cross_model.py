@@ -107,7 +107,7 @@ flip_df = pd.DataFrame(flips)
 full = pd.concat([table, crossmodel.paper_rows(datasets)], ignore_index=True)
 shown = crossmodel.reader_table(full)
 plots.save_table(full, f"08_cross_model{suffix}", results_dir,
-                 caption=f"Every model on {sample}; the paper's rows (its own full-text sample) below ours.")
+                 caption=f"Cross-model table, {sample}; the paper's rows (its own full-text sample) below ours.")
 plots.save_table(shown, f"08_cross_model_readable{suffix}", results_dir,
                  caption=f"Table 1 and the inner loss for every model beside its untrained twin, chance and the "
                          f"paper. {sample}. 95% CIs: cluster bootstrap over texts. '-': not reported (paper) or no "
