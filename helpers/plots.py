@@ -464,9 +464,14 @@ def fig_cross_model(rows: pd.DataFrame, dataset: str, title: str, caption: str):
 
     t = rows[(rows.dataset == dataset) & (rows.role != "untrained twin")]
     t = t[~((t.role == "checkpoint") & (t.epoch == 0))]  # the project model's initialisation is its twin marker
-    names = [m if r in ("trained", "checkpoint", "paper (Table 1)") else f"{m} ({r})"
-             for m, r in zip(t.model, t.role, strict=True)]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("sequence level %", "pair level %"))
+    def short(m, g, r, e):
+        if g != "natural":
+            return m
+        return f"project GPT-2 arch., epoch {int(e)}" + (f", {r.replace(' round trip', '')}" if "round trip" in r else "")
+
+    names = [short(*v) for v in zip(t.model, t.group, t.role, t.epoch, strict=True)]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("sequence level %", "pair level %"), shared_yaxes=True,
+                        horizontal_spacing=0.04)
     for col, stat in enumerate(("sequence", "pair"), start=1):
         v, lo, hi = t[f"{stat}_pct"], t.get(f"{stat}_lo"), t.get(f"{stat}_hi")
         paper = t.role == "paper (Table 1)"
@@ -480,10 +485,11 @@ def fig_cross_model(rows: pd.DataFrame, dataset: str, title: str, caption: str):
         fig.add_trace(go.Scatter(x=v[paper], y=[n for n, p in zip(names, paper, strict=True) if p], mode="markers",
                                  name="paper (Table 1)", showlegend=col == 1,
                                  marker={"color": "#2ca02c", "size": 12, "symbol": "star"}), row=1, col=col)
-        fig.add_trace(go.Scatter(x=t.chance_pct, y=names, mode="markers", name="chance 2^-n", showlegend=col == 1,
+        chance = t.chance_pct if stat == "sequence" else pd.Series(50.0, index=t.index)  # one step: a coin flip
+        fig.add_trace(go.Scatter(x=chance, y=names, mode="markers", name="chance (2^-n; pair: 50%)", showlegend=col == 1,
                                  marker={"color": "grey", "size": 7, "symbol": "x"}), row=1, col=col)
     fig.update_xaxes(range=[-2, 102])
-    fig.update_layout(height=max(350, 40 * len(names) + 150))
+    fig.update_layout(height=max(350, 40 * len(names) + 150), width=1100, margin={"l": 260})
     return with_caption(fig, title, caption)
 
 
