@@ -510,9 +510,10 @@ def fig_checkpoints(rows: pd.DataFrame, title: str, caption: str):
         init = ck[ck.epoch == 0]
         if len(init):
             fig.add_hline(y=float(init.sequence_pct.iloc[0]), line={"dash": "dash", "color": color},
-                          annotation_text=f"untrained, {ds}")
+                          annotation_text=f"untrained, {ds}",
+                          annotation_position="top left" if i % 2 == 0 else "bottom left")
         q = t[t.role.str.endswith("round trip")]
-        fig.add_trace(go.Scatter(x=q.step, y=q.sequence_pct, mode="markers", name=f"{ds}, 4-bit round trips",
+        fig.add_trace(go.Scatter(x=q.step, y=q.sequence_pct, mode="markers", name=f"{ds}, GGUF round trips (Q4_1, Q4_K_M)",
                                  text=q.role, marker={"symbol": "diamond-open", "size": 11, "color": color}))
     fig.update_layout(xaxis_title="optimiser step", yaxis_title="sequence level % (every step non-decreasing)")
     return with_caption(fig, title, caption)
