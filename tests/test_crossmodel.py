@@ -126,7 +126,7 @@ def test_reading_and_findings_follow_the_numbers(tmp_path):
                            "step flips %": 1.0, "sequence change (pp)": -2.5, "pair change (pp)": 0.4}])
     quant.to_csv(tmp_path / "08_quantisation.csv", index=False)
     md = findings.render(tmp_path, tmp_path)
-    assert "at most -2.50 pp (Q4_1, 1bw)" in md and "Scaled to M's 3 steps (1bw), at most 3.00%" in md
+    assert "at most -2.50 pp (Q4_1, 1bw)" in md and "Scaled to M's 3 steps, at most 3.0% of its sequence verdicts would flip (union bound), against a gap to its untrained twin of -29.0 to -29.0 pp" in md
     text = crossmodel.reading(full, quant)
     assert "would move at most 3.00% of sequence verdicts" in text and "rounding could change" in text
 
