@@ -200,3 +200,18 @@ def test_table1_puts_the_twin_beside_the_model(one_thread):
     gpt2 = table[table.model == "GPT-2"].iloc[0]
     assert gpt2.steps == 11 and gpt2.chance_pct == pytest.approx(100 * 2.0**-11)
     assert reports.TWIN_VARIANT not in set(reports.table1_with_paper(runs, lm.n_layers, 2, lm.label, n_boot=20).variant)
+
+
+def test_norms_only_run_matches_the_full_run_and_is_cached_apart(real_model, tmp_path, one_thread):
+    """The twin's Table 1 run computes norms only (lens=False): same norms as the full analysis, no lens records,
+    and its own cache folder (lens on/off never share a key)."""
+    from helpers.pipeline import analyse_dataset
+
+    kw = dict(profile="smoke", n_texts=2, max_tokens=16, cache_dir=str(tmp_path / "c"),
+              filtered_dir=str(tmp_path / "f"), progress=False)
+    full = analyse_dataset(real_model, "1bw", **kw)
+    bare = analyse_dataset(real_model, "1bw", lens=False, **kw)
+    assert bare.run_dir != full.run_dir
+    assert "inner_loss" not in bare.records and "final_loss" not in bare.records and "inner_loss" in full.records
+    np.testing.assert_array_equal(bare.records["position"], full.records["position"])
+    np.testing.assert_allclose(bare.records["norms"], full.records["norms"], rtol=1e-6)
