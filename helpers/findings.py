@@ -78,7 +78,21 @@ def norms_section(cross: pd.DataFrame) -> list[str]:
              "(same architecture, random initialisation, same tokens), not chance 2^-n: an untrained residual stream "
              "already grows. Verdicts use the paired difference model - twin and its 95% CI.", ""]
     paper = cross[cross.role == PAPER_ROLE].set_index(["model", "dataset"])
-    for _, r in _subjects(cross).iterrows():
+    subjects = _subjects(cross)
+    if "vs_twin_sequence_hi" in subjects:
+        compared = subjects.dropna(subset=["vs_twin_sequence_lo"])
+        below = int((compared.vs_twin_sequence_hi < 0).sum())
+        above = int((compared.vs_twin_sequence_lo > 0).sum())
+        twins = subjects.twin_sequence_pct.dropna()
+        if len(compared) and len(twins):
+            lines += [f"In short: the untrained twins are {twins.min():.1f}-{twins.max():.1f}% sequence-level "
+                      f"non-decreasing; of {len(compared)} trained (model, dataset) pairs, {below} are below their twin "
+                      f"and {above} above it (95% CI of the paired difference). Non-decreasing norms are what the "
+                      "architecture does before training; training lowers them.", ""] if below == len(compared) else [
+                      f"In short: the untrained twins are {twins.min():.1f}-{twins.max():.1f}% sequence-level "
+                      f"non-decreasing; of {len(compared)} trained (model, dataset) pairs, {below} are below their twin "
+                      f"and {above} above it (95% CI of the paired difference).", ""]
+    for _, r in subjects.iterrows():
         key = ("GPT-2 (paper)", r.dataset)
         ref = (f"paper GPT-2 {paper.loc[key].sequence_pct:.1f}% / {paper.loc[key].pair_pct:.1f}%; "
                if key in paper.index else "")

@@ -119,6 +119,8 @@ def test_reading_and_findings_follow_the_numbers(tmp_path):
     assert "M, 1bw: **holds**: all tokens 6.00 -> 3.00" in md and "untrained twin 9.00 -> 9.10" in md
     assert "Sequence level **not distinguishable from** the twin (-29.0 pp [-3.0, +1.0])" in md
     assert "pair level **below** the twin (-9.5 pp [-12.0, -7.0])" in md and "nan" not in md.lower()
+    assert "of 1 trained (model, dataset) pairs, 0 are below their twin and 0 above it" in md
+    assert "training lowers them" not in md
     full.loc[0, "inner_all_last"] = 7.0
     full.to_csv(tmp_path / "08_cross_model.csv", index=False)
     assert "M, 1bw: **does not hold**: all tokens 6.00 -> 7.00" in findings.render(tmp_path, tmp_path)
