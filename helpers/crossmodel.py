@@ -71,6 +71,11 @@ def entry_row(entry: Entry, run: DatasetRun, n_boot: int = 1000, seed: int = 0) 
     }
 
 
+def same_tokens(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    """Whether two runs' records cover the same tokens in the same order (same texts, same tokenizer)."""
+    return np.array_equal(a["text_id"], b["text_id"]) and np.array_equal(a["position"], b["position"])
+
+
 def entry_key(group: str, role: str, epoch) -> tuple:
     """The key of one entry's runs: (group, role, epoch or None)."""
     return group, role, None if epoch is None or pd.isna(epoch) else int(epoch)
@@ -113,7 +118,7 @@ def add_twin_columns(rows: pd.DataFrame, runs: dict | None = None, n_boot: int =
             continue
         mine, theirs = runs[entry_key(r.group, r.role, r.epoch)][r.dataset], runs[tk][r.dataset]
         a, b = mine.records, theirs.records
-        if not (np.array_equal(a["text_id"], b["text_id"]) and np.array_equal(a["position"], b["position"])):
+        if not same_tokens(a, b):
             continue  # a different tokenizer: no pairing
         mask = a["position"] >= mine.min_position
         diff = paired_difference_ci(norm_trajectories(a, mine.n_layers)[mask],
@@ -207,7 +212,7 @@ def flip_table(base: DatasetRun, other: DatasetRun, name: str) -> dict:
     from helpers.reports import norm_trajectories
 
     a, b = base.records, other.records
-    if not (np.array_equal(a["text_id"], b["text_id"]) and np.array_equal(a["position"], b["position"])):
+    if not same_tokens(a, b):
         raise ValueError("the two runs cover different tokens: compare runs of one tokenizer on the same texts")
     mask = a["position"] >= base.min_position
     ok_a = step_ok(norm_trajectories(a, base.n_layers)[mask])

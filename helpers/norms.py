@@ -37,6 +37,24 @@ def transition_rates(traj: np.ndarray) -> np.ndarray:
     return 100 * step_ok(traj).mean(axis=0)
 
 
+def cluster_bootstrap(
+    per_token: dict[str, np.ndarray], groups: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """Percentile CIs (in %) of the token means of each array in ``per_token``, resampling whole groups (texts):
+    tokens of one text are not independent. The same draws serve every array."""
+    uniq, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    g_n = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    counts = np.stack([np.bincount(d, minlength=len(uniq)) for d in rng.integers(0, len(uniq), (n_boot, len(uniq)))])
+    tot = counts @ g_n
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out = {}
+    for name, values in per_token.items():
+        boot = 100 * (counts @ np.bincount(inverse, weights=values, minlength=len(uniq))) / tot
+        out[name] = (float(np.percentile(boot, lo)), float(np.percentile(boot, hi)))
+    return out
+
+
 def bootstrap_ci(
     traj: np.ndarray,
     groups: np.ndarray | None = None,
@@ -44,31 +62,12 @@ def bootstrap_ci(
     level: float = 0.95,
     seed: int = 0,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap CIs for sequence_pct and pair_pct.
-
-    Tokens of one text are not independent, so when ``groups`` (e.g. the text id of each token) is
-    given the bootstrap resamples whole groups (cluster bootstrap).
-    """
+    """Percentile bootstrap CIs for sequence_pct and pair_pct (cluster bootstrap over ``groups``, e.g. the text id
+    of each token; every token its own group when None)."""
     ok = step_ok(traj)
-    seq = ok.all(axis=1).astype(np.float64)
-    pair = ok.mean(axis=1)
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        groups = np.arange(len(seq))
-    uniq, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    g_seq = np.bincount(inverse, weights=seq, minlength=len(uniq))
-    g_pair = np.bincount(inverse, weights=pair, minlength=len(uniq))
-    g_n = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
-    draws = rng.integers(0, len(uniq), size=(n_boot, len(uniq)))
-    counts = np.stack([np.bincount(d, minlength=len(uniq)) for d in draws])
-    tot = counts @ g_n
-    seq_b = 100 * (counts @ g_seq) / tot
-    pair_b = 100 * (counts @ g_pair) / tot
-    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    return {
-        "sequence_pct": (float(np.percentile(seq_b, lo)), float(np.percentile(seq_b, hi))),
-        "pair_pct": (float(np.percentile(pair_b, lo)), float(np.percentile(pair_b, hi))),
-    }
+    groups = np.arange(len(ok)) if groups is None else groups
+    return cluster_bootstrap({"sequence_pct": ok.all(axis=1).astype(np.float64), "pair_pct": ok.mean(axis=1)},
+                             groups, n_boot, level, seed)
 
 
 def paired_difference_ci(
@@ -85,18 +84,7 @@ def paired_difference_ci(
     ok_a, ok_b = step_ok(traj_a), step_ok(traj_b)
     if ok_a.shape[0] != ok_b.shape[0]:
         raise ValueError(f"paired trajectories must cover the same tokens: {ok_a.shape[0]} vs {ok_b.shape[0]} rows")
-    d_seq = ok_a.all(axis=1).astype(np.float64) - ok_b.all(axis=1)
-    d_pair = ok_a.mean(axis=1) - ok_b.mean(axis=1)
-    uniq, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    g_seq = np.bincount(inverse, weights=d_seq, minlength=len(uniq))
-    g_pair = np.bincount(inverse, weights=d_pair, minlength=len(uniq))
-    g_n = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    counts = np.stack([np.bincount(d, minlength=len(uniq)) for d in rng.integers(0, len(uniq), (n_boot, len(uniq)))])
-    tot = counts @ g_n
-    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    out = {}
-    for name, g, d in (("sequence_pct", g_seq, d_seq), ("pair_pct", g_pair, d_pair)):
-        boot = 100 * (counts @ g) / tot
-        out[name] = (float(100 * d.mean()), float(np.percentile(boot, lo)), float(np.percentile(boot, hi)))
-    return out
+    diffs = {"sequence_pct": ok_a.all(axis=1).astype(np.float64) - ok_b.all(axis=1),
+             "pair_pct": ok_a.mean(axis=1) - ok_b.mean(axis=1)}
+    ci = cluster_bootstrap(diffs, groups, n_boot, level, seed)
+    return {k: (float(100 * d.mean()), *ci[k]) for k, d in diffs.items()}
