@@ -37,7 +37,7 @@ def load(args):
     """The model under test: a spec via load_model, or a randomly initialised model of a real shape."""
     import torch
 
-    from helpers.models import DTYPES, load_model, wrap_model
+    from helpers.lm.load import DTYPES, load_model, wrap_model
 
     if args.random:
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -60,7 +60,7 @@ def token_rows(lm, args, n_texts):
         rng = random.Random(0)
         vocab = lm.model.config.vocab_size
         return [[rng.randrange(vocab) for _ in range(args.max_tokens)] for _ in range(n_texts)]
-    from helpers.data import load_samples
+    from helpers.corpus.samples import load_samples
 
     texts = load_samples("wikitext-103")[:n_texts]
     return lm.encode(texts, args.max_tokens)
@@ -93,9 +93,9 @@ def run_mode(args, mode: str, n_texts: int, queue) -> None:
     import torch
     import torch.nn.functional as F
 
-    from helpers.analysis import analyse_batch
-    from helpers.capture import capture_residuals, pad_batch
-    from helpers.pipeline import make_batches
+    from helpers.residual.hooks import capture_residuals, pad_batch
+    from helpers.residual.records import analyse_batch
+    from helpers.runs.batching import make_batches
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     lm = load(args)

@@ -19,11 +19,12 @@ import torch
 
 def main() -> None:
     """Run the timed analysis and print the shares."""
-    from helpers import analysis, lens
-    from helpers.data import filtered_samples, sample_texts
-    from helpers.models import load_model
-    from helpers.pipeline import make_batches
-    from helpers.profiles import get_profile
+    from helpers.config import get_profile
+    from helpers.corpus.samples import filtered_samples, sample_texts
+    from helpers.lm.load import load_model
+    from helpers.residual import lens
+    from helpers.residual import records as analysis
+    from helpers.runs.batching import make_batches
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")

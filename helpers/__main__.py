@@ -15,7 +15,19 @@ import sys
 from pathlib import Path
 
 from helpers import CompendiumError
-from helpers.profiles import PROFILE_NAMES
+from helpers.config import PROFILE_NAMES, get_profile
+from helpers.corpus.sources import corpus_source
+from helpers.experiments import inner_loss, table1
+from helpers.lm.load import load_model
+from helpers.notebooks import PER_MODEL, execute, sources
+from helpers.paths import atomic_write_text, repo_path, repo_root
+from helpers.report import figures, output
+from helpers.report.findings import render
+from helpers.runs.analysis import NotFinished, merge_records
+from helpers.runs.datasets import analyse_dataset
+from helpers.runs.launch import barrier_and_close, from_env, init_group
+from helpers.stats import tokens
+from helpers.validate import validate_params
 
 
 def _analyse_args(p: argparse.ArgumentParser) -> None:
@@ -46,24 +58,22 @@ def _outputs(lm, run, args) -> list[Path]:
     dataset run, all under ``--results-dir`` (``--figures-dir`` for the figures; default: the same folder)."""
     import json
 
-    from helpers import plots, reports
-    from helpers.data import corpus_source
-    from helpers.store import atomic_write_text, repo_path
+
 
     tag = f"{lm.name.replace('/', '_')}_{args.dataset}"
     figures_dir = args.figures_dir
     runs = {run.dataset: run}
-    table = reports.table1(run.records, lm.n_layers, args.min_position, lm.label, run.dataset)
-    curves = reports.inner_loss_table(runs, lm.label)
-    summary = reports.inner_loss_summary(curves)
-    trans = reports.transitions_table(runs, lm.n_layers, args.min_position)
+    table = tokens.table1(run.records, lm.n_layers, args.min_position, lm.label, run.dataset)
+    curves = inner_loss.inner_loss_table(runs, lm.label)
+    summary = inner_loss.inner_loss_summary(curves)
+    trans = table1.transitions_table(runs, lm.n_layers, args.min_position)
     cap = run.caption(f"positions >= {args.min_position + 1}; lens on {run.lens_tokens}")
-    paths = (plots.save_table(table, f"cli_table1_{tag}", args.results_dir, cap)
-             + plots.save_table(curves, f"cli_inner_loss_{tag}", args.results_dir, cap)
-             + plots.save_table(trans, f"cli_transitions_{tag}", args.results_dir, cap))
-    paths += plots.save_figure(plots.fig_inner_loss(curves, run.dataset, f"Inner loss across layers, {run.dataset}", cap),
+    paths = (output.save_table(table, f"cli_table1_{tag}", args.results_dir, cap)
+             + output.save_table(curves, f"cli_inner_loss_{tag}", args.results_dir, cap)
+             + output.save_table(trans, f"cli_transitions_{tag}", args.results_dir, cap))
+    paths += output.save_figure(figures.fig_inner_loss(curves, run.dataset, f"Inner loss across layers, {run.dataset}", cap),
                                f"cli_inner_loss_{tag}", figures_dir, png=args.png)
-    paths += plots.save_figure(plots.fig_transitions(trans, "Which layer steps break the non-decreasing pattern", cap),
+    paths += output.save_figure(figures.fig_transitions(trans, "Which layer steps break the non-decreasing pattern", cap),
                                f"cli_transitions_{tag}", figures_dir, png=args.png)
     body = {
         "model": {"name": lm.name, "description": lm.describe(), "n_layers": lm.n_layers, "fingerprint": lm.fingerprint},
@@ -81,7 +91,6 @@ def _outputs(lm, run, args) -> list[Path]:
 
 
 def _load(args):
-    from helpers.models import load_model
 
     return load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
 
@@ -96,7 +105,6 @@ def _share(text: str) -> float | str:
 
 
 def _run(lm, args, shard, cached_only: bool = False):
-    from helpers.pipeline import analyse_dataset
 
     return analyse_dataset(
         lm, args.dataset, profile=args.profile, n_texts=args.n_texts, max_tokens=args.max_tokens,
@@ -108,7 +116,6 @@ def _run(lm, args, shard, cached_only: bool = False):
 
 def _validate(args) -> None:
     """Every parameter checked before the model loads or a file is written (one-line errors); normalised."""
-    from helpers.validate import validate_params
 
     if getattr(args, "figures_dir", "") is None:
         args.figures_dir = args.results_dir
@@ -120,7 +127,6 @@ def cmd_analyse(args) -> None:
 
     Under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1) each rank analyses its own shard on its own
     device, all ranks meet at a barrier and rank 0 merges the shards into the single-process outputs."""
-    from helpers.launch import barrier_and_close, from_env, init_group
 
     launch = from_env()
     if launch.distributed:
@@ -150,7 +156,6 @@ def _merged(lm, args, n_shards: int):
     its text count is the sample's, not the sum over shards."""
     from dataclasses import replace
 
-    from helpers.pipeline import NotFinished, merge_records
 
     parts, missing = [], []
     for i in range(n_shards):
@@ -178,11 +183,9 @@ MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 def cmd_readme(args) -> None:
     """Write the findings (rendered from results/*.csv) and the latest tables (results/*.md) into README.md
     between the results markers."""
-    from helpers.store import repo_root
 
     root = repo_root()
     readme = root / "README.md"
-    from helpers.findings import render
 
     pieces = [render(root / "results", root / "figures"), "### Tables\n"]
     for pattern in ("08_cross_model_readable.md", "08_quantisation.md", "01_filter_counts.md", "03_table1_*.md",
@@ -208,9 +211,6 @@ def cmd_notebook(args) -> None:
 
     from papermill.exceptions import PapermillExecutionError
 
-    from helpers.notebooks import PER_MODEL, execute, sources
-    from helpers.profiles import get_profile
-    from helpers.store import repo_root
 
     extra = [m.model for m in get_profile(args.profile).corpus.models]
     chosen = [s for s in sources() if not args.only or s.name[:2] in args.only]

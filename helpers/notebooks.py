@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers.store import repo_root
+from helpers.paths import repo_root
 
 PER_MODEL = ("02", "03", "04")  # notebooks that ``make reproduce`` also runs on the profile's further models
 

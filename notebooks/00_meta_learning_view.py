@@ -50,8 +50,9 @@ globals().update(validate_params(globals()))
 # %%
 from IPython.display import Markdown, display
 
-from helpers import eq1, plots
-from helpers.profiles import get_profile
+from helpers.config import get_profile
+from helpers.experiments import eq1
+from helpers.report import figures_training, output
 
 cfg = get_profile(profile).eq1
 task = eq1.make_task(cfg, seed)
@@ -68,7 +69,7 @@ task = eq1.make_task(cfg, seed)
 
 # %%
 table, records = eq1.identity_table(task)
-plots.save_table(table, "00_eq1_identity", results_dir, caption=f"Eq. (1) on a {cfg.d_out}x{cfg.d_in} linear layer "
+output.save_table(table, "00_eq1_identity", results_dir, caption=f"Eq. (1) on a {cfg.d_out}x{cfg.d_in} linear layer "
                  f"trained by SGD for {cfg.steps} steps (seed {seed}).")
 table
 
@@ -84,9 +85,9 @@ table
 check = eq1.dual_form_check(records["float64"], task.x_new)
 cap = (f"linear layer {cfg.d_out}x{cfg.d_in}, {cfg.steps} SGD steps (float64), {cfg.n_new} new Gaussian inputs; "
        f"right: one new input; seed {seed}")
-fig = plots.fig_eq1_dual_form(check["primal"], check["dual"], check["contributions"],
+fig = figures_training.fig_eq1_dual_form(check["primal"], check["dual"], check["contributions"],
                               "Eq. (1): a trained linear layer as attention over its training history", cap)
-plots.save_figure(fig, "00_eq1_dual_form", figures_dir, caption=cap)
+output.save_figure(fig, "00_eq1_dual_form", figures_dir, caption=cap)
 fig.show()
 display(Markdown(eq1.reading(table, check)))
 

@@ -47,11 +47,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from IPython.display import Markdown, display
 
-from helpers import plots
-
 # %%
-from helpers.data import filtered_samples
-from helpers.models import load_model
+from helpers.corpus.samples import filtered_samples
+from helpers.lm.load import load_model
+from helpers.report import output as plots
 
 # the cache under filtered_dir is keyed by the corpus file (name relative to the data folder, sha256)
 # and the rules: a different corpus or rule recomputes it

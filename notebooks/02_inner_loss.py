@@ -53,9 +53,10 @@ globals().update(validate_params(globals()))
 # %%
 from IPython.display import Markdown, display
 
-from helpers import plots, reports
-from helpers.pipeline import analyse_corpora
-from helpers.profiles import get_profile
+from helpers.config import get_profile
+from helpers.experiments import inner_loss as reports
+from helpers.report import figures, output
+from helpers.runs.datasets import analyse_corpora
 
 prof = get_profile(profile)
 lm, runs = analyse_corpora(model, datasets, profile, device=device, dtype=dtype, device_map=device_map,
@@ -69,7 +70,7 @@ tag = lm.name.replace("/", "_") + ("" if profile == "default" else f"_{profile}"
 
 # %%
 curves = reports.inner_loss_table(runs, lm.label)
-plots.save_table(curves, f"02_inner_loss_{tag}", results_dir,
+output.save_table(curves, f"02_inner_loss_{tag}", results_dir,
                  caption=f"Per-layer loss over tokens: mean, std and the 10-90% quantiles. {lm.describe()}; profile {profile}; "
                          f"lens on {next(iter(runs.values())).lens_tokens}.")
 curves.pivot_table(index="layer", columns=["dataset", "filter", "lens"], values="mean").round(3)
@@ -78,17 +79,17 @@ curves.pivot_table(index="layer", columns=["dataset", "filter", "lens"], values=
 summary = reports.inner_loss_summary(curves)
 for ds, run in runs.items():
     kept = summary.set_index("dataset").loc[ds, "share kept %"]
-    fig = plots.fig_inner_loss(curves, ds, f"Inner loss across layers, {ds}",
+    fig = figures.fig_inner_loss(curves, ds, f"Inner loss across layers, {ds}",
                                run.caption(f"positions >= {min_position + 1}; {kept:.1f}% of tokens have final loss <= 1; "
                                            f"lens on {run.lens_tokens}"))
-    plots.save_figure(fig, f"02_inner_loss_{tag}_{ds}", figures_dir)
+    output.save_figure(fig, f"02_inner_loss_{tag}_{ds}", figures_dir)
     fig.show()
 
 # %% [markdown]
 # ## First vs last layer, and what it means
 
 # %%
-plots.save_table(summary, f"02_inner_loss_summary_{tag}", results_dir,
+output.save_table(summary, f"02_inner_loss_summary_{tag}", results_dir,
                  caption=f"Inner loss (Eq. 14), tokens with final loss <= 1: first vs last layer. {lm.describe()}; "
                          f"profile {profile}. Paper (Fig. 2/4): decreasing across layers for GPT-2, LLaMA-7B/13B.")
 display(summary)

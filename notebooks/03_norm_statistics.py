@@ -59,9 +59,10 @@ globals().update(validate_params(globals()))
 # %%
 from IPython.display import Markdown, display
 
-from helpers import plots, reports
-from helpers.pipeline import analyse_corpora, analyse_twin
-from helpers.profiles import get_profile
+from helpers.config import get_profile
+from helpers.experiments import table1 as reports
+from helpers.report import figures, output
+from helpers.runs.datasets import analyse_corpora, analyse_twin
 
 prof = get_profile(profile)
 lm, runs = analyse_corpora(model, datasets, profile, device=device, dtype=dtype, device_map=device_map,
@@ -81,7 +82,7 @@ if prof.corpus.twin if twin is None else twin:  # same texts, same architecture,
                                       filtered_dir=filtered_dir, data_dir=data_dir, shard=shard)
 table = reports.table1_with_paper(runs, lm.n_layers, min_position, lm.label, n_boot=prof.corpus.n_boot, seed=seed,
                                   twins=twin_runs, twin_label=twin_lm.label if twin_lm else "")
-plots.save_table(table, f"03_table1_{tag}", results_dir,
+output.save_table(table, f"03_table1_{tag}", results_dir,
                  caption=f"Table 1: non-decreasing norms over layers 0..L-1. {lm.describe()}; profile {profile}; "
                          + (f"'{reports.TWIN_VARIANT}': {twin_lm.describe()}, same texts; " if twin_lm else "")
                          + "paper rows are the published values (GPT-2, LLaMA-7B, LLaMA-13B).")
@@ -92,17 +93,17 @@ table.round(2)
 
 # %%
 trans = reports.transitions_table(runs, lm.n_layers, min_position)
-plots.save_table(trans, f"03_transitions_{tag}", results_dir,
+output.save_table(trans, f"03_transitions_{tag}", results_dir,
                  caption=f"Share of tokens whose norm does not decrease at each layer step. {lm.describe()}.")
 where = " / ".join(r.caption(f"positions >= {min_position + 1}") for r in runs.values())
-fig = plots.fig_transitions(trans, "Which layer steps break the non-decreasing pattern", where)
-plots.save_figure(fig, f"03_transitions_{tag}", figures_dir)
+fig = figures.fig_transitions(trans, "Which layer steps break the non-decreasing pattern", where)
+output.save_figure(fig, f"03_transitions_{tag}", figures_dir)
 fig
 
 # %%
 norms = {ds: run.records["norms"][run.records["position"] >= min_position][:, : lm.n_layers] for ds, run in runs.items()}
-fig = plots.fig_norm_quantiles(norms, "Residual norm of the current token across layers", where)
-plots.save_figure(fig, f"03_norms_by_layer_{tag}", figures_dir)
+fig = figures.fig_norm_quantiles(norms, "Residual norm of the current token across layers", where)
+output.save_figure(fig, f"03_norms_by_layer_{tag}", figures_dir)
 fig
 
 # %%

@@ -55,9 +55,10 @@ globals().update(validate_params(globals()))
 # %%
 from IPython.display import Markdown, display
 
-from helpers import plots, reports
-from helpers.pipeline import analyse_corpora
-from helpers.profiles import get_profile
+from helpers.config import get_profile
+from helpers.experiments import pca as reports
+from helpers.report import figures, output
+from helpers.runs.datasets import analyse_corpora
 
 prof = get_profile(profile)
 lm, runs = analyse_corpora(model, datasets, profile, device=device, dtype=dtype, device_map=device_map,
@@ -69,7 +70,7 @@ tag = lm.name.replace("/", "_") + ("" if profile == "default" else f"_{profile}"
 # %%
 import numpy as np
 
-from helpers.pca import fit_layers
+from helpers.stats.pca import fit_layers
 
 n_pca = pca_samples or prof.corpus.pca_samples
 explained, growth = {}, {}
@@ -78,16 +79,16 @@ for ds, run in runs.items():
     pca = fit_layers(vec, lm.n_layers, include_last)
     shown = pca.coords.shape[1]
     explained[ds] = pca.explained_variance_ratio
-    fig = plots.trajectory_figure(pca.coords, pca.explained_variance_ratio)
-    plots.with_caption(fig, f"Current-token trajectories across layers (PCA), {ds}",
+    fig = figures.trajectory_figure(pca.coords, pca.explained_variance_ratio)
+    output.with_caption(fig, f"Current-token trajectories across layers (PCA), {ds}",
                        run.caption(f"last token of {len(vec)} texts; layers 0..{shown - 1}"))
-    plots.save_figure(fig, f"04_pca_{tag}_{ds}", figures_dir)
+    output.save_figure(fig, f"04_pca_{tag}_{ds}", figures_dir)
     fig.show()
     norms = np.linalg.norm(vec[:, :shown], axis=-1)
     growth[ds] = float(np.mean(norms[:, lm.n_layers - 1] > norms[:, 0]))
-    fig = plots.fig_norm_lines(norms, f"Norm against layer for the same samples, {ds}",
+    fig = figures.fig_norm_lines(norms, f"Norm against layer for the same samples, {ds}",
                                run.caption(f"last token of {len(vec)} texts; layers 0..{shown - 1}"))
-    plots.save_figure(fig, f"04_pca_norms_{tag}_{ds}", figures_dir)
+    output.save_figure(fig, f"04_pca_norms_{tag}_{ds}", figures_dir)
     fig.show()
 
 # %%

@@ -71,9 +71,9 @@ globals().update(validate_params(globals()))
 import torch
 from IPython.display import Markdown, display
 
-from helpers import plots
-from helpers.data import load_samples
-from helpers.profiles import get_profile
+from helpers.config import get_profile
+from helpers.corpus.samples import load_samples
+from helpers.report import figures_training, output
 from helpers.surrogates import experiment, inputs, reading, report
 
 # %% [markdown]
@@ -106,9 +106,9 @@ print(run.timings.to_string(index=False), f"\nProposition 1 and the direct check
 
 # %%
 t2 = report.table2_with_paper(df)
-plots.save_table(t2.round(1), "05_table2_per_layer", results_dir, report.table_caption("05_table2_per_layer", prov))
+output.save_table(t2.round(1), "05_table2_per_layer", results_dir, report.table_caption("05_table2_per_layer", prov))
 overall = t2[["model", "dataset", "construction", "overall", "paper_GPT-2_%", "n"]]
-plots.save_table(overall.round(1), "05_table2_overall", results_dir, report.table_caption("05_table2_overall", prov))
+output.save_table(overall.round(1), "05_table2_overall", results_dir, report.table_caption("05_table2_overall", prov))
 overall.round(1)
 
 # %% [markdown]
@@ -119,18 +119,18 @@ overall.round(1)
 
 # %%
 agree = report.agreement_table(df).reset_index()
-plots.save_table(agree.round(3), "05_surrogate_agreement", results_dir,
+output.save_table(agree.round(3), "05_surrogate_agreement", results_dir,
                  report.table_caption("05_surrogate_agreement", prov))
 agree.round(3)
 
 # %%
-fig = plots.fig_eigen_per_layer(report.analogue_rows(df), models[0].label, prov.per_model(models[0].label))
-plots.save_figure(fig, "05_per_layer_" + models[0].name.replace("/", "_"), figures_dir)
+fig = figures_training.fig_eigen_per_layer(report.analogue_rows(df), models[0].label, prov.per_model(models[0].label))
+output.save_figure(fig, "05_per_layer_" + models[0].name.replace("/", "_"), figures_dir)
 fig
 
 # %%
-fig = plots.fig_surrogate_ratio(df, prov.figure)
-plots.save_figure(fig, "05_surrogate_vs_real_ratio", figures_dir)
+fig = figures_training.fig_surrogate_ratio(df, prov.figure)
+output.save_figure(fig, "05_surrogate_vs_real_ratio", figures_dir)
 fig
 
 # %% [markdown]
@@ -140,8 +140,8 @@ fig
 figs = {}
 for m in models:
     spectra = report.spectra_frame(run.spectra[(m.label, datasets[0])])
-    figs[m.name] = plots.fig_eigen_spectra(spectra, constructions, datasets[0], prov.first_text(m.label))
-    plots.save_figure(figs[m.name], "05_spectra_" + m.name.replace("/", "_"), figures_dir)
+    figs[m.name] = figures_training.fig_eigen_spectra(spectra, constructions, datasets[0], prov.first_text(m.label))
+    output.save_figure(figs[m.name], "05_spectra_" + m.name.replace("/", "_"), figures_dir)
 figs[models[0].name]
 
 # %% [markdown]
@@ -152,7 +152,7 @@ figs[models[0].name]
 # %%
 ablation = experiment.option_ablation(models[:2], run.token_ids[datasets[0]], constructions, prof)
 ablation_table = report.agreement_table(ablation).reset_index()
-plots.save_table(ablation_table.round(3), "05_option_ablation", results_dir,
+output.save_table(ablation_table.round(3), "05_option_ablation", results_dir,
                  report.table_caption("05_option_ablation", prov, prof))
 ablation_table.round(3)
 

@@ -53,7 +53,7 @@ globals().update(validate_params(globals()))
 import torch
 from IPython.display import Markdown, display
 
-from helpers import dynamics_report as dr
+from helpers.experiments import dynamics as dr
 
 if threads:
     torch.set_num_threads(threads)

@@ -59,9 +59,10 @@ import dataclasses
 import torch
 from IPython.display import Markdown, display
 
-from helpers import descent, plots
-from helpers.data import load_samples
-from helpers.profiles import get_profile
+from helpers.config import get_profile
+from helpers.corpus.samples import load_samples
+from helpers.experiments import descent, descent_tables
+from helpers.report import figures, output
 
 if torch_threads:
     torch.set_num_threads(torch_threads)
@@ -83,15 +84,15 @@ run.timings
 # ## Descent test: share of descent steps by layer third, model vs untrained twin vs random directions
 
 # %%
-thirds, by_layer = descent.descent_by_third(rec), descent.descent_by_layer(rec)
+thirds, by_layer = descent_tables.descent_by_third(rec), descent_tables.descent_by_layer(rec)
 caption = " | ".join(captions.values())
-plots.save_table(thirds.round(3), f"07_descent_thirds{sfx}", results_dir,
+output.save_table(thirds.round(3), f"07_descent_thirds{sfx}", results_dir,
                  caption=f"Descent test by layer third. {caption}")
-plots.save_table(by_layer.round(4), f"07_descent_by_layer{sfx}", results_dir,
+output.save_table(by_layer.round(4), f"07_descent_by_layer{sfx}", results_dir,
                  caption=f"Descent test per layer. {caption}")
 for model, cap in captions.items():
-    fig = plots.fig_descent(by_layer, model, cap)
-    plots.save_figure(fig, f"07_descent_{tags[model]}{sfx}", figures_dir, png=profile != "smoke")  # smoke: < 60 s
+    fig = figures.fig_descent(by_layer, model, cap)
+    output.save_figure(fig, f"07_descent_{tags[model]}{sfx}", figures_dir, png=profile != "smoke")  # smoke: < 60 s
     fig.show()
 thirds.round(2)
 
@@ -99,14 +100,14 @@ thirds.round(2)
 # ## Where the norm moves: attention vs FFN half-steps
 
 # %%
-norms, attribution = descent.norm_by_layer(rec), descent.norm_attribution(rec)
-plots.save_table(norms.round(4), f"07_norm_by_layer{sfx}", results_dir, caption=f"Norms per half-step. {caption}")
-plots.save_table(attribution.round(3), f"07_norm_attribution{sfx}", results_dir,
+norms, attribution = descent_tables.norm_by_layer(rec), descent_tables.norm_attribution(rec)
+output.save_table(norms.round(4), f"07_norm_by_layer{sfx}", results_dir, caption=f"Norms per half-step. {caption}")
+output.save_table(attribution.round(3), f"07_norm_attribution{sfx}", results_dir,
                  caption=f"Which half-step decreases the norm, blocks 0..L-2; growth rate per layer beside GPT2-XL's "
                          f"published ~1.045. {caption}")
 for model, cap in captions.items():
-    fig = plots.fig_norm_steps(norms, model, cap)
-    plots.save_figure(fig, f"07_norms_{tags[model]}{sfx}", figures_dir, png=profile != "smoke")
+    fig = figures.fig_norm_steps(norms, model, cap)
+    output.save_figure(fig, f"07_norms_{tags[model]}{sfx}", figures_dir, png=profile != "smoke")
     fig.show()
 attribution.round(3)
 
@@ -114,4 +115,4 @@ attribution.round(3)
 # ## Reading
 
 # %%
-display(Markdown(descent.reading(thirds, attribution)))
+display(Markdown(descent_tables.reading(thirds, attribution)))

@@ -55,8 +55,10 @@ globals().update(validate_params(globals()))
 import pandas as pd
 from IPython.display import Markdown, display
 
-from helpers import CompendiumError, crossmodel, plots
-from helpers.profiles import get_profile
+from helpers import CompendiumError
+from helpers.config import get_profile
+from helpers.experiments import crossmodel, zoo
+from helpers.report import figures, output
 
 cross = get_profile(profile).cross
 specs = list(models if models is not None else cross.models) + list(extra_models)
@@ -72,7 +74,7 @@ sample = (f"the same texts for every model: {cross.wikitext_texts} WikiText-103 
 # %%
 rows, runs_of, natural_last = [], {}, None
 for spec in specs:
-    for entry in crossmodel.model_entries(spec, profile, cache_dir, twin_seed=cross.twin_seed, device=device):
+    for entry in zoo.model_entries(spec, profile, cache_dir, twin_seed=cross.twin_seed, device=device):
         runs = crossmodel.analyse_entry(entry, datasets, profile, **opts)
         rows += [crossmodel.entry_row(entry, run, n_boot=cross.n_boot) for run in runs.values()]
         runs_of[crossmodel.entry_key(entry.group, entry.role, entry.epoch)] = runs
@@ -86,7 +88,7 @@ if not rows:
 # ## The quantisation check: the project-trained model, fp32 against its GGUF round trips
 
 # %%
-from helpers.quantise import quantised_twin
+from helpers.lm.quantise import quantised_twin
 
 flips, tensor_tables = [], []
 if natural_last is not None:
@@ -106,9 +108,9 @@ flip_df = pd.DataFrame(flips)
 # %%
 full = pd.concat([table, crossmodel.paper_rows(datasets)], ignore_index=True)
 shown = crossmodel.reader_table(full)
-plots.save_table(full, f"08_cross_model{suffix}", results_dir,
+output.save_table(full, f"08_cross_model{suffix}", results_dir,
                  caption=f"Cross-model table, {sample}; the paper's rows (its own full-text sample) below ours.")
-plots.save_table(shown, f"08_cross_model_readable{suffix}", results_dir,
+output.save_table(shown, f"08_cross_model_readable{suffix}", results_dir,
                  caption=f"Table 1 and the inner loss for every model beside its untrained twin, chance and the "
                          f"paper. {sample}. 95% CIs: cluster bootstrap over texts. '-': not reported (paper) or no "
                          f"token with final loss <= 1.")
@@ -116,26 +118,26 @@ shown
 
 # %%
 for ds in datasets:
-    fig = plots.fig_cross_model(full, ds, f"Non-decreasing norms per model, {ds}",
+    fig = figures.fig_cross_model(full, ds, f"Non-decreasing norms per model, {ds}",
                                 f"{sample}; whiskers: 95% CI; open marker: the untrained twin; star: the paper")
-    plots.save_figure(fig, f"08_cross_model{suffix}_{ds}", figures_dir)
+    output.save_figure(fig, f"08_cross_model{suffix}_{ds}", figures_dir)
     fig.show()
 
 # %%
 if (table.role == crossmodel.CHECKPOINT).any():
-    fig = plots.fig_checkpoints(table, "Sequence-level rate over training, project-trained model",
+    fig = figures.fig_checkpoints(table, "Sequence-level rate over training, project-trained model",
                                 f"{sample}; dashed: the same model at initialisation (its untrained twin); "
                                 "whiskers: 95% CI")
-    plots.save_figure(fig, f"08_checkpoints{suffix}", figures_dir)
+    output.save_figure(fig, f"08_checkpoints{suffix}", figures_dir)
     fig.show()
 
 # %%
 if len(flip_df):
-    plots.save_table(flip_df, f"08_quantisation{suffix}", results_dir,
+    output.save_table(flip_df, f"08_quantisation{suffix}", results_dir,
                      caption=f"The project-trained model's last checkpoint in fp32 against its weights rounded with "
                              f"GGUF schemes (Q4_1 as SmolLM2's file, Q4_K_M as Gemma's) on the same tokens: tokens "
                              f"whose verdict flips and the change of each rate. {sample}.")
-    plots.save_table(pd.concat(tensor_tables, ignore_index=True), f"08_quantised_tensors{suffix}", results_dir,
+    output.save_table(pd.concat(tensor_tables, ignore_index=True), f"08_quantised_tensors{suffix}", results_dir,
                      caption="GGUF type and relative Frobenius error of every weight of the project-trained model "
                              "under each scheme (kept: F32).")
     display(flip_df)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.models import LoadedModel, load_model, wrap_model
+from helpers.lm.load import LoadedModel, load_model, wrap_model
 
 REPO = Path(__file__).resolve().parents[1]
 

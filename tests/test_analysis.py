@@ -7,9 +7,11 @@ import pytest
 from conftest import tiny_model
 from test_pipeline import TEXTS, tiny_with_tok
 
-from helpers import reports
-from helpers.analysis import MAX_FINAL_LOSS, analyse_batch, sample_mask
-from helpers.pipeline import AnalysisConfig, make_batches, padding_share, run_analysis
+from helpers.residual import records
+from helpers.residual.records import MAX_FINAL_LOSS, analyse_batch, sample_mask
+from helpers.runs.analysis import AnalysisConfig, run_analysis
+from helpers.runs.batching import make_batches, padding_share
+from helpers.stats import tokens as reports
 
 ROWS = [[5, 17, 3, 99, 42, 8, 61, 23, 7, 11, 2, 90], [4, 4, 8, 15, 16, 23, 42], [1, 2, 3, 4, 5, 6, 7, 8, 9]]
 
@@ -41,12 +43,11 @@ def test_sampled_lens_equals_full_lens_on_its_tokens(family):
 
 def test_filtered_tokens_always_get_the_lens(monkeypatch):
     """Every token the paper's filter keeps gets the lens, whatever the random share (here 0)."""
-    import helpers.analysis as analysis
 
     lm = tiny_model("llama")
     full = analyse_batch(lm, ROWS, min_position=2)
     threshold = float(np.nanmedian(full["final_loss"]))
-    monkeypatch.setattr(analysis, "MAX_FINAL_LOSS", threshold)
+    monkeypatch.setattr(records, "MAX_FINAL_LOSS", threshold)
     part = analyse_batch(lm, ROWS, min_position=2, lens_share=0.0)
     ran = covered_equal(part, full, "inner_loss")
     np.testing.assert_array_equal(ran, np.nan_to_num(full["final_loss"], nan=np.inf) <= threshold)

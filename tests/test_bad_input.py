@@ -32,8 +32,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from helpers.models import REGISTRY
-    from helpers.textdata import gpt2_bpe_tokenizer
+    from helpers.corpus.natural import gpt2_bpe_tokenizer
+    from helpers.lm.registry import REGISTRY
 
     root = tmp_path_factory.mktemp("bad_input")
     tok = gpt2_bpe_tokenizer(1024)
@@ -192,7 +192,7 @@ def test_unreadable_chunk_names_the_run_folder(tmp_path):
     manifest of the complete run is not downgraded; a shard with a bad chunk is 'not finished' for merge."""
     from test_pipeline import TEXTS, tiny_with_tok
 
-    from helpers.pipeline import AnalysisConfig, NotFinished, run_analysis
+    from helpers.runs.analysis import AnalysisConfig, NotFinished, run_analysis
 
     lm = tiny_with_tok()
     cfg = AnalysisConfig(max_tokens=12, min_position=2, n_vectors=4, chunk_texts=3)
@@ -295,7 +295,7 @@ def test_notebook_mode_is_a_no_op_outside_ipython():
 def test_cli_error_starts_on_a_fresh_line_and_os_errors_are_one_line(monkeypatch, capsys):
     """An error after a progress bar (which ends with a carriage return) gets a line of its own; an OSError
     (a full disk, a permission) is one line too, never a traceback."""
-    import helpers.__main__ as cli
+    from helpers import __main__ as cli
 
     def bar_then_error(args):
         sys.stderr.write("\rchunks:  50%|#####     | 1/2")

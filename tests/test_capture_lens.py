@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from conftest import FAMILIES, FAMILY_ATTN, tiny_model
 
-from helpers.analysis import analyse_batch
-from helpers.capture import bind_block_call, capture_residuals, pad_batch
-from helpers.lens import inner_losses
+from helpers.residual.hooks import bind_block_call, capture_residuals, pad_batch
+from helpers.residual.lens import inner_losses
+from helpers.residual.records import analyse_batch
 
 ROWS = [[5, 17, 3, 99, 42, 8, 61, 23, 7, 11, 2, 90], [4, 4, 8, 15, 16, 23, 42], [1, 2, 3, 4, 5, 6, 7, 8, 9]]
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from helpers import crossmodel, findings
-from helpers.analysis import analyse_batch
-from helpers.pipeline import DatasetRun
+from helpers.experiments import crossmodel, zoo
+from helpers.report import findings
+from helpers.residual.records import analyse_batch
+from helpers.runs.datasets import DatasetRun
 
 ROWS = [[5, 17, 3, 44, 9, 12, 80, 7, 33, 2, 61, 19], [8, 1, 90, 23, 4, 55, 6, 70, 11, 13], [30, 31, 32, 33, 34, 35, 36]]
 
@@ -45,7 +46,7 @@ def test_entry_row_matches_hidden_states(family, one_thread):
 
 
 def test_untrained_twin_is_seeded_and_differs_from_the_model():
-    from helpers.twins import untrained_twin
+    from helpers.lm.twin import untrained_twin
 
     lm = tiny_model("llama", seed=3)
     a, b, c = untrained_twin(lm, seed=0), untrained_twin(lm, seed=0), untrained_twin(lm, seed=1)
@@ -150,7 +151,7 @@ def test_no_twin_and_no_null_leave_no_nan(tmp_path):
 def test_add_twin_columns_pairs_model_and_twin_on_the_same_tokens(tmp_path, one_thread):
     """The paired difference equals sequence(model) - sequence(twin) and its CI holds it; a checkpoint table read
     back from CSV (epoch as float) still finds epoch 0 as the twin; the twin's own row gets no difference."""
-    from helpers.twins import untrained_twin
+    from helpers.lm.twin import untrained_twin
 
     lm = tiny_model("llama", "eager", seed=5)
     twin = untrained_twin(lm, seed=0)
@@ -175,11 +176,10 @@ def test_add_twin_columns_pairs_model_and_twin_on_the_same_tokens(tmp_path, one_
 
 def test_model_entries_skip_what_is_not_here(monkeypatch, capsys):
     """A hub id that is not in the local cache and an untrained natural model give a note and no entry."""
-    import helpers.surrogates.inputs as inputs
 
-    monkeypatch.setattr(inputs, "hub_model_cached", lambda repo_id: False)
-    assert list(crossmodel.model_entries("someone/not-here", "smoke", cache_dir="/nonexistent")) == []
-    assert list(crossmodel.model_entries("natural", "smoke", cache_dir="/nonexistent")) == []
+    monkeypatch.setattr(zoo, "hub_model_cached", lambda repo_id: False)
+    assert list(zoo.model_entries("someone/not-here", "smoke", cache_dir="/nonexistent")) == []
+    assert list(zoo.model_entries("natural", "smoke", cache_dir="/nonexistent")) == []
     out = capsys.readouterr().out
     assert "someone/not-here: not in the local Hugging Face cache" in out and "not trained yet" in out
 
@@ -187,8 +187,8 @@ def test_model_entries_skip_what_is_not_here(monkeypatch, capsys):
 def test_table1_puts_the_twin_beside_the_model(one_thread):
     """Table 1 (notebook 03) gets the untrained twin's row at the paper's positions, equal to the cross-model row
     computed from the twin's own records, and its reading names the twin's value; the paper rows carry chance."""
-    from helpers import reports
-    from helpers.twins import untrained_twin
+    from helpers.experiments import table1 as reports
+    from helpers.lm.twin import untrained_twin
 
     lm = tiny_model("gpt2", "eager", seed=5)
     twin = untrained_twin(lm, seed=0)
@@ -207,7 +207,7 @@ def test_table1_puts_the_twin_beside_the_model(one_thread):
 def test_norms_only_run_matches_the_full_run_and_is_cached_apart(real_model, tmp_path, one_thread):
     """The twin's Table 1 run computes norms only (lens=False): same norms as the full analysis, no lens records,
     and its own cache folder (lens on/off never share a key)."""
-    from helpers.pipeline import analyse_dataset
+    from helpers.runs.datasets import analyse_dataset
 
     kw = dict(profile="smoke", n_texts=2, max_tokens=16, cache_dir=str(tmp_path / "c"),
               filtered_dir=str(tmp_path / "f"), progress=False)

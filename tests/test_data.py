@@ -9,22 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import helpers.data as data
 from helpers import CompendiumError
-from helpers.data import (
-    CHECKSUMS,
-    LOCAL_FILES,
-    corpus_file,
-    corpus_source,
-    filtered_path,
-    filtered_samples,
-    load_filtered,
-    load_samples,
-    resolve_data_dir,
-    save_filtered,
-)
-from helpers.store import file_sha256, repo_root
-from helpers.textdata import NATURAL_FILES, natural_files
+from helpers.corpus import samples as data
+from helpers.corpus import sources
+from helpers.corpus.natural import NATURAL_FILES, natural_files
+from helpers.corpus.samples import filtered_path, filtered_samples, load_filtered, load_samples, save_filtered
+from helpers.corpus.sources import CHECKSUMS, LOCAL_FILES, corpus_file, corpus_source, resolve_data_dir
+from helpers.paths import file_sha256, repo_root
 
 REPO_DATA = repo_root() / "data"
 WIKI = LOCAL_FILES["wikitext-103"]
@@ -99,7 +90,7 @@ def test_explicit_folder_never_falls_back(tmp_path, monkeypatch):
 
 def test_missing_repo_file_without_hub_copy_is_one_line_error(tmp_path, monkeypatch):
     monkeypatch.delenv("METALEARN_DATA", raising=False)
-    monkeypatch.setattr(data, "REPO_DATA", str(tmp_path / "empty"))
+    monkeypatch.setattr(sources, "REPO_DATA", str(tmp_path / "empty"))
     with pytest.raises(CompendiumError, match="no loadable hub copy") as exc:
         load_filtered("1bw")
     assert "\n" not in str(exc.value) and "git checkout -- data/" in str(exc.value)
@@ -166,7 +157,7 @@ def test_filtered_dir_is_relative_to_the_repo_root(tmp_path, monkeypatch):
 
 
 def test_filter_counts_name_relative_files_and_checksums(tmp_path, monkeypatch):
-    from helpers.plots import save_table
+    from helpers.report.output import save_table
 
     monkeypatch.delenv("METALEARN_DATA", raising=False)
     folder = _copy(WIKI, _copy(BW, tmp_path / "data"))

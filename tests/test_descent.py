@@ -9,10 +9,11 @@ import pytest
 import torch
 from conftest import FAMILIES, tiny_model
 
-from helpers import descent
-from helpers.capture import pad_batch
-from helpers.lens import inner_losses
-from helpers.twins import untrained_twin
+from helpers.experiments import descent, descent_tables
+from helpers.lm.twin import untrained_twin
+from helpers.residual import hooks, lens
+from helpers.residual.hooks import pad_batch
+from helpers.residual.lens import inner_losses
 
 # the block submodule whose output is the FFN's contribution to the residual (zeroed: the block returns z_mid)
 FFN_OUT = {"gpt2": "mlp", "llama": "mlp", "qwen2": "mlp", "gemma3": "mlp", "gpt_neox": "mlp", "opt": "fc2"}
@@ -43,10 +44,10 @@ def _sequential_neox():
 def test_gradient_matches_finite_differences(family, one_thread):
     lm = _tiny64(family)
     ids, mask, last, targets = _batch(lm)
-    cap, _ = descent.capture_halfsteps(lm, ids, mask)
+    cap, _ = hooks.capture_halfsteps(lm, ids, mask)
     layers = [0, lm.n_layers - 1]
     states = cap.states[layers]
-    loss, grad = descent.inner_loss_grad(lm, states, cap.block_kwargs, last, targets)
+    loss, grad = lens.inner_loss_grad(lm, states, cap.block_kwargs, last, targets)
     assert loss.dtype == grad.dtype == torch.float64
     rows = torch.arange(len(ROWS))
     z = states[:, rows, last].clone()
@@ -55,15 +56,15 @@ def test_gradient_matches_finite_differences(family, one_thread):
     # RMSNorm and eager softmax of several families compute in float32 even in a float64 model: a finite
     # difference below ~1e-4 then sees float32 noise, so eps = 1e-3 (truncation ~1e-5) and tolerance 1e-3
     eps = 1e-3
-    plus, _ = descent.inner_loss_grad(lm, states, cap.block_kwargs, last, targets, current=z + eps * v, grad=False)
-    minus, _ = descent.inner_loss_grad(lm, states, cap.block_kwargs, last, targets, current=z - eps * v, grad=False)
+    plus, _ = lens.inner_loss_grad(lm, states, cap.block_kwargs, last, targets, current=z + eps * v, grad=False)
+    minus, _ = lens.inner_loss_grad(lm, states, cap.block_kwargs, last, targets, current=z - eps * v, grad=False)
     fd = (plus - minus) / (2 * eps)
     torch.testing.assert_close(fd, (grad * v).sum(-1), rtol=1e-3, atol=1e-4)
     assert (grad * v).sum(-1).abs().min() > 1e-3  # a non-trivial directional derivative
     # the loss is the Eq. 14 lens value of the uncut text (the prefix cut changes nothing before the token)
-    full = descent.capture_halfsteps(lm, *pad_batch([r + [1, 2, 3] for r in ROWS]))[0]
-    lens = inner_losses(lm, full, rows, last, targets)[layers]
-    torch.testing.assert_close(loss, lens.to(loss.dtype), rtol=1e-5, atol=1e-6)
+    full = hooks.capture_halfsteps(lm, *pad_batch([r + [1, 2, 3] for r in ROWS]))[0]
+    eq14 = inner_losses(lm, full, rows, last, targets)[layers]
+    torch.testing.assert_close(loss, eq14.to(loss.dtype), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "gemma3"])
@@ -71,15 +72,15 @@ def test_gradient_is_the_own_partial_derivative(family, one_thread):
     """Batched rows = each row alone; the other positions are constants (autograd on one position only)."""
     lm = _tiny64(family)
     ids, mask, last, targets = _batch(lm)
-    cap, _ = descent.capture_halfsteps(lm, ids, mask)
-    _, grad = descent.inner_loss_grad(lm, cap.states[:2], cap.block_kwargs, last, targets, token_budget=16)
+    cap, _ = hooks.capture_halfsteps(lm, ids, mask)
+    _, grad = lens.inner_loss_grad(lm, cap.states[:2], cap.block_kwargs, last, targets, token_budget=16)
     for b, row in enumerate(ROWS):
         i, m, lst, t = _batch(lm, [row])
-        c, _ = descent.capture_halfsteps(lm, i, m)
-        _, g1 = descent.inner_loss_grad(lm, c.states[:2], c.block_kwargs, lst, torch.tensor([TARGETS[b]]))
+        c, _ = hooks.capture_halfsteps(lm, i, m)
+        _, g1 = lens.inner_loss_grad(lm, c.states[:2], c.block_kwargs, lst, torch.tensor([TARGETS[b]]))
         torch.testing.assert_close(grad[:, b], g1[:, 0], rtol=1e-5, atol=1e-7)  # float32 inside RMSNorm
         x = c.states[0].clone().requires_grad_(True)
-        kw = descent._plain(c.block_kwargs)
+        kw = lens._plain(c.block_kwargs)
         y = lm.logits(lm.call_block(lm.n_layers - 1, x, kw)[0, -1])
         loss = torch.nn.functional.cross_entropy(y[None], torch.tensor([TARGETS[b]]))
         (gx,) = torch.autograd.grad(loss, x)
@@ -91,9 +92,9 @@ def test_gradient_is_the_own_partial_derivative(family, one_thread):
 def test_halfstep_states(family, one_thread):
     lm = _sequential_neox() if family == "gpt_neox_sequential" else _tiny64(family)
     ids, mask, last, _ = _batch(lm)
-    cap, mid = descent.capture_halfsteps(lm, ids, mask)
+    cap, mid = hooks.capture_halfsteps(lm, ids, mask)
     if family == "gpt_neox":  # parallel residual: no state between attention and FFN
-        assert descent.halfstep_module(lm) is None and mid is None
+        assert hooks.halfstep_module(lm) is None and mid is None
         return
     z_in, z_out = cap.states[:-1], cap.states[1:]
     assert mid.shape == z_in.shape
@@ -104,7 +105,7 @@ def test_halfstep_states(family, one_thread):
     handle = ffn.register_forward_hook(lambda mod, args, out: torch.zeros_like(out))
     try:
         with torch.no_grad():
-            again = lm.call_block(lm.n_layers - 1, cap.states[-2], descent._plain(cap.block_kwargs))
+            again = lm.call_block(lm.n_layers - 1, cap.states[-2], lens._plain(cap.block_kwargs))
     finally:
         handle.remove()
     torch.testing.assert_close(again, mid[-1], rtol=1e-12, atol=1e-12)
@@ -114,8 +115,8 @@ def test_halfstep_states(family, one_thread):
 def test_gemma3_mid_is_after_the_post_attention_norm(one_thread):
     lm = _tiny64("gemma3")
     ids, mask, _, _ = _batch(lm)
-    cap, mid = descent.capture_halfsteps(lm, ids, mask)
-    blk, kw = lm.blocks[-1], descent._plain(cap.block_kwargs)
+    cap, mid = hooks.capture_halfsteps(lm, ids, mask)
+    blk, kw = lm.blocks[-1], lens._plain(cap.block_kwargs)
     z = cap.states[-2]
     with torch.no_grad():
         attn = blk.self_attn(blk.input_layernorm(z), position_embeddings=kw["position_embeddings"],
@@ -156,13 +157,13 @@ def test_descent_step_is_counted_as_descent(one_thread):
     """Hand-made: a step along -g lowers the loss, is a descent direction; its cos with -g is 1."""
     lm = _tiny64("gpt2")
     ids, mask, last, targets = _batch(lm)
-    cap, _ = descent.capture_halfsteps(lm, ids, mask)
-    loss, g = descent.inner_loss_grad(lm, cap.states[:1], cap.block_kwargs, last, targets)
+    cap, _ = hooks.capture_halfsteps(lm, ids, mask)
+    loss, g = lens.inner_loss_grad(lm, cap.states[:1], cap.block_kwargs, last, targets)
     z = cap.states[:1, torch.arange(3), last]
     step = -1e-3 * g
-    after, _ = descent.inner_loss_grad(lm, cap.states[:1], cap.block_kwargs, last, targets, current=z + step,
+    after, _ = lens.inner_loss_grad(lm, cap.states[:1], cap.block_kwargs, last, targets, current=z + step,
                                        grad=False)
-    same, _ = descent.inner_loss_grad(lm, cap.states[:1], cap.block_kwargs, last, targets, current=z, grad=False)
+    same, _ = lens.inner_loss_grad(lm, cap.states[:1], cap.block_kwargs, last, targets, current=z, grad=False)
     torch.testing.assert_close(same, loss, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(after - loss, (step * g).sum(-1), rtol=1e-2, atol=0)  # first order
     assert (after < loss).all() and torch.allclose(descent._cos(step, -g), torch.ones(1, 3, dtype=torch.float64))
@@ -180,15 +181,15 @@ def test_descent_shares_of_a_hand_made_table():
                              "lowers_block": float(good), "rcos_block": 0.0, "rdescent_block": 0.5,
                              "rlowers_block": 0.25, "norm_in": 1.0, "norm_out": 2.0 if layer % 2 else 0.5})
     rec = pd.DataFrame(rows)
-    rec["third"] = descent.layer_thirds(6)[rec.layer]
-    t = descent.descent_by_third(rec).set_index("third")
+    rec["third"] = descent_tables.layer_thirds(6)[rec.layer]
+    t = descent_tables.descent_by_third(rec).set_index("third")
     assert t.descent_pct.tolist() == [100.0, 25.0, 25.0] and (t.twin_descent_pct == 0).all()
     assert (t.random_descent_pct == 50).all() and (t.random_lowers_pct == 25).all() and (t.tokens == 4).all()
-    a = descent.norm_attribution(rec).set_index("weights").loc["trained"]
+    a = descent_tables.norm_attribution(rec).set_index("weights").loc["trained"]
     assert a.block_decrease_pct == 60.0 and np.isnan(a.of_which_attn_decreases_pct)  # layers 0, 2, 4 of 0..4
     assert a.growth_rate_median == pytest.approx(1.0)  # blocks 1..4: x2, x0.5, x2, x0.5
-    assert "100%" in descent.reading(descent.descent_by_third(rec), descent.norm_attribution(rec))
-    assert [list(descent.layer_thirds(n)).count("first") for n in (30, 18, 4)] == [10, 6, 2]
+    assert "100%" in descent_tables.reading(descent_tables.descent_by_third(rec), descent_tables.norm_attribution(rec))
+    assert [list(descent_tables.layer_thirds(n)).count("first") for n in (30, 18, 4)] == [10, 6, 2]
 
 
 def test_untrained_twin_is_seeded_and_untrained():
@@ -202,7 +203,7 @@ def test_untrained_twin_is_seeded_and_untrained():
 
 
 def test_load_available_skips_an_untrained_natural_model(tmp_path, capsys):
-    from helpers.twins import load_available
+    from helpers.experiments.zoo import load_available
 
     assert load_available("natural", "smoke", tmp_path) is None
     assert "not trained yet" in capsys.readouterr().out

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.checkpoints import load_checkpoint
-from helpers.eq1 import (
+from helpers.config import Eq1Profile, MeasureConfig, ModelConfig, TrainConfig
+from helpers.corpus.synthetic import SyntheticConfig, make_dataset
+from helpers.experiments.eq1 import (
     dual_form,
     dual_form_check,
     identity_table,
@@ -16,7 +17,8 @@ from helpers.eq1 import (
     outer_product_weights,
     train_linear_sgd,
 )
-from helpers.label_metrics import (
+from helpers.lm.load import wrap_model
+from helpers.stats.labels import (
     attention_label_shares,
     attention_table,
     cluster_scores,
@@ -24,7 +26,10 @@ from helpers.label_metrics import (
     pair_counts,
     pairwise_f1,
 )
-from helpers.measures import (
+from helpers.stats.monotone import monotone_stats
+from helpers.train.checkpoints import load_checkpoint
+from helpers.train.loop import build_model, train_lm
+from helpers.train.measures import (
     cluster_sample,
     inner_loss_rows,
     last_token_attention,
@@ -33,11 +38,6 @@ from helpers.measures import (
     measure_synthetic_checkpoint,
     window_records,
 )
-from helpers.models import wrap_model
-from helpers.norms import monotone_stats
-from helpers.profiles import Eq1Profile, MeasureConfig, ModelConfig, TrainConfig
-from helpers.synthetic import SyntheticConfig, make_dataset
-from helpers.training import build_model, train_lm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,7 @@ import pytest
 from test_resume_cli import cli, tiny_gpt2_dir  # noqa: F401  (fixture)
 
 from helpers import CompendiumError
-from helpers.launch import Launch, from_env
+from helpers.runs.launch import Launch, from_env
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -230,7 +230,7 @@ def test_unsupported_family_and_construction_are_user_errors():
 @pytest.mark.parametrize("family,attn", [("gpt2", "sdpa"), ("gpt2", "eager"), ("llama", "sdpa"), ("llama", "eager"),
                                          ("gemma3", "sdpa")])
 def test_capture_matches_capture_residuals_and_step_matches_full_call(family, attn):
-    from helpers.capture import capture_residuals
+    from helpers.residual.hooks import capture_residuals
 
     lm = tiny_model(family, attn=attn)
     recs = capture_sample(lm, SAMPLE)
@@ -360,10 +360,10 @@ def test_reading_is_rendered_from_the_numbers():
 
 
 def test_run_eigen_check_and_ablation_on_the_untrained_twin():
-    from helpers.profiles import get_profile
-    from helpers.surrogates.inputs import untrained_twin
+    from helpers.config import get_profile
+    from helpers.experiments.zoo import untrained_natural
 
-    lm = untrained_twin("smoke", seed=3)
+    lm = untrained_natural("smoke", seed=3)
     assert lm.family == "gpt2" and is_control(lm)
     texts = ["The history of the city begins with a small fishing village on the river bank near the sea.",
              "Short.", "A second long sentence that has many words in it so that it keeps enough tokens."]

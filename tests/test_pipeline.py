@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 from conftest import tiny_model
 
-import helpers.pipeline as pipeline
 from helpers import CompendiumError
-from helpers.data import filter_lines, load_filtered, read_lines, sample_texts
-from helpers.models import load_model
-from helpers.norms import bootstrap_ci, monotone_stats, transition_rates
-from helpers.pca import fit_trajectories
-from helpers.pipeline import AnalysisConfig, merge_records, run_analysis
+from helpers.corpus.samples import filter_lines, load_filtered, sample_texts
+from helpers.corpus.sources import read_lines
+from helpers.lm.load import load_model
+from helpers.runs import analysis as run_module
+from helpers.runs.analysis import AnalysisConfig, merge_records, run_analysis
+from helpers.stats.intervals import bootstrap_ci
+from helpers.stats.monotone import monotone_stats, transition_rates
+from helpers.stats.pca import fit_trajectories
 
 
 class Tok:
@@ -95,8 +97,8 @@ def test_cache_reuse_resume_and_shards(tmp_path, monkeypatch):
     assert full["last_vectors"].shape == (4, lm.n_layers + 1, lm.d_model)
 
     calls = []
-    real = pipeline.analyse_batch
-    monkeypatch.setattr(pipeline, "analyse_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = run_module.analyse_batch
+    monkeypatch.setattr(run_module, "analyse_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
     again, _ = run_analysis(lm, TEXTS, cfg, cache_dir=str(tmp_path), batch_size=2, progress=False)
     assert calls == []  # same configuration (batch size does not count): nothing recomputed
     # a run killed after two chunks: the other chunks are recomputed, the finished ones reused
@@ -162,7 +164,7 @@ def test_bad_parameters(tmp_path):
 
 def test_one_profile_registry_serves_every_experiment():
     from helpers import CompendiumError
-    from helpers.profiles import PROFILE_NAMES, get_profile
+    from helpers.config import PROFILE_NAMES, get_profile
 
     assert PROFILE_NAMES == ("smoke", "default", "paper")
     for name in PROFILE_NAMES:
@@ -177,7 +179,7 @@ def test_one_profile_registry_serves_every_experiment():
 
 def test_pca_leaves_the_last_layer_out_unless_asked():
     """Fig. 3/5 (Sec. 5.3) fit and draw layers 0..L-1: the last block's output must not move the fit."""
-    from helpers.pca import fit_layers
+    from helpers.stats.pca import fit_layers
 
     rng = np.random.default_rng(0)
     vec = rng.standard_normal((12, 5, 8))  # L = 4 layers: states 0..4
@@ -195,7 +197,7 @@ def test_readings_are_rendered_from_the_numbers():
     """Notebook readings state what the tables hold: change the numbers and the text changes with them."""
     import pandas as pd
 
-    from helpers import reports
+    from helpers.experiments import inner_loss as reports
 
     def curves(inner, logit):
         rows = [{"lens": lens, "layer": i, "mean": v, "std": 0.1, "n_tokens": 50, "share_kept": 0.2,
@@ -217,7 +219,7 @@ def test_readings_are_rendered_from_the_numbers():
 def test_markdown_tables_show_integers_and_no_nan():
     import pandas as pd
 
-    from helpers.plots import markdown_table
+    from helpers.report.output import markdown_table
 
     md = markdown_table(pd.DataFrame({"n_tokens": [34680.0, np.nan], "pct": [5.13245, 91.3], "model": ["ours", None]}))
     assert "34,680" in md and "5.132" in md and "nan" not in md and "None" not in md and "e+04" not in md

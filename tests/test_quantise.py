@@ -13,8 +13,8 @@ from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import Q4_K, dequantize, quantize
 
 from helpers import CompendiumError
-from helpers.models import wrap_model
-from helpers.quantise import (
+from helpers.lm.load import wrap_model
+from helpers.lm.quantise import (
     SCHEMES,
     quantise_model,
     quantised_twin,

@@ -20,7 +20,7 @@ def tiny_gpt2_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from helpers.training import gpt2_bpe_tokenizer
+    from helpers.corpus.natural import gpt2_bpe_tokenizer
 
     torch.manual_seed(0)
     tok = gpt2_bpe_tokenizer(1024)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers.synthetic import (
+from helpers.corpus.synthetic import (
     SyntheticConfig,
     SyntheticSplit,
     bigram_loss,

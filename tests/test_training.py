@@ -9,11 +9,20 @@ import pytest
 import torch
 
 from helpers import CompendiumError
-from helpers.checkpoints import list_checkpoints
-from helpers.profiles import ModelConfig, TrainConfig
-from helpers.synthetic import SyntheticConfig, make_dataset, oracle_loss
-from helpers.textdata import NATURAL_FILES, gpt2_bpe_tokenizer, natural_files, natural_windows, pack_windows
-from helpers.training import build_model, evaluate_loss, lr_at, natural_model_dir, train_lm, train_natural
+from helpers.config import ModelConfig, TrainConfig
+from helpers.corpus import sources
+from helpers.corpus.natural import (
+    NATURAL_FILES,
+    gpt2_bpe_tokenizer,
+    natural_files,
+    natural_windows,
+    pack_windows,
+)
+from helpers.corpus.synthetic import SyntheticConfig, make_dataset, oracle_loss
+from helpers.paths import file_sha256
+from helpers.train.checkpoints import list_checkpoints
+from helpers.train.loop import build_model, evaluate_loss, lr_at, train_lm
+from helpers.train.recipes import natural_model_dir, train_natural
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -134,9 +143,6 @@ def test_missing_data_dir_is_a_one_line_error(tmp_path, monkeypatch):
 
 def _fake_corpus(folder, monkeypatch, n_lines=60):
     """Fake natural-text files under ``folder``, registered in the checksum table for this test."""
-    import helpers.data
-    import helpers.store
-
     rng = np.random.default_rng(0)
     words = "the cat sat on a mat while news of the market rose and fell in the city".split()
     for name in NATURAL_FILES:
@@ -144,7 +150,7 @@ def _fake_corpus(folder, monkeypatch, n_lines=60):
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = [" ".join(rng.choice(words, size=12)) for _ in range(n_lines)]
         path.write_text("\n".join(lines) + "\n \n")
-        monkeypatch.setitem(helpers.data.CHECKSUMS, name, helpers.store.file_sha256(path))
+        monkeypatch.setitem(sources.CHECKSUMS, name, file_sha256(path))
     return folder
 
 
@@ -161,7 +167,7 @@ def test_natural_windows_split_lines(tmp_path, monkeypatch):
 
 
 def test_train_natural_smoke_saves_a_loadable_model(tmp_path, monkeypatch):
-    from helpers.models import load_model
+    from helpers.lm.load import load_model
 
     folder = _fake_corpus(tmp_path / "data", monkeypatch, n_lines=120)
     cache = tmp_path / "cache"

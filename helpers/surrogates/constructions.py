@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from helpers import CompendiumError
-from helpers.models import LoadedModel
+from helpers.lm.load import LoadedModel
 from helpers.surrogates.algebra import Affine, t64
 from helpers.surrogates.jacobian import block_jacobian
 from helpers.surrogates.record import LayerRecord

@@ -8,6 +8,7 @@ reading text are built from their rows by :mod:`helpers.surrogates.report`.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +18,8 @@ import pandas as pd
 import torch
 
 from helpers import CompendiumError
-from helpers.models import LoadedModel
-from helpers.profiles import EigenProfile
+from helpers.config import EigenProfile, get_profile
+from helpers.lm.load import LoadedModel
 from helpers.surrogates.algebra import compare, evaluate_map
 from helpers.surrogates.constructions import (
     CONSTRUCTIONS,
@@ -27,7 +28,6 @@ from helpers.surrogates.constructions import (
     SurrogateOptions,
     block_surrogates,
 )
-from helpers.surrogates.inputs import pick_samples
 from helpers.surrogates.record import capture_sample
 
 
@@ -112,7 +112,6 @@ def run_eigen_check(models: Sequence[LoadedModel], texts: Mapping[str, Sequence[
     block. ``n_samples`` / ``max_tokens`` default to the profile's. Raises if Proposition 1 and the
     direct check ever disagree (they are the same inequality, see :mod:`helpers.surrogates.algebra`)."""
     if prof is None:
-        from helpers.profiles import get_profile
 
         prof = get_profile("default").eigen
     n_samples, max_tokens = n_samples or prof.n_samples, max_tokens or prof.max_tokens
@@ -146,7 +145,6 @@ def option_ablation(models: Sequence[LoadedModel], token_ids: Mapping[str, Seque
     ``prof.ablation_layer_stride``-th block: rows of :func:`eigen_records` plus ``model`` (label) and
     ``options`` (:meth:`SurrogateOptions.label`)."""
     if prof is None:
-        from helpers.profiles import get_profile
 
         prof = get_profile("default").eigen
     linear_only = [c for c in constructions if c != "jacobian"]
@@ -158,3 +156,27 @@ def option_ablation(models: Sequence[LoadedModel], token_ids: Mapping[str, Seque
             r, _ = eigen_records(m, ids, linear_only, options=opts, layers=layers)
             rows += [dict(row, model=m.label, options=opts.label()) for row in r]
     return pd.DataFrame(rows)
+
+
+def pick_samples(texts: Sequence[str], models: Sequence[LoadedModel], n: int, max_tokens: int, min_tokens: int,
+                 seed: int = 0) -> tuple[list[str], dict[str, list[list[int]]]]:
+    """``n`` texts, in a seeded random order, that keep at least ``min_tokens`` tokens under every model's
+    tokenizer (truncated to ``max_tokens``, and to each model's context); their token ids per model name."""
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    chosen: list[str] = []
+    ids: dict[str, list[list[int]]] = {m.name: [] for m in models}
+    for i in order:
+        if len(chosen) == n:
+            break
+        rows = {}
+        for m in models:
+            ctx = getattr(m.model.config, "n_positions", None) or getattr(m.model.config, "max_position_embeddings", None)
+            rows[m.name] = m.encode([texts[i]], min(max_tokens, ctx or max_tokens))[0]
+        if all(len(r) >= min_tokens for r in rows.values()):
+            chosen.append(texts[i])
+            for name, row in rows.items():
+                ids[name].append(row)
+    if len(chosen) < n:
+        raise CompendiumError(f"only {len(chosen)} of {len(texts)} texts have >= {min_tokens} tokens: lower min_tokens")
+    return chosen, ids

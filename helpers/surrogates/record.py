@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from helpers.capture import block_hooks
-from helpers.models import LoadedModel
+from helpers.lm.load import LoadedModel
+from helpers.residual.hooks import block_hooks
 from helpers.surrogates.weights import LAYOUTS
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.profiles import EigenProfile
-from helpers.store import atomic_write_text, repo_path
+from helpers.config import EigenProfile
+from helpers.paths import atomic_write_text, repo_path
 from helpers.surrogates.constructions import PAPER_ANALOGUES
 
 PAPER_TABLE2 = {"wikitext-103": 100.0, "1bw": 100.0}

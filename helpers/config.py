@@ -1,0 +1,309 @@
+"""The one profile registry: every run size of every notebook, the CLI and every experiment.
+
+- ``smoke``: what ``make test`` runs (seconds per notebook).
+- ``default``: what ``make reproduce`` runs on a 2-core CPU with the default model.
+- ``paper``: the paper's full protocol (every qualifying WikiText-103 test text, 5,000 1BW samples, no
+  truncation below the model's context) and larger training runs; for GPU machines or a patient CPU.
+
+A :class:`Profile` bundles one frozen dataclass per experiment; :func:`get_profile` is the only lookup
+and raises one :class:`~helpers.CompendiumError` for an unknown name. The configuration dataclasses
+that experiments take (``ModelConfig``, ``TrainConfig``, ``MeasureConfig``, ...) live here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from helpers import CompendiumError
+from helpers.corpus.synthetic import SyntheticConfig
+
+DATASETS = ("wikitext-103", "1bw")
+
+
+@dataclass(frozen=True)
+class ModelSample:
+    """A further model that ``make reproduce`` runs notebooks 02-04 on, on its own (smaller) sample of texts
+    per dataset (None = the profile's)."""
+
+    model: str
+    wikitext_texts: int | None = None
+    onebw_texts: int | None = None
+
+
+@dataclass(frozen=True)
+class CorpusProfile:
+    """Notebooks 02-04 and ``python -m helpers analyse``: texts per dataset (None = every text),
+    tokens kept per text (None = the model's context), last-token vectors kept for PCA, PCA samples,
+    bootstrap resamples, further models with their own samples (``make reproduce`` runs 02-04 on each), the
+    random share of tokens that get the lens besides the paper's filter (the "all tokens" panel), and whether
+    the logit lens (not in the paper; as costly as the inner loss's LM head) runs too, and whether Table 1 gets
+    the untrained twin's rows (norms only: one more forward pass over the sample)."""
+
+    wikitext_texts: int | None
+    onebw_texts: int | None
+    max_tokens: int | None
+    n_vectors: int
+    pca_samples: int
+    n_boot: int
+    models: tuple[ModelSample, ...] = ()
+    lens_share: float = 0.1
+    logit_lens: bool = True
+    twin: bool = True
+
+    def n_texts(self, dataset: str, model: str | None = None) -> int | None:
+        """Texts sampled from ``dataset`` (None = all) for ``model`` (its own sample if it has one)."""
+        if dataset not in DATASETS:
+            raise CompendiumError(f"unknown dataset '{dataset}': choose one of {', '.join(DATASETS)}")
+        for extra in self.models:
+            if extra.model == model:
+                n = extra.wikitext_texts if dataset == "wikitext-103" else extra.onebw_texts
+                if n is not None:
+                    return n
+        return self.wikitext_texts if dataset == "wikitext-103" else self.onebw_texts
+
+
+@dataclass(frozen=True)
+class EigenProfile:
+    """Notebook 05: texts per dataset (one current token each: the last kept token), tokens kept per
+    text, shorter texts skipped, every ``layer_stride``-th block (the last always included), samples
+    whose spectra are kept, and the option ablation's sample count and layer stride."""
+
+    n_samples: int
+    max_tokens: int
+    min_tokens: int
+    layer_stride: int
+    spectra_samples: int
+    ablation_samples: int
+    ablation_layer_stride: int
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """GPT-2 architecture depth and width of a project-trained model."""
+
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 64
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """GPT-2 architecture sizes (dropout is always 0, so training is deterministic)."""
+
+    vocab_size: int
+    n_positions: int
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 64
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings: AdamW, linear warmup over ``warmup_frac`` of the steps, cosine decay
+    to ``min_lr_frac * lr``, gradient clipping at ``grad_clip``."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_frac: float = 0.05
+    min_lr_frac: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class NaturalData:
+    """Natural-text training data: BPE vocabulary (None = the full 50,257-token GPT-2 BPE), window length,
+    lines read per file (None = all), validation share, window caps and the split seed."""
+
+    vocab_size: int | None
+    seq_len: int
+    max_lines_per_file: int | None
+    val_fraction: float
+    max_train_windows: int | None
+    max_val_windows: int
+    split_seed: int = 0
+
+    def as_dict(self) -> dict:
+        """Plain dict (for hashing and the data pipeline)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainingProfile:
+    """Data, model shape and optimisation of one project-trained model."""
+
+    data: SyntheticConfig | NaturalData
+    model: ModelShape
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Sample sizes of the per-checkpoint measurements of notebook 06 (all seeded by ``seed``)."""
+
+    n_outer: int = 256
+    n_inner: int = 64
+    n_norm: int = 256
+    n_cluster: int = 1500
+    n_attention: int = 256
+    top_k: int = 10
+    min_position: int = 4
+    kmeans_n_init: int = 2
+    batch_size: int = 64
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Eq1Profile:
+    """Notebook 00's Eq. (1) example: input and output width, SGD steps, new inputs for the dual form."""
+
+    d_in: int
+    d_out: int
+    steps: int
+    n_new: int
+
+
+@dataclass(frozen=True)
+class DescentProfile:
+    """Notebook 07 (descent test): texts per dataset (one current token each), tokens kept per text, random
+    directions per update, and models with their own (smaller) samples (a 262k-word LM head is costly; 0 skips)."""
+
+    n_texts: int
+    max_tokens: int
+    n_random: int
+    models: tuple[ModelSample, ...] = ()
+
+    def texts_for(self, dataset: str, model: str | None = None) -> int:
+        """Texts sampled from ``dataset`` for ``model`` (its own sample if it has one)."""
+        for extra in self.models:
+            n = extra.wikitext_texts if dataset == "wikitext-103" else extra.onebw_texts
+            if extra.model == model and n is not None:
+                return n
+        return self.n_texts
+
+
+@dataclass(frozen=True)
+class CrossModelProfile:
+    """Notebook 08: texts per dataset that every model sees, one token cap for all of them (at most the smallest
+    context in the table, the natural-text model's), the models ("natural" is the project-trained one, every
+    checkpoint; registry names, hub ids that are in the local cache, local folders), the GGUF schemes of the
+    quantisation check, the untrained twins' seed and the bootstrap resamples."""
+
+    wikitext_texts: int
+    onebw_texts: int
+    max_tokens: int = 64
+    models: tuple[str, ...] = ("smollm2-135m", "gemma-3-270m", "natural")
+    schemes: tuple[str, ...] = ("Q4_1", "Q4_K_M")
+    twin_seed: int = 0
+    n_boot: int = 1000
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every run size of one profile."""
+
+    name: str
+    corpus: CorpusProfile
+    eigen: EigenProfile
+    synthetic: TrainingProfile
+    natural: TrainingProfile
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    eq1: Eq1Profile = field(default_factory=lambda: Eq1Profile(16, 5, 200, 100))
+    descent: DescentProfile = field(default_factory=lambda: DescentProfile(20, 24, 8))
+    cross: CrossModelProfile = field(default_factory=lambda: CrossModelProfile(40, 100))
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        corpus=CorpusProfile(wikitext_texts=6, onebw_texts=8, max_tokens=24, n_vectors=6, pca_samples=6, n_boot=50),
+        eigen=EigenProfile(n_samples=1, max_tokens=12, min_tokens=6, layer_stride=6, spectra_samples=1,
+                           ablation_samples=1, ablation_layer_stride=10),
+        synthetic=TrainingProfile(
+            data=SyntheticConfig(n_tasks=3, vocab_size=8, alpha=0.1, seq_len=32, min_segment=6, max_segment=16,
+                                 n_train=256, n_val=64),
+            model=ModelShape(n_layer=2, n_head=2, n_embd=32),
+            train=TrainConfig(epochs=2, batch_size=32, lr=3e-3),
+        ),
+        natural=TrainingProfile(
+            data=NaturalData(vocab_size=1024, seq_len=32, max_lines_per_file=300, val_fraction=0.1,
+                             max_train_windows=256, max_val_windows=32),
+            model=ModelShape(n_layer=2, n_head=2, n_embd=32),
+            train=TrainConfig(epochs=2, batch_size=32, lr=3e-3),
+        ),
+        measure=MeasureConfig(n_outer=64, n_inner=16, n_norm=32, n_cluster=300, n_attention=64, kmeans_n_init=1),
+        eq1=Eq1Profile(8, 4, 50, 20),
+        descent=DescentProfile(n_texts=3, max_tokens=12, n_random=4, models=(ModelSample("gemma-3-270m", 0, 0),)),
+        cross=CrossModelProfile(wikitext_texts=3, onebw_texts=4, max_tokens=24, models=("smollm2-135m", "natural"),
+                                n_boot=50),
+    ),
+    "default": Profile(
+        name="default",
+        # whole texts: 240 WikiText-103 paragraphs (~36k SmolLM2 tokens) + 800 1BW sentences (~25k), 4x the
+        # tokens of the first default (120 + 240 texts cut at 64 tokens); Gemma-3-270M (262k-word head) on a subsample
+        corpus=CorpusProfile(wikitext_texts=240, onebw_texts=800, max_tokens=None, n_vectors=150, pca_samples=50,
+                             n_boot=1000, models=(ModelSample("gemma-3-270m", wikitext_texts=16, onebw_texts=60),)),
+        eigen=EigenProfile(n_samples=5, max_tokens=32, min_tokens=8, layer_stride=1, spectra_samples=1,
+                           ablation_samples=2, ablation_layer_stride=1),
+        synthetic=TrainingProfile(
+            data=SyntheticConfig(n_tasks=4, vocab_size=12, alpha=0.1, seq_len=64, min_segment=12, max_segment=32,
+                                 n_train=4000, n_val=512),
+            model=ModelShape(n_layer=4, n_head=4, n_embd=64),
+            train=TrainConfig(epochs=10, batch_size=32, lr=3e-3),
+        ),
+        natural=TrainingProfile(
+            data=NaturalData(vocab_size=8192, seq_len=64, max_lines_per_file=None, val_fraction=0.02,
+                             max_train_windows=6000, max_val_windows=256),
+            model=ModelShape(n_layer=4, n_head=4, n_embd=128),
+            train=TrainConfig(epochs=3, batch_size=16, lr=2e-3),
+        ),
+        measure=MeasureConfig(),
+        eq1=Eq1Profile(16, 5, 200, 100),
+        # a gradient per (token, layer) through the last block and LM head: ~30 ms per pair for SmolLM2 on one core,
+        # several times that for Gemma's 262k-word head; the small natural-text model is cheap
+        descent=DescentProfile(n_texts=20, max_tokens=24, n_random=8,
+                               models=(ModelSample("gemma-3-270m", 6, 6), ModelSample("natural", 100, 100))),
+    ),
+    "paper": Profile(
+        name="paper",
+        # the paper's protocol, and only its work: the lens on the filtered tokens plus a 2% sample for the
+        # "all tokens" panel, no logit lens (each halves or doubles the LM-head work that dominates the run); the
+        # twin rows of Table 1 off (~20 min more on 2 cores): notebook 08's paper profile has every twin
+        corpus=CorpusProfile(wikitext_texts=None, onebw_texts=None, max_tokens=None, n_vectors=150, pca_samples=150,
+                             n_boot=1000, lens_share=0.02, logit_lens=False, twin=False),
+        eigen=EigenProfile(n_samples=100, max_tokens=64, min_tokens=10, layer_stride=1, spectra_samples=5,
+                           ablation_samples=20, ablation_layer_stride=1),
+        synthetic=TrainingProfile(
+            data=SyntheticConfig(n_tasks=8, vocab_size=16, alpha=0.1, seq_len=128, min_segment=16, max_segment=48,
+                                 n_train=20000, n_val=1024),
+            model=ModelShape(n_layer=6, n_head=4, n_embd=128),
+            train=TrainConfig(epochs=20, batch_size=64, lr=2e-3),
+        ),
+        natural=TrainingProfile(
+            data=NaturalData(vocab_size=None, seq_len=128, max_lines_per_file=None, val_fraction=0.02,
+                             max_train_windows=None, max_val_windows=512),
+            model=ModelShape(n_layer=6, n_head=8, n_embd=256),
+            train=TrainConfig(epochs=3, batch_size=32, lr=1e-3),
+        ),
+        measure=MeasureConfig(n_outer=1024, n_inner=256, n_norm=1024, n_cluster=5000, n_attention=1024,
+                              kmeans_n_init=3),
+        eq1=Eq1Profile(64, 10, 2000, 500),
+        descent=DescentProfile(n_texts=500, max_tokens=128, n_random=32),
+        cross=CrossModelProfile(wikitext_texts=400, onebw_texts=1000, max_tokens=128,
+                                models=("smollm2-135m", "gemma-3-270m", "natural", "gpt2", "meta-llama/Llama-2-7b-hf")),
+    ),
+}
+
+
+PROFILE_NAMES: tuple[str, ...] = tuple(PROFILES)
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name``; one-line :class:`CompendiumError` for anything else."""
+    if not isinstance(name, str) or name not in PROFILES:
+        raise CompendiumError(f"unknown profile {name!r}: choose one of {', '.join(PROFILE_NAMES)}")
+    return PROFILES[name]

@@ -1,0 +1,210 @@
+"""Direct test of the meta-learning view (issue 12): is each layer's update a descent step on the inner loss?
+
+For the current token ``n``, three updates are compared with ``g``, the gradient of the Eq. 14 inner loss with
+respect to the state the update starts from: ``block`` ``z^{l+1}_n - z^l_n`` and ``attn`` (attention half-step)
+``z_mid - z^l_n`` against ``g(z^l_n)``; ``ffn`` (FFN half-step) ``z^{l+1}_n - z_mid`` against ``g(z_mid)``.
+The inner loss of a state: the prefix states at that stage go through the LAST block (with the model's own call
+arguments, :func:`helpers.capture.capture_residuals`), the final norm and the LM head; cross-entropy with the true
+next token. The prefix is held fixed: each sampled token is its own row, cut right after it, so the loss at a row's
+last position is the only loss of the row and the gradient there is exactly ``dL_n / dz_n``. Layers are stacked
+along the batch dimension. Per (token, layer): cos(dz, -g), descent (``<dz, g> < 0``), whether the step lowers
+the inner loss, the same for random directions of the same norm (seeded), and the norms around the half-steps.
+Half-step states come from a hook on the block submodule whose input is the residual stream after attention
+(:data:`MID_MODULES`); parallel-residual blocks (GPT-NeoX/Pythia by default) have no half-step.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from helpers import CompendiumError
+from helpers.config import DescentProfile
+from helpers.corpus.samples import sample_texts
+from helpers.experiments.descent_tables import layer_thirds
+from helpers.experiments.zoo import load_available
+from helpers.lm.load import LoadedModel
+from helpers.lm.twin import untrained_twin
+from helpers.paths import atomic_write_text, repo_path
+from helpers.residual.hooks import capture_halfsteps, pad_batch
+from helpers.residual.lens import inner_loss_grad
+from helpers.runs.store import config_hash
+
+VERSION = 1  # bump when the records change meaning (cache key)
+
+
+def _up(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32, or in its own dtype when that is wider (norms of fp16/bf16 states in float32)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.cosine_similarity(a.double(), b.double(), dim=-1, eps=1e-30)
+
+
+def same_norm_directions(dz: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` random directions per update ``dz [..., D]``, Gaussian, each rescaled to ``||dz||``: ``[n, ..., D]``."""
+    r = torch.randn((n, *dz.shape), generator=gen, dtype=torch.float64)
+    return r / r.norm(dim=-1, keepdim=True) * dz.double().norm(dim=-1, keepdim=True)
+
+
+@dataclass(frozen=True)
+class TokenSample:
+    """Sampled current tokens, one per text: its row (the text's tokens up to and including it) and target."""
+
+    dataset: list[str]
+    text: list[int]
+    rows: list[list[int]]
+    targets: list[int]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def key(self) -> str:
+        """Hash of the rows and targets (cache key)."""
+        return config_hash({"rows": self.rows, "targets": self.targets})
+
+
+def sample_tokens(lm: LoadedModel, texts: dict[str, list[str]], max_tokens: int, min_position: int = 4,
+                  seed: int = 0) -> TokenSample:
+    """One current token per text at a seeded uniform position in ``[min_position, len - 2]`` of the text's first
+    ``max_tokens`` tokens (the last kept token is only a target); texts too short for one are skipped."""
+    rng = random.Random(seed)
+    cfg = lm.model.config
+    context = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+    max_tokens = min(max_tokens, context or max_tokens)
+    out: dict[str, list] = {"dataset": [], "text": [], "rows": [], "targets": []}
+    for ds, items in texts.items():
+        for i, ids in enumerate(lm.encode(items, max_tokens)):
+            if len(ids) < min_position + 2:
+                continue
+            pos = rng.randint(min_position, len(ids) - 2)
+            for key, value in (("dataset", ds), ("text", i), ("rows", ids[: pos + 1]), ("targets", ids[pos + 1])):
+                out[key].append(value)
+    if not out["rows"]:
+        raise CompendiumError(f"no text keeps more than {min_position + 1} tokens: raise max_tokens")
+    return TokenSample(**out)
+
+
+def _batch_records(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, n_random: int,
+                   gen: torch.Generator, token_budget: int) -> dict[str, np.ndarray]:
+    """Per (layer, row) arrays ``[L, B]`` of one right-padded batch whose rows end at their current token."""
+    n = lm.n_layers
+    cap, mid = capture_halfsteps(lm, ids, mask)
+    last = mask.sum(1) - 1
+    rows = torch.arange(ids.shape[0])
+    z = _up(cap.states[:, rows, last]).cpu()  # [L+1, B, D]
+    loss_in, g_in = inner_loss_grad(lm, cap.states[:n], cap.block_kwargs, last, targets, token_budget=token_budget)
+    nan = torch.full_like(loss_in[:1], float("nan"))
+    loss_next = torch.cat([loss_in[1:], nan])  # inner loss after the block (undefined after the last block)
+    out = {"norm_in": z[:n].norm(dim=-1), "norm_out": z[1:].norm(dim=-1), "loss_in": loss_in}
+    steps = {"block": (z[1:] - z[:n], g_in, loss_in, loss_next)}
+    if mid is not None:
+        zm = _up(mid[:, rows, last]).cpu()
+        loss_mid, g_mid = inner_loss_grad(lm, mid, cap.block_kwargs, last, targets, token_budget=token_budget)
+        out.update(norm_mid=zm.norm(dim=-1), loss_mid=loss_mid)
+        steps.update(attn=(zm - z[:n], g_in, loss_in, loss_mid), ffn=(z[1:] - zm, g_mid, loss_mid, loss_next))
+    for step, (dz, g, before, after) in steps.items():
+        dots = (dz.double() * g.double()).sum(-1)
+        r = same_norm_directions(dz, n_random, gen)
+        out[f"cos_{step}"] = _cos(dz, -g)
+        out[f"descent_{step}"] = (dots < 0).double()
+        out[f"lowers_{step}"] = torch.where(after.isnan(), float("nan"), (after < before).double())
+        out[f"rcos_{step}"] = _cos(r[0], -g)
+        out[f"rdescent_{step}"] = ((r * g.double()).sum(-1) < 0).double().mean(0)
+    # random step of the block's norm at the current token, the prefix moved to layer l+1 as by the real step
+    cur = z[: n - 1].double() + same_norm_directions(steps["block"][0][: n - 1], 1, gen)[0]
+    loss_r, _ = inner_loss_grad(lm, cap.states[1:n], cap.block_kwargs, last, targets, current=cur, grad=False,
+                                token_budget=token_budget)
+    out["rlowers_block"] = torch.cat([(loss_r < loss_in[: n - 1]).double(), nan.double()])
+    return {k: v.double().numpy() for k, v in out.items()}
+
+
+def run_descent(lm: LoadedModel, tokens: TokenSample, n_random: int = 8, seed: int = 0, batch_tokens: int = 4096,
+                token_budget: int = 8192, cache_dir: str | Path | None = None, weights: str = "trained",
+                model: str | None = None) -> pd.DataFrame:
+    """Descent records of every sampled token at every layer (one row per token and layer), cached under
+    ``cache_dir/descent`` by model fingerprint, tokens and settings. ``model`` names the model pair (default
+    ``lm.label``), ``weights`` says 'trained' or 'untrained twin'."""
+    key = config_hash({"fp": lm.fingerprint, "tokens": tokens.key(), "n_random": n_random, "seed": seed, "v": VERSION})
+    path = repo_path(cache_dir) / "descent" / f"{key}.csv" if cache_dir else None
+    if path is not None and path.is_file():
+        df = pd.read_csv(path)
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        order = sorted(range(len(tokens)), key=lambda i: len(tokens.rows[i]))
+        pad = getattr(lm.tokenizer, "pad_token_id", None) or 0
+        parts, start = [], 0
+        while start < len(order):
+            end = start + 1  # rows sorted by length: the padded batch is (rows) x (its last row's length)
+            while end < len(order) and (end - start + 1) * len(tokens.rows[order[end]]) <= batch_tokens:
+                end += 1
+            idx = order[start:end]
+            ids, mask = pad_batch([tokens.rows[i] for i in idx], pad, lm.input_device)
+            tgt = torch.tensor([tokens.targets[i] for i in idx])
+            arrays = _batch_records(lm, ids, mask, tgt, n_random, gen, token_budget)
+            keys = {"dataset": [tokens.dataset[i] for i in idx], "text": [tokens.text[i] for i in idx],
+                    "position": [len(tokens.rows[i]) - 1 for i in idx]}
+            frame = {k: np.repeat(v, lm.n_layers) for k, v in keys.items()}
+            frame["layer"] = np.tile(np.arange(lm.n_layers), len(idx))
+            parts.append(pd.DataFrame(frame | {k: v.T.reshape(-1) for k, v in arrays.items()}))
+            start = end
+        df = pd.concat(parts, ignore_index=True).sort_values(["dataset", "text", "layer"], ignore_index=True)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, df.to_csv(index=False))
+    df.insert(0, "weights", weights)
+    df.insert(0, "model", model or lm.label)
+    df["third"] = layer_thirds(lm.n_layers)[df["layer"].to_numpy()]
+    df["n_layers"] = lm.n_layers
+    return df
+
+
+@dataclass
+class DescentRun:
+    """Records of every model and its twin (:func:`run_descent` rows), a caption and file tag per model label,
+    and the seconds each model took (load, sample, both runs)."""
+
+    records: pd.DataFrame
+    captions: dict[str, str]
+    tags: dict[str, str]
+    timings: pd.DataFrame
+
+
+def run_models(specs: list[str], texts: dict[str, list[str]], prof: DescentProfile, profile: str, seed: int = 0,
+               cache_dir: str | Path | None = "results/cache", device: str = "cpu") -> DescentRun:
+    """Each model of ``specs`` and its untrained twin on the same sampled tokens (``prof``'s per-model sample
+    sizes apply; 0 texts skips a model).
+    ``"natural"`` is notebook 06's model; it, and a registry model whose package is missing, are skipped with a
+    printed note when unavailable."""
+
+    parts, captions, tags, timings = [], {}, {}, []
+    for spec in specs:
+        start = time.time()
+        n = {ds: prof.texts_for(ds, spec) for ds in texts}
+        lm = load_available(spec, profile, cache_dir, seed, device) if any(n.values()) else print(f"{spec}: no texts")
+        if lm is None:
+            continue
+        tokens = sample_tokens(lm, {ds: sample_texts(t, n[ds], seed) for ds, t in texts.items()}, prof.max_tokens,
+                               seed=seed)
+        parts.append(run_descent(lm, tokens, prof.n_random, seed, cache_dir=cache_dir))
+        parts.append(run_descent(untrained_twin(lm, seed), tokens, prof.n_random, seed, cache_dir=cache_dir,
+                                 weights="untrained twin", model=lm.label))
+        tags[lm.label] = spec.replace("/", "_")
+        captions[lm.label] = (f"{lm.describe()}; {len(tokens)} tokens (one per text, position >= 5) of "
+                              f"{', '.join(texts)}, <= {prof.max_tokens} tokens per text; {prof.n_random} random "
+                              f"directions; untrained twin seed {seed}; profile {profile}")
+        timings.append({"model": lm.label, "tokens": len(tokens), "seconds": round(time.time() - start, 1)})
+        del lm
+        gc.collect()
+    if not parts:
+        raise CompendiumError(f"none of the models {specs} is available: see the notes above")
+    return DescentRun(pd.concat(parts, ignore_index=True), captions, tags, pd.DataFrame(timings))

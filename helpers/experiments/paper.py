@@ -1,0 +1,34 @@
+"""Turn per-token records into the paper's tables and curves, with its published values beside ours.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+# Table 1 of the paper (sequence %, pair %), every position >= 5.
+PAPER_TABLE1 = pd.DataFrame(
+    [
+        ("GPT-2", "wikitext-103", 92.4, 99.3),
+        ("GPT-2", "1bw", 83.2, 98.4),
+        ("LLaMA-7B", "wikitext-103", 86.0, 98.2),
+        ("LLaMA-7B", "1bw", 81.0, 98.7),
+        ("LLaMA-13B", "wikitext-103", 79.8, 99.0),
+        ("LLaMA-13B", "1bw", 73.4, 99.0),
+    ],
+    columns=["model", "dataset", "sequence_pct", "pair_pct"],
+)
+
+
+# depth of the paper's models (their trajectories over layers 0..L-1 have L-1 steps)
+PAPER_LAYERS = {"GPT-2": 12, "LLaMA-7B": 32, "LLaMA-13B": 40}
+
+
+def with_paper_values(ours: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Our rows followed by the paper's published Table 1 rows for the same dataset (with their steps and chance)."""
+    paper = PAPER_TABLE1[PAPER_TABLE1.dataset == dataset].assign(variant="paper (Table 1)")
+    paper["steps"] = paper.model.map(PAPER_LAYERS) - 1
+    paper["chance_pct"] = 100 * 2.0 ** -paper.steps.astype(float)
+    return pd.concat([ours, paper], ignore_index=True)
+
+
+PUBLISHED_GROWTH_GPT2XL = 1.045  # residual norms grow ~exponentially, about 1.045x per layer in GPT2-XL

@@ -1,0 +1,314 @@
+"""Load any decoder-only causal LM and expose a uniform view of its parts.
+
+``load_model`` takes a short registry name (``smollm2-135m``, ``gemma-3-270m``), a Hugging Face
+hub id (``gpt2``, ``meta-llama/Llama-2-7b-hf``), a local directory saved with
+``save_pretrained``, or a ``.gguf`` file. It returns a :class:`LoadedModel` that knows the
+model's blocks, final norm, LM head and how to turn a residual state into logits, whatever the
+family (GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen2, Gemma/Gemma 2/Gemma 3, OPT).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from helpers import CompendiumError
+from helpers.checks import check_device, check_device_map
+from helpers.lm.files import ENCODER_FAMILIES as _ENCODER_FAMILIES
+from helpers.lm.files import check_gguf, check_model_files
+from helpers.lm.registry import DEFAULT_MODEL, REGISTRY
+from helpers.paths import file_sha256
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# Where each family keeps its blocks and final norm (attribute paths from the *ForCausalLM).
+_BLOCK_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers")
+
+
+_NORM_PATHS = (
+    "model.norm",
+    "transformer.ln_f",
+    "gpt_neox.final_layer_norm",
+    "model.decoder.final_layer_norm",
+)
+
+
+# Families whose tokenizer must start every text with BOS (the model breaks without it).
+_NEEDS_BOS = ("gemma",)
+
+
+LOAD_LOG_ENV = "METALEARN_LOAD_LOG"  # if set, every load_model call appends the spec to this file (tests)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def _get_attr_path(obj: object, path: str) -> object | None:
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with a uniform view of its parts.
+
+    ``blocks[l]`` is decoder block ``l``; the residual state at layer ``l`` (for ``l < n_layers``)
+    is the input of block ``l`` (layer 0 = embeddings) and layer ``n_layers`` is the output of the
+    last block *before* the final norm. ``logits(h)`` applies final norm, LM head and any logit
+    soft-capping exactly as the model does.
+    """
+
+    model: nn.Module
+    tokenizer: object
+    name: str
+    label: str
+    family: str
+    blocks: nn.ModuleList
+    final_norm: nn.Module
+    lm_head: nn.Module
+    fingerprint: str
+    note: str = ""
+    prepend_bos: bool = False
+    softcap: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_layers(self) -> int:
+        """Number of decoder blocks L."""
+        return len(self.blocks)
+
+    @property
+    def d_model(self) -> int:
+        """Width of the residual stream."""
+        return int(self.model.config.hidden_size)
+
+    @property
+    def input_device(self) -> torch.device:
+        """Device of the token embeddings (where input ids must go)."""
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype of the model."""
+        return self.model.get_input_embeddings().weight.dtype
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Final norm + LM head (+ soft-capping) applied to residual states ``h`` (..., D)."""
+        dev = self.final_norm.weight.device if hasattr(self.final_norm, "weight") else h.device
+        out = self.lm_head(self.final_norm(h.to(dev)).to(self.lm_head.weight.device))
+        if self.softcap:
+            out = torch.tanh(out / self.softcap) * self.softcap
+        return out
+
+    def call_block(self, index: int, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """Run block ``index`` on ``hidden`` with the keyword arguments of a real model call."""
+        block = self.blocks[index]
+        out = block(hidden, **kwargs)
+        return out[0] if isinstance(out, tuple) else out
+
+    def describe(self) -> str:
+        """One line naming the model, its depth and how its weights were obtained."""
+        text = f"{self.label} ({self.family}, {self.n_layers} layers)"
+        return f"{text}; {self.note}" if self.note else text
+
+    def encode(self, texts: list[str], max_tokens: int) -> list[list[int]]:
+        """Tokenise ``texts`` (BOS handled per family), truncated to ``max_tokens`` tokens each."""
+        ids = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        out = []
+        for row in ids:
+            row = list(row)
+            if self.prepend_bos and bos is not None and (not row or row[0] != bos):
+                row = [bos] + row
+            out.append(row[:max_tokens])
+        return out
+
+
+def _family(config: object) -> str:
+    return str(getattr(config, "model_type", "unknown"))
+
+
+def _state_fingerprint(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return "state:" + h.hexdigest()[:16]
+
+
+def wrap_model(
+    model: nn.Module,
+    tokenizer: object = None,
+    name: str = "custom",
+    label: str | None = None,
+    fingerprint: str | None = None,
+    note: str = "",
+) -> LoadedModel:
+    """Give an in-memory causal LM (e.g. a tiny test model or a freshly trained one) the uniform view."""
+    config = model.config
+    family = _family(config)
+    blocks = next((b for p in _BLOCK_PATHS if (b := _get_attr_path(model, p)) is not None), None)
+    norm = next((n for p in _NORM_PATHS if (n := _get_attr_path(model, p)) is not None), None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    missing = [
+        what
+        for what, obj in (("decoder blocks", blocks), ("final norm", norm), ("LM head", head))
+        if obj is None
+    ]
+    if missing:
+        raise CompendiumError(
+            f"model '{name}' ({family}) is not supported: cannot find its {', '.join(missing)} "
+            f"(looked at {', '.join(_BLOCK_PATHS + _NORM_PATHS)}); add its attribute paths to helpers/models.py"
+        )
+    model.eval()
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        label=label or name,
+        family=family,
+        blocks=blocks,
+        final_norm=norm,
+        lm_head=head,
+        fingerprint=fingerprint or _state_fingerprint(model),
+        note=note,
+        prepend_bos=any(family.startswith(f) for f in _NEEDS_BOS),
+        softcap=getattr(config, "final_logit_softcapping", None),
+    )
+
+
+def _check_dtype(dtype: str) -> torch.dtype | str:
+    if dtype == "auto":
+        return "auto"
+    if dtype not in DTYPES:
+        raise CompendiumError(f"dtype '{dtype}' is not one of {sorted(DTYPES) + ['auto']}")
+    return DTYPES[dtype]
+
+
+def _check_device(device: str) -> str:
+
+    return check_device(device)
+
+
+def resolve_spec(spec: str) -> tuple[str, dict, str, str, str]:
+    """Turn a model spec into (path or hub id, from_pretrained kwargs, label, note, fingerprint)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise CompendiumError(f"model must be a non-empty string, got {spec!r}")
+    if spec in REGISTRY:
+
+        entry = REGISTRY[spec]
+        path = check_gguf(entry.locate(), f"reinstall it with `{entry.install}`")
+        return (
+            str(path.parent),
+            {"gguf_file": path.name},
+            entry.label,
+            entry.note,
+            "sha256:" + file_sha256(path)[:16],
+        )
+    p = Path(spec).expanduser()
+    if p.suffix == ".gguf" or p.is_dir():
+
+        check_model_files(spec)  # complete GGUF; folder with a valid config.json, weights and tokenizer files
+    if p.suffix == ".gguf":
+        note = "GGUF dequantised to float: an approximation of the released weights"
+        return str(p.parent), {"gguf_file": p.name}, p.stem, note, "sha256:" + file_sha256(p)[:16]
+    if p.is_dir():
+        weights = sorted(p.glob("*.safetensors")) or sorted(p.glob("*.bin"))
+        digest = hashlib.sha256()
+        for w in weights:
+            digest.update(file_sha256(w).encode())
+        return str(p), {}, p.name, "", "sha256:" + digest.hexdigest()[:16]
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise CompendiumError(f"model path '{spec}' does not exist: check the path")
+    return spec, {}, spec, "", ""
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    device: str = "cpu",
+    dtype: str = "float32",
+    device_map: str | dict | None = None,
+    attn_implementation: str | None = None,
+) -> LoadedModel:
+    """Load a decoder-only causal LM by registry name, hub id, local directory or ``.gguf`` file.
+
+    ``dtype`` is ``float32``, ``bfloat16``, ``float16`` or ``auto``; ``device_map="auto"`` spreads a
+    large model over the visible GPUs (accelerate) and then ``device`` is ignored.
+    Raises :class:`CompendiumError` (one line, what to do) on bad input before any heavy work.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    torch_dtype = _check_dtype(dtype)
+    if device_map is None:
+        _check_device(device)
+    else:
+
+        check_device_map(device_map)
+    where, kwargs, label, note, fingerprint = resolve_spec(spec)
+    local = Path(where).exists()
+    if os.environ.get(LOAD_LOG_ENV):  # test hook: record every model load (tests assert parameter errors load none)
+        with open(os.environ[LOAD_LOG_ENV], "a", encoding="utf-8") as fh:
+            fh.write(f"{spec}\n")
+    try:
+        config = AutoConfig.from_pretrained(where, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a local file that does not parse, or a hub miss: one line each
+        first = _first_line(exc)
+        if local:
+            raise CompendiumError(
+                f"cannot read the configuration of local model '{spec}' ({first}): the file is corrupt or not a "
+                f"model; save it again with save_pretrained or replace the .gguf file"
+            ) from None
+        if not isinstance(exc, (OSError, ValueError)):
+            raise
+        raise CompendiumError(
+            f"cannot load model '{spec}': it is not a registry name ({', '.join(REGISTRY)}), a local directory "
+            f"or .gguf file, and the hub did not provide it ({first}); pass a local path or go online"
+        ) from None
+    family = _family(config)
+    encoder_only = family in _ENCODER_FAMILIES and not getattr(config, "is_decoder", False)
+    if getattr(config, "is_encoder_decoder", False) or encoder_only or family not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise CompendiumError(
+            f"model '{spec}' ({family}) is not a decoder-only causal LM: use a model that "
+            f"AutoModelForCausalLM supports (e.g. gpt2, Llama, Gemma, Pythia)"
+        )
+    load_kwargs = dict(kwargs)
+    if torch_dtype != "auto":
+        load_kwargs["dtype"] = torch_dtype
+    if device_map is not None:
+        load_kwargs["device_map"] = device_map
+    if attn_implementation is not None:
+        load_kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(where, **load_kwargs)
+    except Exception as exc:  # noqa: BLE001 - corrupt or incomplete weights are one line, whatever the loader raises
+        if not local and not isinstance(exc, OSError):
+            raise
+        fix = "save the model again or replace the file" if local else "check the files or go online"
+        raise CompendiumError(f"cannot load the weights of '{spec}' ({_first_line(exc)}): {fix}") from None
+    if device_map is None:
+        model = model.to(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        if not local and not isinstance(exc, (OSError, ValueError)):
+            raise
+        raise CompendiumError(f"cannot load the tokenizer of '{spec}' ({_first_line(exc)}): save the tokenizer "
+                              f"with the model (tokenizer.save_pretrained)") from None
+    if not tokenizer("The tokenizer works.", add_special_tokens=False)["input_ids"]:
+        raise CompendiumError(f"the tokenizer of '{spec}' turns text into no tokens (its vocabulary files are "
+                              f"missing): save the tokenizer with the model (tokenizer.save_pretrained)")
+    if not fingerprint:
+        fingerprint = "hub:" + str(getattr(config, "_commit_hash", None) or where)
+    return wrap_model(model, tokenizer, name=spec, label=label, fingerprint=fingerprint, note=note)

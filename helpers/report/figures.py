@@ -1,0 +1,223 @@
+"""Plotly figures saved as interactive HTML and static PNG; tables saved as CSV and Markdown.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from helpers.experiments.inner_loss import ALL_TOKENS, PAPER_FILTER
+from helpers.report.output import with_caption
+
+
+def trajectory_figure(coords, explained=None):
+    """Interactive 3-D figure: one line per sample through its layers in order, layer index on hover."""
+    import plotly.colors as pc
+    import plotly.graph_objects as go
+
+    palette = pc.qualitative.Dark24
+    fig = go.Figure()
+    for i, traj in enumerate(coords):
+        fig.add_trace(
+            go.Scatter3d(
+                x=traj[:, 0], y=traj[:, 1], z=traj[:, 2], mode="lines+markers",
+                line={"color": palette[i % len(palette)], "width": 3},
+                marker={"size": [6] + [2] * (len(traj) - 2) + [5], "color": palette[i % len(palette)]},
+                customdata=list(range(len(traj))), hovertemplate="sample " + str(i) + "<br>layer %{customdata}<extra></extra>",
+                showlegend=False,
+            )
+        )
+    labels = [f"PC{j + 1}" + (f" ({100 * explained[j]:.1f}%)" if explained is not None else "") for j in range(3)]
+    fig.update_layout(scene={"xaxis_title": labels[0], "yaxis_title": labels[1], "zaxis_title": labels[2],
+                             "domain": {"x": [0, 1], "y": [0, 1]}, "aspectmode": "cube"},
+                      height=680, margin={"l": 0, "r": 0, "b": 0})
+    return fig
+
+
+def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str):
+    """Fig. 2/4: inner loss (last-block lens) and logit lens per layer, mean +- std, for the paper's filter
+    (final loss <= 1) and for every token, log y-axis."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("final loss <= 1 (paper's filter)", "all tokens (sampled)"))
+    for col, filt in enumerate((PAPER_FILTER, ALL_TOKENS), start=1):
+        for lens, color, fill in (("inner_loss", "#1f77b4", "rgba(31,119,180,0.15)"),
+                                  ("logit_lens", "#ff7f0e", "rgba(255,127,14,0.15)")):
+            t = curves[(curves.dataset == dataset) & (curves["filter"] == filt) & (curves.lens == lens)]
+            name = "inner loss (last-block lens, Eq. 14)" if lens == "inner_loss" else "logit lens"
+            if t.empty:  # e.g. the paper profile runs no logit lens
+                continue
+            if "q10" in t:  # a 10-90% band: mean +- std would run below zero on a log axis
+                fig.add_trace(go.Scatter(x=list(t.layer) + list(t.layer)[::-1], y=list(t.q90) + list(t.q10)[::-1],
+                                         fill="toself", fillcolor=fill, line={"width": 0}, hoverinfo="skip",
+                                         showlegend=False), row=1, col=col)
+            fig.add_trace(go.Scatter(x=t.layer, y=t["mean"], mode="lines+markers", name=f"{name}, mean",
+                                     line={"color": color}, showlegend=col == 1), row=1, col=col)
+    fig.update_yaxes(type="log")
+    fig.update_yaxes(title_text="cross-entropy (nats); band: 10-90% of tokens", row=1, col=1)
+    fig.update_xaxes(title_text="layer l (input of block l)")
+    return with_caption(fig, title, caption)
+
+
+def fig_transitions(trans: pd.DataFrame, title: str, caption: str):
+    """Share of tokens whose norm does not decrease at each layer step, one bar group per dataset."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure([go.Bar(x=t.step, y=t.non_decreasing_pct, name=ds) for ds, t in trans.groupby("dataset")])
+    fig.update_layout(xaxis_title="layer step", yaxis_title="% of tokens non-decreasing", barmode="group")
+    return with_caption(fig, title, caption)
+
+
+def fig_norm_quantiles(norms: dict, title: str, caption: str):
+    """Median residual norm per layer with a 10-90% band, one line per entry of ``norms`` {name: [N, L]}."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, traj in norms.items():
+        med, lo, hi = np.median(traj, 0), np.percentile(traj, 10, 0), np.percentile(traj, 90, 0)
+        fig.add_trace(go.Scatter(x=list(range(traj.shape[1])), y=med, mode="lines+markers", name=f"{name} median",
+                                 error_y={"type": "data", "symmetric": False, "array": hi - med, "arrayminus": med - lo}))
+    fig.update_layout(xaxis_title="layer l (input of block l)", yaxis_title="||z_l|| (median, 10-90%)")
+    return with_caption(fig, title, caption)
+
+
+def fig_norm_lines(norms, title: str, caption: str):
+    """One thin line per sample: norm [n, S] against layer, log y-axis."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure([go.Scatter(x=list(range(norms.shape[1])), y=row, mode="lines", line={"width": 1}, opacity=0.5,
+                                showlegend=False) for row in norms])
+    fig.update_layout(xaxis_title="layer", yaxis_title="||z_l||", yaxis_type="log")
+    return with_caption(fig, title, caption)
+
+
+_STEP_COLORS = {"block": "#1f77b4", "attn": "#d62728", "ffn": "#2ca02c"}
+
+
+def fig_descent(by_layer: pd.DataFrame, model: str, caption: str):
+    """Top: % of tokens whose update is a descent direction of the inner loss (<dz, g> < 0) per layer, for the
+    block and each half-step (trained: solid), the twin's block (dashed) and random directions of the same norm
+    (dotted grey); bottom: median cos(dz, -g) of the block update with its interquartile band, twin and random beside."""
+    from plotly.subplots import make_subplots
+
+    d = by_layer[by_layer.model == model]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("share of descent directions, % of tokens", "cos(dz, -g), block update"))
+    for (weights, step), g in d.groupby(["weights", "step"], sort=False):
+        if weights != "trained" and step != "block":  # the twin's half-steps are in the tables
+            continue
+        dash = "solid" if weights == "trained" else "dash"
+        fig.add_scatter(x=g.layer, y=g.descent_pct, mode="lines+markers", name=f"{step} ({weights})",
+                        line={"color": _STEP_COLORS[step], "dash": dash}, row=1, col=1)
+    b = d[(d.step == "block") & (d.weights == "trained")]
+    fig.add_scatter(x=b.layer, y=b.random_descent_pct, mode="lines", name="block, random direction of same norm",
+                    line={"color": "grey", "dash": "dot"}, row=1, col=1)
+    fig.add_hline(y=50, line={"color": "black", "width": 1}, row=1, col=1)
+    for weights, color in (("trained", _STEP_COLORS["block"]), ("untrained twin", "#9467bd")):
+        g = d[(d.step == "block") & (d.weights == weights)]
+        fig.add_scatter(x=list(g.layer) + list(g.layer[::-1]), y=list(g.cos_q75) + list(g.cos_q25[::-1]),
+                        fill="toself", line={"width": 0}, fillcolor=color, opacity=0.2, showlegend=False, row=2, col=1)
+        fig.add_scatter(x=g.layer, y=g.cos_median, mode="lines+markers", name=f"median cos, block ({weights})",
+                        line={"color": color}, row=2, col=1)
+    fig.add_scatter(x=b.layer, y=b.random_cos_median, mode="lines", name="median cos, random direction",
+                    line={"color": "grey", "dash": "dot"}, row=2, col=1)
+    fig.add_hline(y=0, line={"color": "black", "width": 1}, row=2, col=1)
+    fig.update_xaxes(title_text="layer l (update of block l)", row=2, col=1)
+    fig.update_layout(height=760)
+    return with_caption(fig, f"Is each layer's update a descent step on the inner loss? {model}", caption)
+
+
+def fig_norm_steps(norms: pd.DataFrame, model: str, caption: str, published: float = 1.045):
+    """Top: % of tokens whose ||z|| the attention half-step, the FFN half-step and the whole block decrease, per
+    block (trained: solid; untrained twin: dashed); bottom: median growth ratio ||z^(l+1)|| / ||z^l|| per block
+    with the published ~1.045 per layer of GPT2-XL and 1 as references."""
+    import math
+
+    from plotly.subplots import make_subplots
+
+    d = norms[norms.model == model]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("% of tokens whose norm decreases", "median ||z^(l+1)|| / ||z^l||"))
+    for weights, g in d.groupby("weights", sort=False):
+        dash = "solid" if weights == "trained" else "dash"
+        for step, col in (("attn", "attn_decrease_pct"), ("ffn", "ffn_decrease_pct"), ("block", "block_decrease_pct")):
+            if g[col].notna().any():
+                fig.add_scatter(x=g.layer, y=g[col], mode="lines+markers", name=f"{step} ({weights})",
+                                line={"color": _STEP_COLORS[step], "dash": dash}, row=1, col=1)
+        fig.add_scatter(x=g.layer, y=g.ratio_median, mode="lines+markers", name=f"growth ratio ({weights})",
+                        line={"color": "black", "dash": dash}, row=2, col=1)
+    span = [d.layer.min(), d.layer.max()]
+    fig.add_scatter(x=span, y=[published, published], mode="lines", line={"color": "orange", "dash": "dot"},
+                    name=f"GPT2-XL, published ~{published} per layer", row=2, col=1)
+    fig.add_hline(y=1, line={"color": "grey", "width": 1}, row=2, col=1)
+    top = max(1.3, 1.1 * float(d[d.layer > 0].ratio_median.max()))  # block 0 (from the embeddings) may be far above
+    fig.update_yaxes(type="log", range=[math.log10(0.8), math.log10(top)], row=2, col=1)
+    fig.layout.annotations[1].text = "median ||z^(l+1)|| / ||z^l|| (axis clipped above block 1's range; tables: all)"
+    fig.update_xaxes(title_text="block l", row=2, col=1)
+    fig.update_layout(height=760)
+    return with_caption(fig, f"Where the norm moves: attention vs FFN half-steps, {model}", caption)
+
+
+def fig_cross_model(rows: pd.DataFrame, dataset: str, title: str, caption: str):
+    """Sequence and pair level per model (whiskers: 95% CI), the untrained twin as an open marker, the paper's rows
+    as stars and chance as a cross; project-trained checkpoints appear as their own rows."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    t = rows[(rows.dataset == dataset) & (rows.role != "untrained twin")]
+    t = t[~((t.role == "checkpoint") & (t.epoch == 0))]  # the project model's initialisation is its twin marker
+    def short(m, g, r, e):
+        if g != "natural":
+            return m
+        return f"project GPT-2 arch., epoch {int(e)}" + (f", {r.replace(' round trip', '')}" if "round trip" in r else "")
+
+    names = [short(*v) for v in zip(t.model, t.group, t.role, t.epoch, strict=True)]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("sequence level %", "pair level %"), shared_yaxes=True,
+                        horizontal_spacing=0.04)
+    for col, stat in enumerate(("sequence", "pair"), start=1):
+        v, lo, hi = t[f"{stat}_pct"], t.get(f"{stat}_lo"), t.get(f"{stat}_hi")
+        paper = t.role == "paper (Table 1)"
+        fig.add_trace(go.Scatter(x=v[~paper], y=[n for n, p in zip(names, paper, strict=True) if not p], mode="markers",
+                                 name="model", marker={"color": "#1f77b4", "size": 9}, showlegend=col == 1,
+                                 error_x={"type": "data", "symmetric": False, "array": (hi - v)[~paper],
+                                          "arrayminus": (v - lo)[~paper]}), row=1, col=col)
+        fig.add_trace(go.Scatter(x=t[f"twin_{stat}_pct"][~paper], y=[n for n, p in zip(names, paper, strict=True) if not p],
+                                 mode="markers", name="untrained twin", showlegend=col == 1,
+                                 marker={"color": "#d62728", "size": 10, "symbol": "circle-open"}), row=1, col=col)
+        fig.add_trace(go.Scatter(x=v[paper], y=[n for n, p in zip(names, paper, strict=True) if p], mode="markers",
+                                 name="paper (Table 1)", showlegend=col == 1,
+                                 marker={"color": "#2ca02c", "size": 12, "symbol": "star"}), row=1, col=col)
+        chance = t.chance_pct if stat == "sequence" else pd.Series(50.0, index=t.index)  # one step: a coin flip
+        fig.add_trace(go.Scatter(x=chance, y=names, mode="markers", name="chance (2^-n; pair: 50%)", showlegend=col == 1,
+                                 marker={"color": "grey", "size": 7, "symbol": "x"}), row=1, col=col)
+    fig.update_xaxes(range=[-2, 102])
+    fig.update_layout(height=max(350, 40 * len(names) + 150), width=1100, margin={"l": 260})
+    return with_caption(fig, title, caption)
+
+
+def fig_checkpoints(rows: pd.DataFrame, title: str, caption: str):
+    """Sequence-level rate of the project-trained model at every checkpoint (x: optimiser step) per dataset, with
+    its value at initialisation (the untrained twin) as a dashed reference line and the quantised last checkpoint
+    as extra markers."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
+    for i, (ds, t) in enumerate(rows[rows.group == "natural"].groupby("dataset", sort=False)):
+        ck = t[t.role == "checkpoint"].sort_values("step")
+        color = palette[i % len(palette)]
+        fig.add_trace(go.Scatter(x=ck.step, y=ck.sequence_pct, mode="lines+markers", name=f"{ds}", line={"color": color},
+                                 error_y={"type": "data", "symmetric": False, "array": ck.sequence_hi - ck.sequence_pct,
+                                          "arrayminus": ck.sequence_pct - ck.sequence_lo}))
+        init = ck[ck.epoch == 0]
+        if len(init):
+            fig.add_hline(y=float(init.sequence_pct.iloc[0]), line={"dash": "dash", "color": color},
+                          annotation_text=f"untrained, {ds}",
+                          annotation_position="top left" if i % 2 == 0 else "bottom left")
+        q = t[t.role.str.endswith("round trip")]
+        fig.add_trace(go.Scatter(x=q.step, y=q.sequence_pct, mode="markers", name=f"{ds}, GGUF round trips (Q4_1, Q4_K_M)",
+                                 text=q.role, marker={"symbol": "diamond-open", "size": 11, "color": color}))
+    fig.update_layout(xaxis_title="optimiser step", yaxis_title="sequence level % (every step non-decreasing)")
+    return with_caption(fig, title, caption)

@@ -1,0 +1,217 @@
+"""Residual-stream capture with hooks.
+
+Layer ``l < L`` is the *input* of block ``l`` (layer 0 = embeddings, after any embedding scaling the
+model applies); layer ``L`` is the output of the last block *before* the final norm. Hugging Face's
+``hidden_states[-1]`` is taken after the final norm, so it is not used here (see DESIGN.md, traps).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from helpers import CompendiumError
+from helpers.lm.load import LoadedModel
+
+# Arguments of a block call that refer to the model's own KV cache or output options: a block re-run
+# on other states must not read or write the cache of the real call.
+_DROP_ARGS = ("past_key_values", "past_key_value", "layer_past", "use_cache", "output_attentions")
+
+
+@dataclass
+class Capture:
+    """Residual states of one padded batch.
+
+    ``states[l, b, t]`` is the residual state at layer ``l`` of token ``t`` of row ``b``;
+    ``block_kwargs`` are all other arguments of the real call of the last block, by name (attention mask,
+    position ids, rotary embeddings), so the last block can be re-run exactly (Eq. 14).
+    """
+
+    states: torch.Tensor
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    block_kwargs: dict
+
+
+def pad_batch(
+    rows: list[list[int]], pad_id: int = 0, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token rows into ``(input_ids, attention_mask)``; real tokens keep positions 0..n-1."""
+    if not rows or any(len(r) == 0 for r in rows):
+        raise ValueError("pad_batch needs a non-empty list of non-empty token rows")
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def bind_block_call(block: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, dict]:
+    """Split one real call of a decoder block into its hidden-state input and every other argument by name.
+
+    Positional and keyword arguments are bound to the block's ``forward`` signature: some families pass
+    the attention mask positionally (GPT-2 in transformers 5.x), and a block re-run without it attends
+    both ways under eager attention. Cache arguments are dropped and ``use_cache`` is set to False, so
+    ``block(hidden, **named)`` re-runs the call exactly, on any hidden states of the same shape.
+    """
+    sig = inspect.signature(block.forward)
+    bound = sig.bind(*args, **kwargs)
+    named: dict = {}
+    for name, value in bound.arguments.items():
+        kind = sig.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            if value:
+                raise TypeError(f"{type(block).__name__} takes *{name}: cannot name its arguments")
+        else:
+            named[name] = value
+    first = next(iter(sig.parameters))
+    hidden = named.pop(first)
+    for name in _DROP_ARGS:
+        named.pop(name, None)
+    if "use_cache" in sig.parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()
+    ):
+        named["use_cache"] = False
+    return hidden, named
+
+
+PreHook = Callable[[int, torch.Tensor, dict], None]
+
+
+PostHook = Callable[[int, torch.Tensor], None]
+
+
+@contextmanager
+def block_hooks(lm: LoadedModel, on_input: PreHook | None = None, on_output: PostHook | None = None,
+                layers: list[int] | None = None) -> Iterator[None]:
+    """Hook the decoder blocks: ``on_input(l, hidden, named_args)`` before and ``on_output(l, out)`` after
+    block ``l`` runs, for every block (or those in ``layers``); the hooks are removed on exit.
+
+    This is the one capture primitive: the residual capture, the lens and the eigenvalue code all see a
+    block call through :func:`bind_block_call`.
+    """
+    handles = []
+
+    def pre(i: int):
+        def hook(module, args, kwargs):
+            hidden, named = bind_block_call(module, args, kwargs)
+            on_input(i, hidden, named)
+
+        return hook
+
+    def post(i: int):
+        def hook(module, args, kwargs, output):
+            on_output(i, output[0] if isinstance(output, tuple) else output)
+
+        return hook
+
+    try:
+        for i in layers if layers is not None else range(lm.n_layers):
+            blk = lm.blocks[i]
+            if on_input is not None:
+                handles.append(blk.register_forward_pre_hook(pre(i), with_kwargs=True))
+            if on_output is not None:
+                handles.append(blk.register_forward_hook(post(i), with_kwargs=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def capture_residuals(
+    lm: LoadedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+) -> Capture:
+    """Run the model once and return the residual stream at every layer (see module docstring).
+
+    The states stay in the model's dtype; all layers are gathered on the input device (with
+    ``device_map="auto"`` the blocks may live on several GPUs).
+    """
+    n = lm.n_layers
+    states: list[torch.Tensor | None] = [None] * (n + 1)
+    kwargs_store: dict = {}
+    target = lm.input_device
+
+    def on_input(index: int, hidden: torch.Tensor, named: dict) -> None:
+        states[index] = hidden.detach()
+        if index == n - 1:
+            kwargs_store.update(named)
+
+    def on_output(index: int, out: torch.Tensor) -> None:
+        if index == n - 1:
+            states[n] = out.detach()
+
+    with block_hooks(lm, on_input, on_output), torch.inference_mode():
+        lm.model(
+            input_ids=input_ids.to(target),
+            attention_mask=attention_mask.to(target),
+            use_cache=False,
+            logits_to_keep=1,
+        )
+    stacked = torch.stack([s.to(target) for s in states])
+    return Capture(
+        states=stacked,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        block_kwargs=kwargs_store,
+    )
+
+
+# family -> block submodule whose INPUT is the residual stream after the attention half-step.
+# Gemma 2/3 add post_attention_layernorm(attn) to the residual: the state after attention enters the pre-FFN norm.
+MID_MODULES = {
+    "gpt2": "ln_2", "llama": "post_attention_layernorm", "mistral": "post_attention_layernorm",
+    "qwen2": "post_attention_layernorm", "qwen3": "post_attention_layernorm", "gemma": "post_attention_layernorm",
+    "gemma2": "pre_feedforward_layernorm", "gemma3": "pre_feedforward_layernorm",
+    "gemma3_text": "pre_feedforward_layernorm", "gpt_neox": "post_attention_layernorm", "opt": "final_layer_norm",
+}
+
+
+def halfstep_module(lm: LoadedModel) -> str | None:
+    """Name of the block submodule whose input is the state after the attention half-step; ``None`` when the
+    block has no such state (parallel residual: attention and FFN read the same input; post-norm OPT)."""
+    cfg = lm.model.config
+    if lm.family == "gpt_neox" and getattr(cfg, "use_parallel_residual", True):
+        return None
+    if lm.family == "opt" and not getattr(cfg, "do_layer_norm_before", True):
+        return None
+    if lm.family not in MID_MODULES:
+        raise CompendiumError(f"no half-step hook is known for family '{lm.family}': add its pre-FFN module to "
+                              f"helpers.descent.MID_MODULES")
+    return MID_MODULES[lm.family]
+
+
+def capture_halfsteps(lm: LoadedModel, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor) -> tuple[Capture, torch.Tensor | None]:
+    """One model call: the residual capture (states ``[L+1, B, T, D]``, last block's call arguments) and the
+    states after every attention half-step ``[L, B, T, D]`` (``None`` without half-steps), taken by a forward
+    pre-hook on :func:`halfstep_module` of every block (OPT's module sees them flattened to ``[B*T, D]``)."""
+    name, store = halfstep_module(lm), {}
+
+    def hook(i: int):
+        def pre(module, args, kwargs):
+            store[i] = args[0] if args else next(iter(kwargs.values()))
+
+        return pre
+
+    handles = [getattr(blk, name).register_forward_pre_hook(hook(i), with_kwargs=True)
+               for i, blk in enumerate(lm.blocks)] if name else []
+    try:
+        cap = capture_residuals(lm, input_ids, attention_mask)
+    finally:
+        for h in handles:
+            h.remove()
+    if name is None:
+        return cap, None
+    shape = cap.states.shape[1:]
+    return cap, torch.stack([store[i].detach().reshape(shape).to(cap.states.device) for i in range(lm.n_layers)])

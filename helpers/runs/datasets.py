@@ -1,0 +1,155 @@
+"""Turn per-token records into the paper's tables and curves, with its published values beside ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from helpers import CompendiumError
+from helpers.config import get_profile
+from helpers.corpus.samples import describe_empty, filtered_samples, sample_texts
+from helpers.corpus.sources import check_dataset
+from helpers.lm.load import LoadedModel, load_model
+from helpers.lm.twin import untrained_twin
+from helpers.runs.analysis import AnalysisConfig, run_analysis
+
+
+def provenance(model_line: str, dataset: str, n_texts: int, n_tokens: int, extra: str = "") -> str:
+    """One line naming model, data, sample count and filter, for figure and table captions."""
+    text = f"{model_line} | {dataset}: {n_texts} texts, {n_tokens} tokens"
+    return f"{text} | {extra}" if extra else text
+
+
+@dataclass
+class DatasetRun:
+    """Records of one model on one dataset, with what produced them."""
+
+    records: dict[str, np.ndarray]
+    dataset: str
+    n_texts: int
+    n_layers: int
+    min_position: int
+    model_line: str
+    run_dir: str
+    lens_tokens: str = "every token"
+    padding_share: float = 0.0
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of token records."""
+        return int(len(self.records["text_id"]))
+
+    def caption(self, extra: str = "") -> str:
+        """Provenance line: model, data, sample count, filter."""
+
+        return provenance(self.model_line, self.dataset, self.n_texts, self.n_tokens, extra)
+
+
+def model_context(lm: LoadedModel) -> int:
+    """The model's context length (max position embeddings), capped at 8192."""
+    cfg = lm.model.config
+    ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 2048
+    return int(min(ctx, 8192))
+
+
+def analyse_dataset(
+    lm: LoadedModel,
+    dataset: str,
+    profile: str = "default",
+    n_texts: int | None = None,
+    max_tokens: int | None = None,
+    min_position: int = 4,
+    batch_size: int | None = None,
+    batch_tokens: int | None = 4096,
+    lens_share: float | str | None = None,
+    logit_lens: bool | None = None,
+    lens: bool = True,
+    seed: int = 0,
+    cache_dir: str = "results/cache",
+    filtered_dir: str = "data/filtered",
+    data_dir: str | None = None,
+    shard: str | None = None,
+    progress: bool = True,
+    cached_only: bool = False,
+) -> DatasetRun:
+    """Sample ``n_texts`` filtered texts of ``dataset`` (seeded) and analyse them (cached, resumable).
+
+    ``None`` for ``n_texts`` / ``max_tokens`` takes the profile's value (the paper profile: every
+    text, the model's context). ``lens_share`` None takes the profile's share, "all" runs the lens on every
+    token; ``logit_lens`` None takes the profile's choice; ``lens=False`` computes norms only (no lens at all).
+    """
+
+    check_dataset(dataset)
+    prof = get_profile(profile).corpus
+    n = n_texts if n_texts is not None else prof.n_texts(dataset, lm.name)
+    tokens = max_tokens if max_tokens is not None else (prof.max_tokens or model_context(lm))
+    context = getattr(lm.model.config, "max_position_embeddings", None) or getattr(lm.model.config, "n_positions", None)
+    if isinstance(context, int) and tokens > context:
+        raise CompendiumError(f"max_tokens (--max-tokens) {tokens} is beyond the context of {lm.label} ({context} "
+                              f"tokens): use at most {context}")
+    kept, report = filtered_samples(dataset, filtered_dir, data_dir)
+    if not kept:
+        raise CompendiumError(describe_empty(report, folder=data_dir))
+    texts = sample_texts(kept, n, seed)
+    share = None if lens_share == "all" or not lens else (prof.lens_share if lens_share is None else lens_share)
+    config = AnalysisConfig(max_tokens=tokens, min_position=min_position, n_vectors=prof.n_vectors, lens_share=share,
+                            lens=lens, logit_lens=lens and (prof.logit_lens if logit_lens is None else logit_lens))
+    records, store = run_analysis(
+        lm,
+        texts,
+        config,
+        cache_dir=cache_dir,
+        dataset=dataset,
+        batch_size=batch_size,
+        batch_tokens=batch_tokens,
+        shard=shard,
+        progress=progress,
+        cached_only=cached_only,
+    )
+    return DatasetRun(
+        records=records,
+        dataset=dataset,
+        n_texts=len(texts),
+        n_layers=lm.n_layers,
+        min_position=min_position,
+        model_line=lm.describe() + f"; max {tokens} tokens/text",
+        run_dir=str(store.dir),
+        lens_tokens=config.lens_tokens(),
+        padding_share=float(store.manifest().get("padding_share", 0.0)),
+    )
+
+
+def analyse_corpora(
+    model: str,
+    datasets: list[str] | tuple[str, ...] = ("wikitext-103", "1bw"),
+    profile: str = "default",
+    device: str = "cpu",
+    dtype: str = "float32",
+    device_map: str | None = None,
+    **kwargs,
+) -> tuple[LoadedModel, dict[str, DatasetRun]]:
+    """Load ``model`` and analyse every dataset (cached, resumable): the shared first step of notebooks
+    02-04. ``kwargs`` go to :func:`analyse_dataset` (n_texts, max_tokens, min_position, batch_size, seed,
+    cache_dir, filtered_dir, data_dir, shard)."""
+
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    for ds in datasets:
+        check_dataset(ds)
+    get_profile(profile)
+    lm = load_model(model, device=device, dtype=dtype, device_map=device_map)
+    print(lm.describe())
+    return lm, {ds: analyse_dataset(lm, ds, profile=profile, **kwargs) for ds in datasets}
+
+
+def analyse_twin(lm: LoadedModel, runs: dict[str, DatasetRun], profile: str = "default", twin_seed: int = 0,
+                 **kwargs) -> tuple[LoadedModel, dict[str, DatasetRun]]:
+    """The untrained twin of ``lm`` (:func:`helpers.twins.untrained_twin` with ``twin_seed``) on the same texts as
+    ``runs`` (same sample size per dataset), norms only: the null of Table 1. ``kwargs`` go to
+    :func:`analyse_dataset` (max_tokens, min_position, batch_tokens, seed of the text sample, cache_dir, ...)."""
+
+    twin = untrained_twin(lm, seed=twin_seed)
+    return twin, {ds: analyse_dataset(twin, ds, profile=profile, n_texts=run.n_texts, lens=False, **kwargs)
+                  for ds, run in runs.items()}

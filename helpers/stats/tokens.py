@@ -1,0 +1,132 @@
+"""Turn per-token records into the paper's tables and curves, with its published values beside ours.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from helpers.residual.records import MAX_FINAL_LOSS
+from helpers.stats.intervals import bootstrap_ci
+from helpers.stats.monotone import monotone_stats, transition_rates
+
+
+def loss_curves(
+    records: dict[str, np.ndarray], max_final_loss: float | None = MAX_FINAL_LOSS
+) -> pd.DataFrame:
+    """Mean and std per layer of the inner loss (Eq. 14) and the logit lens.
+
+    Rows: one per (lens, layer). ``max_final_loss`` keeps tokens whose final loss is <= it (the
+    paper's filter); None stands for every token with a target: all of them, or, when the lens ran on a
+    seeded random share only (``lens_sampled`` in the records), that share. ``share_kept`` is the fraction
+    of tokens with a target that the row covers.
+    """
+    has_target = records["target"] >= 0
+    keep = has_target.copy()
+    if max_final_loss is not None:
+        keep &= records["final_loss"] <= max_final_loss
+    elif "lens_sampled" in records:
+        keep &= records["lens_sampled"]
+    rows = []
+    for lens in ("inner_loss", "logit_lens"):
+        if lens not in records:
+            continue
+        vals = records[lens][keep]
+        for layer in range(vals.shape[1]):
+            col = vals[:, layer]
+            rows.append(
+                {
+                    "lens": lens,
+                    "layer": layer,
+                    "mean": float(col.mean()) if len(col) else np.nan,
+                    "std": float(col.std()) if len(col) else np.nan,
+                    "q10": float(np.quantile(col, 0.1)) if len(col) else np.nan,
+                    "q90": float(np.quantile(col, 0.9)) if len(col) else np.nan,
+                    "n_tokens": int(len(col)),
+                    "share_kept": float(keep.sum() / max(1, has_target.sum())),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def norm_trajectories(records: dict[str, np.ndarray], n_layers: int) -> np.ndarray:
+    """Norms over layers 0..L-1 (the last block's output excluded, as in the paper) [N, L]."""
+    return records["norms"][:, :n_layers]
+
+
+def norm_variants(records: dict[str, np.ndarray], min_position: int) -> dict[str, np.ndarray]:
+    """Boolean token masks for the Table 1 variants.
+
+    The paper's protocol (every position >= ``min_position + 1``, 1-based), the last token of each
+    text, and every position with and without position 0 (which carries 'massive activations').
+    """
+    text = records["text_id"]
+    pos = records["position"]
+    last = np.zeros(len(text), dtype=bool)
+    if len(text):
+        ends = np.r_[np.nonzero(np.diff(text))[0], len(text) - 1]
+        last[ends] = True
+    return {
+        f"positions >= {min_position + 1} (paper)": pos >= min_position,
+        "last token of each text": last,
+        "all positions, with position 0": pos >= 0,
+        "all positions, without position 0": pos >= 1,
+    }
+
+
+def table1(
+    records: dict[str, np.ndarray],
+    n_layers: int,
+    min_position: int,
+    model: str,
+    dataset: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Our Table 1 rows (sequence %, pair %, n, chance, 95% cluster-bootstrap CIs) per variant."""
+    rows = []
+    for variant, mask in norm_variants(records, min_position).items():
+        if not mask.any():
+            continue
+        st = norm_stats(records, n_layers, mask, n_boot=n_boot, seed=seed)
+        rows.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "variant": variant,
+                "n_tokens": st["n"],
+                "n_texts": st["n_texts"],
+                "steps": st["steps"],
+                "sequence_pct": st["sequence_pct"],
+                "sequence_ci95": f"[{st['sequence_lo']:.1f}, {st['sequence_hi']:.1f}]",
+                "pair_pct": st["pair_pct"],
+                "pair_ci95": f"[{st['pair_lo']:.1f}, {st['pair_hi']:.1f}]",
+                "chance_pct": st["chance_pct"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def norm_stats(records: dict[str, np.ndarray], n_layers: int, mask: np.ndarray, n_boot: int = 1000,
+               seed: int = 0) -> dict[str, float]:
+    """Table 1 numbers of the tokens in ``mask``: n, n_texts, steps, sequence/pair % with 95% cluster-bootstrap
+    bounds (``*_lo``, ``*_hi``; texts are the clusters) and chance %."""
+    traj = norm_trajectories(records, n_layers)[mask]
+    stats = monotone_stats(traj)
+    ci = bootstrap_ci(traj, groups=records["text_id"][mask], n_boot=n_boot, seed=seed)
+    return {**stats, "n_texts": int(len(np.unique(records["text_id"][mask]))),
+            "sequence_lo": ci["sequence_pct"][0], "sequence_hi": ci["sequence_pct"][1],
+            "pair_lo": ci["pair_pct"][0], "pair_hi": ci["pair_pct"][1]}
+
+
+def transitions(records: dict[str, np.ndarray], n_layers: int, min_position: int) -> pd.DataFrame:
+    """Per-step share (%) of trajectories whose norm does not decrease from layer l to l+1."""
+    mask = records["position"] >= min_position
+    rates = transition_rates(norm_trajectories(records, n_layers)[mask])
+    return pd.DataFrame(
+        {
+            "step": [f"{i}->{i + 1}" for i in range(len(rates))],
+            "layer": range(len(rates)),
+            "non_decreasing_pct": rates,
+        }
+    )
