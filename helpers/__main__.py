@@ -20,7 +20,7 @@ from helpers.corpus.sources import corpus_source
 from helpers.experiments import inner_loss, table1
 from helpers.lm.load import load_model
 from helpers.notebooks import PER_MODEL, execute, sources
-from helpers.paths import atomic_write_text, repo_path, repo_root
+from helpers.paths import CACHE_DIR, RESULTS_DIR, atomic_write_text, repo_path, repo_root
 from helpers.report import figures, output
 from helpers.report.findings import render
 from helpers.runs.analysis import NotFinished, merge_records
@@ -47,8 +47,8 @@ def _analyse_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device-map", default=None, help="e.g. 'auto' to spread a large model over GPUs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--cache-dir", default="results/cache")
-    p.add_argument("--results-dir", default="results")
+    p.add_argument("--cache-dir", default=CACHE_DIR)
+    p.add_argument("--results-dir", default=RESULTS_DIR)
     p.add_argument("--figures-dir", default=None, help="where figures go (default: the results folder)")
     p.add_argument("--no-png", dest="png", action="store_false", help="interactive HTML figures only (no Chromium)")
 

@@ -1,18 +1,7 @@
-"""One validation step for every run, before any model is loaded or any file is written.
-
-``python -m helpers analyse|merge`` and every notebook (a cell right after the parameters cell) call
-:func:`validate_params` on their parameters: types, ranges, shard, dataset names, device / dtype /
-device_map, the model's local files, the data file (readable, and not emptied by the filters) and the
-output folders (folders, writable). A bad value is one :class:`~helpers.CompendiumError` line naming the
-parameter as the caller knows it (``--n-texts`` on the command line, ``n_texts`` in a notebook) and
-what to do. Only parameters present are checked, so one call serves every notebook::
-
-    globals().update(validate_params(globals()))   # normalised values: "1bw" -> ["1bw"], "8" -> 8
-
-Importing this module inside IPython (a notebook kernel) also calls :func:`notebook_mode`: a
-CompendiumError then shows as its one line instead of a traceback, and papermill still reports the cell
-as failed. Nothing here imports torch or transformers unless a value needs them (a CUDA device, a
-registry model), so parameter errors cost well under a second.
+"""Torch-free checks of single parameter values (ints, shares, names, datasets, shards, dtype, device, device
+map, folders): each returns the normalised value or raises one :class:`~helpers.CompendiumError` line naming
+the parameter as the caller knows it (``--n-texts`` on the command line, ``n_texts`` in a notebook).
+:mod:`helpers.validate` runs them all at once; a CUDA or MPS device is the only value that imports torch.
 """
 
 from __future__ import annotations
@@ -23,7 +12,7 @@ from pathlib import Path
 
 from helpers import CompendiumError
 from helpers import param_flag as _flag
-from helpers.corpus.sources import DATASETS
+from helpers.config import DATASETS
 from helpers.paths import repo_path
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16", "auto")

@@ -15,9 +15,28 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from helpers import CompendiumError
-from helpers.corpus.synthetic import SyntheticConfig
 
-DATASETS = ("wikitext-103", "1bw")
+DATASETS = ("wikitext-103", "1bw")  # the paper's test corpora (Sec. 5.1)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Sizes and seeds of a synthetic data set (every size is a parameter)."""
+
+    n_tasks: int = 4
+    vocab_size: int = 12
+    alpha: float = 0.25
+    seq_len: int = 64
+    min_segment: int = 8
+    max_segment: int = 24
+    n_train: int = 4000
+    n_val: int = 512
+    task_seed: int = 0
+    data_seed: int = 1
+
+    def as_dict(self) -> dict:
+        """Plain dict (for hashing and display)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,30 @@
-"""Results on disk keyed by a configuration hash, with a manifest; chunked and resumable.
-
-A run directory ``<root>/<hash>/`` holds ``chunk_00000.npz``... (each written to a temporary file and
-renamed, so a killed run never leaves a partial chunk) and ``manifest.json``, whose ``complete`` flag
-is set only after the last chunk. Running the same configuration again reuses finished chunks.
+"""Where things live: the repository root, every default folder (once), file hashes, and the one way to
+write a file or folder atomically (a temporary sibling renamed into place, so a killed run never leaves a
+partial result that looks complete). Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+# default folders, relative to the repository root (every function, notebook and CLI flag defaults to these)
+RESULTS_DIR = "results"
+FIGURES_DIR = "figures"
+CACHE_DIR = "results/cache"
+DATA_DIR = "data"
+FILTERED_DIR = "data/filtered"
+MODEL_CACHE_ENV = "METALEARN_MODEL_CACHE"  # where assembled model files go (default ~/.cache/metalearn-clm)
+
+
+def model_cache() -> Path:
+    """The folder where model files assembled from chunk packages are kept (``$METALEARN_MODEL_CACHE``)."""
+    return Path(os.environ.get(MODEL_CACHE_ENV, Path.home() / ".cache" / "metalearn-clm")).expanduser()
+
 
 
 def repo_root() -> Path:
@@ -48,8 +63,27 @@ def file_sha256(path: str | Path) -> str:
     return _FILE_HASHES[key]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+@contextmanager
+def atomic_path(path: str | Path, directory: bool = False) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write (a file, or with ``directory`` an empty folder); renamed onto
+    ``path`` (replacing it) when the block ends, removed when it raises. The temporary name keeps the suffix
+    (``np.savez`` appends ``.npz`` otherwise) and starts with a dot: ``.name.tmpPID.suffix``."""
+    final = Path(path)
+    tmp = final.with_name(f".{final.stem}.tmp{os.getpid()}{final.suffix}")
+    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    if directory:
+        tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise
+    if directory and final.exists():
+        shutil.rmtree(final)
+    tmp.replace(final)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write text to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -9,7 +9,7 @@ what to do. Only parameters present are checked, so one call serves every notebo
 
     globals().update(validate_params(globals()))   # normalised values: "1bw" -> ["1bw"], "8" -> 8
 
-Importing this module inside IPython (a notebook kernel) also calls :func:`notebook_mode`: a
+Called in a notebook kernel, :func:`validate_params` first switches on :func:`notebook_mode`: a
 CompendiumError then shows as its one line instead of a traceback, and papermill still reports the cell
 as failed. Nothing here imports torch or transformers unless a value needs them (a CUDA device, a
 registry model), so parameter errors cost well under a second.
@@ -38,6 +38,7 @@ from helpers.checks import (
 from helpers.config import get_profile
 from helpers.corpus.samples import MIN_WORDS, describe_empty, peek_samples
 from helpers.lm.files import check_model_files
+from helpers.paths import FILTERED_DIR
 
 OUTPUT_DIRS = ("results_dir", "cache_dir", "figures_dir", "filtered_dir")
 
@@ -62,7 +63,7 @@ _INTS = {
 _BOOLS = ("include_last", "include_trained", "include_untrained", "train_natural_model")
 
 
-def check_corpus(dataset: str, data_dir=None, filtered_dir="data/filtered", min_words: int | None = None,
+def check_corpus(dataset: str, data_dir=None, filtered_dir=FILTERED_DIR, min_words: int | None = None,
                  seed: int = 0) -> int:
     """Read (never write) the filtered texts of ``dataset`` and return how many there are; a one-line error
     naming the file and the rule when the filters leave nothing (``min_words`` given: the caller has that
@@ -82,7 +83,7 @@ def validate_params(params: Mapping, cli: bool = False) -> dict:
     One-line :class:`CompendiumError` on the first bad value. Cheap checks first (types, ranges, names), then
     the model's local files, the output folders, and last the data (the corpus is read and filtered, the
     filtered cache is read but not written): empty after filtering, or too few texts for the shard."""
-
+    notebook_mode()
     p = dict(params)
     out: dict = {}
     if "profile" in p:
@@ -150,7 +151,7 @@ def _check_data(datasets: list[str], p: dict, out: dict, cli: bool) -> None:
     corpus = get_profile(out.get("profile", "default")).corpus
     shard = check_shard(out.get("shard"))
     for ds in datasets:
-        kept = check_corpus(ds, out.get("data_dir"), out.get("filtered_dir", "data/filtered"), out.get("min_words"),
+        kept = check_corpus(ds, out.get("data_dir"), out.get("filtered_dir", FILTERED_DIR), out.get("min_words"),
                             out.get("seed", 0))
         if "n_texts" not in p and "shard" not in p and "shards" not in p:
             continue
@@ -191,5 +192,3 @@ def notebook_mode() -> bool:
     shell.set_custom_exc((CompendiumError,), _one_line)
     return True
 
-
-notebook_mode()

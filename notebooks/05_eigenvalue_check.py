@@ -73,8 +73,9 @@ from IPython.display import Markdown, display
 
 from helpers.config import get_profile
 from helpers.corpus.samples import load_samples
+from helpers.experiments import zoo
 from helpers.report import figures_training, output
-from helpers.surrogates import experiment, inputs, reading, report
+from helpers.surrogates import experiment, reading, report
 
 # %% [markdown]
 # ## Models and samples
@@ -87,7 +88,7 @@ if torch_threads:
     torch.set_num_threads(torch_threads)
 prof = get_profile(profile).eigen
 n_samples, max_tokens = n_samples or prof.n_samples, max_tokens or prof.max_tokens
-models = inputs.eigen_models(model, profile, include_trained, include_untrained, extra_models, cache_dir, seed,
+models = zoo.eigen_models(model, profile, include_trained, include_untrained, extra_models, cache_dir, seed,
                              device, dtype)
 print("\n".join(m.describe() for m in models))
 

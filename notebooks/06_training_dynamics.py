@@ -28,9 +28,9 @@
 # This notebook reproduces those three figures on synthetic tasks, adds the norm statistics of Table 1
 # over training, and trains a small GPT-2-architecture model on natural text (its losses and norm
 # statistics over training; the saved model is used by notebooks 02-05 as a model *with real
-# training* whose every checkpoint we know). The experiment code is `helpers/dynamics_report.py`
-# (train, measure, save, read), over `helpers/training.py`, `helpers/measures.py` and
-# `helpers/label_metrics.py`.
+# training* whose every checkpoint we know). The experiment code is `helpers/experiments/dynamics.py`
+# (train, measure, save, read), over `helpers/train/`, `helpers/train/measures.py` and
+# `helpers/stats/labels.py`.
 
 # %% tags=["parameters"]
 
@@ -63,9 +63,9 @@ if threads:
 #
 # **The full text of the paper's v2 is not available.** Everything below is a reconstruction from the
 # figure descriptions; every choice is ours and is listed here (the exact sizes are in the settings
-# table below, from `helpers/profiles.py`).
+# table below, from `helpers/config.py`).
 #
-# *Data (helpers/synthetic.py).* A **task** is a first-order Markov chain over `V` tokens whose
+# *Data (helpers/corpus/synthetic.py).* A **task** is a first-order Markov chain over `V` tokens whose
 # transition rows are drawn from a Dirichlet(`alpha`) prior with the task's own random seed
 # (`task_seed + k`: this is our reading of the paper's 'seed'), as in the in-context Markov chains of
 # Nichani, Damian & Lee (ICML 2024). A training **sequence** of `T` tokens (plus one extra token, so the
@@ -80,14 +80,14 @@ if threads:
 # average) and the **bigram loss** (a task-agnostic bigram model fitted on the training set: what a
 # model reaches without in-context task inference).
 #
-# *Model and training (helpers/training.py).* GPT-2 architecture (`transformers`), no dropout,
+# *Model and training (helpers/train/).* GPT-2 architecture (`transformers`), no dropout,
 # AdamW with linear warmup and cosine decay, gradient clipping, one checkpoint per epoch with
 # `epoch 0` = the initialisation. Deterministic on CPU for a given seed and thread count: the batch
 # order of every epoch comes from a generator seeded with (seed, epoch), so a run resumed from a
 # checkpoint ends with the same weights as an uninterrupted one. `threads` (default: torch's own
 # choice) sets torch's CPU threads; a different thread count can change the last bits of the weights.
 #
-# *Measurements per checkpoint (helpers/measures.py).* Layer `l < L` means the residual state that
+# *Measurements per checkpoint (helpers/train/measures.py).* Layer `l < L` means the residual state that
 # enters block `l` (layer 0 = embeddings), layer `L` the output of the last block before the final
 # norm (not Hugging Face's `hidden_states[-1]`, which is after the final norm). A window holds `T+1`
 # tokens; the model reads positions `0..T-1`, and position `T` (whose position embedding training
@@ -95,7 +95,7 @@ if threads:
 #
 # * **Outer loss**: mean next-token cross-entropy on fixed subsets of training and validation windows,
 #   every read position.
-# * **Inner loss** (Eq. 14, `helpers.analysis.analyse_batch`): the layer-`l` states of the prefix go
+# * **Inner loss** (Eq. 14, `helpers.residual.records.analyse_batch`): the layer-`l` states of the prefix go
 #   through the *last* block, the final norm and the LM head; cross-entropy with the true next token;
 #   tokens at position ≥ 4 of training windows (all of them, and the paper's subset with final loss ≤ 1).
 #   Beside it, the **model's own loss on exactly the same tokens**: the outer loss averages other
@@ -115,7 +115,7 @@ if threads:
 #   positions is taken. Beside them: the **chance level** (the label's base rate in that history), the
 #   same-label share of the 10 nearest positions (a recency control) and the attention mass on
 #   same-label positions. 'Same label' for the history uses the labels above.
-# * **Norm statistics** (Table 1, `helpers.norms.monotone_stats`): share of tokens whose residual norm
+# * **Norm statistics** (Table 1, `helpers.stats.monotone.monotone_stats`): share of tokens whose residual norm
 #   is non-decreasing over layers 0..L-1 (sequence level) and share of non-decreasing neighbouring
 #   pairs (pair level), validation tokens at position ≥ 4; chance 2^-steps.
 #
@@ -203,8 +203,8 @@ table.round(2)
 #
 # The same trainer on natural text (1BW held-out shards 10-13 and WikiText-103 validation, GPT-2 BPE).
 # It is a **small model, not GPT-2** (settings below). Its final checkpoint is saved with
-# `save_pretrained` (model + tokenizer) where `helpers.training.natural_model_dir(cache_dir, profile)`
-# finds it, so notebooks 02-05 can load it with `helpers.models.load_model(path)` like any other model.
+# `save_pretrained` (model + tokenizer) where `helpers.train.recipes.natural_model_dir(cache_dir, profile)`
+# finds it, so notebooks 02-05 can load it with `helpers.lm.load.load_model(path)` like any other model.
 # Its figures: the losses over training (as Fig. 2) and the norm statistics over training.
 
 # %%

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,44 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+_SITECUSTOMIZE = '''"""Test instrumentation, installed by tests/conftest.py's instrumented_env for a child process."""
+import os
+import signal
+
+LOAD_LOG = {load_log!r}
+KILL_AFTER_CHUNK = {kill_after_chunk!r}
+if LOAD_LOG:
+    import helpers.lm.load as _load
+
+    _real_load = _load.load_model
+
+    def _logged_load(spec="smollm2-135m", *args, **kwargs):
+        with open(LOAD_LOG, "a", encoding="utf-8") as fh:
+            fh.write(f"{{spec}}\\n")
+        return _real_load(spec, *args, **kwargs)
+
+    _load.load_model = _logged_load
+if KILL_AFTER_CHUNK is not None:
+    from helpers.runs.store import RunStore
+
+    _real_save = RunStore.save_chunk
+
+    def _save_then_die(self, index, arrays):
+        _real_save(self, index, arrays)
+        if index == KILL_AFTER_CHUNK:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    RunStore.save_chunk = _save_then_die
+'''
+
+
+def instrumented_env(folder: Path, load_log: Path | None = None, kill_after_chunk: int | None = None) -> dict:
+    """Environment variables for a child process (CLI or notebook kernel) with test instrumentation: every
+    ``load_model`` call appended to ``load_log``; SIGKILL right after chunk ``kill_after_chunk`` is saved. It is a
+    ``sitecustomize`` module in ``folder`` put first on PYTHONPATH, so the package itself carries no test hooks."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = _SITECUSTOMIZE.format(load_log=str(load_log) if load_log else None, kill_after_chunk=kill_after_chunk)
+    (folder / "sitecustomize.py").write_text(text)
+    return {"PYTHONPATH": os.pathsep.join([str(folder), str(REPO)])}

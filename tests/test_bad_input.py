@@ -1,9 +1,9 @@
-"""Bad input never wastes a model load, never prints a traceback, never silently uses the wrong data (issue 14).
+"""Bad input never wastes a model load, never prints a traceback, never silently uses the wrong data.
 
 A table of probes run through the command line (``python -m helpers analyse|merge``, in parallel) and a few
 through papermill on notebook 02: exit code 2 (CLI) or a PapermillExecutionError whose error is the one line
 (notebook), no traceback, nothing written that looks complete, and no model loaded for the parameter errors
-(``METALEARN_LOAD_LOG``: every ``load_model`` call appends to that file).
+(conftest's ``instrumented_env``: every ``load_model`` call appends to a log file).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import instrumented_env
 
 from helpers import CompendiumError
 
@@ -116,7 +117,7 @@ PROBES = [
 
 
 def run_cli(argv: list[str], tmp: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "METALEARN_LOAD_LOG": str(tmp / "loads.log")}
+    env = {**os.environ, **instrumented_env(tmp / "site", load_log=tmp / "loads.log")}
     env.pop("METALEARN_DATA", None)
     return subprocess.run([sys.executable, "-m", "helpers", *argv], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
@@ -226,7 +227,8 @@ def test_notebook_probe(name, params, expect, files, tmp_path, monkeypatch):
 
     from helpers.notebooks import execute
 
-    monkeypatch.setenv("METALEARN_LOAD_LOG", str(tmp_path / "loads.log"))
+    for key, value in instrumented_env(tmp_path / "site", load_log=tmp_path / "loads.log").items():
+        monkeypatch.setenv(key, value)  # the notebook kernel inherits it
     params = {k: v.format(**files) if isinstance(v, str) else v for k, v in params.items()}
     params = {"profile": "smoke", "model": str(files["tiny"]), "results_dir": str(tmp_path / "results"),
               "figures_dir": str(tmp_path / "figures"), "cache_dir": str(tmp_path / "cache"),

@@ -90,7 +90,7 @@ def test_explicit_folder_never_falls_back(tmp_path, monkeypatch):
 
 def test_missing_repo_file_without_hub_copy_is_one_line_error(tmp_path, monkeypatch):
     monkeypatch.delenv("METALEARN_DATA", raising=False)
-    monkeypatch.setattr(sources, "REPO_DATA", str(tmp_path / "empty"))
+    monkeypatch.setattr(sources, "DATA_DIR", str(tmp_path / "empty"))
     with pytest.raises(CompendiumError, match="no loadable hub copy") as exc:
         load_filtered("1bw")
     assert "\n" not in str(exc.value) and "git checkout -- data/" in str(exc.value)

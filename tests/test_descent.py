@@ -1,4 +1,4 @@
-"""Descent test (issue 12): gradient of the Eq. 14 inner loss against finite differences, half-step states,
+"""Descent test: gradient of the Eq. 14 inner loss against finite differences, half-step states,
 random baselines, the descent share of hand-made cases, and the untrained twin."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import torch
 from conftest import FAMILIES, tiny_model
 
 from helpers.experiments import descent, descent_tables
+from helpers.lm.families import halfstep_module
 from helpers.lm.twin import untrained_twin
 from helpers.residual import hooks, lens
 from helpers.residual.hooks import pad_batch
@@ -94,7 +95,7 @@ def test_halfstep_states(family, one_thread):
     ids, mask, last, _ = _batch(lm)
     cap, mid = hooks.capture_halfsteps(lm, ids, mask)
     if family == "gpt_neox":  # parallel residual: no state between attention and FFN
-        assert hooks.halfstep_module(lm) is None and mid is None
+        assert halfstep_module(lm.family, lm.model.config) is None and mid is None
         return
     z_in, z_out = cap.states[:-1], cap.states[1:]
     assert mid.shape == z_in.shape
@@ -202,8 +203,8 @@ def test_untrained_twin_is_seeded_and_untrained():
     assert untrained_twin(lm, seed=1).fingerprint != a.fingerprint
 
 
-def test_load_available_skips_an_untrained_natural_model(tmp_path, capsys):
-    from helpers.experiments.zoo import load_available
+def test_load_or_skip_skips_an_untrained_natural_model(tmp_path, capsys):
+    from helpers.experiments.zoo import load_or_skip
 
-    assert load_available("natural", "smoke", tmp_path) is None
+    assert load_or_skip("natural", "smoke", tmp_path) is None
     assert "not trained yet" in capsys.readouterr().out

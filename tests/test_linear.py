@@ -9,6 +9,7 @@ import torch
 from conftest import tiny_model
 
 from helpers import CompendiumError
+from helpers.lm.families import block_layout
 from helpers.surrogates.algebra import (
     augment,
     compare,
@@ -40,7 +41,7 @@ from helpers.surrogates.report import (
     table2_with_paper,
     table_caption,
 )
-from helpers.surrogates.weights import block_layout, ffn_weights, gpt2_attention_weights
+from helpers.surrogates.weights import ffn_weights, gpt2_attention_weights
 
 SAMPLE = [5, 17, 3, 42, 8, 99, 23, 61, 7, 30, 11]
 

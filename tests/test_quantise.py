@@ -11,6 +11,7 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import Q4_K, dequantize, quantize
+from gguf_files import read_gguf_weights, write_gguf
 
 from helpers import CompendiumError
 from helpers.lm.load import wrap_model
@@ -19,10 +20,8 @@ from helpers.lm.quantise import (
     quantise_model,
     quantised_twin,
     quantize_q4_k,
-    read_gguf_weights,
     roundtrip,
     tensor_type,
-    write_gguf,
 )
 
 torch.set_num_threads(1)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import instrumented_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,8 +38,9 @@ def cli(model: Path, cache: Path, results: Path) -> list[str]:
             "--results-dir", str(results), "--no-png"]
 
 
-def run_cli(args: list[str], **env_extra) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), **env_extra}
+def run_cli(args: list[str], kill_after_chunk: int | None = None, site: Path | None = None) -> subprocess.CompletedProcess:
+    extra = instrumented_env(site, kill_after_chunk=kill_after_chunk) if site else {"PYTHONPATH": str(REPO)}
+    env = {**os.environ, **extra}
     return subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True)
 
 
@@ -47,7 +49,7 @@ def test_killed_run_resumes_to_identical_tables(tiny_gpt2_dir, tmp_path):
     finishes the other chunks and writes tables identical to an uninterrupted run's."""
     ref_res, res = tmp_path / "ref_results", tmp_path / "results"
     assert run_cli(cli(tiny_gpt2_dir, tmp_path / "ref_cache", ref_res)).returncode == 0
-    killed = run_cli(cli(tiny_gpt2_dir, tmp_path / "cache", res), METALEARN_KILL_AFTER_CHUNK="1")
+    killed = run_cli(cli(tiny_gpt2_dir, tmp_path / "cache", res), kill_after_chunk=1, site=tmp_path / "site")
     assert killed.returncode == -signal.SIGKILL
     chunks = sorted(p.name for p in (tmp_path / "cache").rglob("chunk_*.npz"))
     assert chunks == ["chunk_00000.npz", "chunk_00001.npz"]

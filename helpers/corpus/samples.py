@@ -1,32 +1,19 @@
-"""Corpora: the one data-folder resolver, checksums, the paper's filtering and seeded sampling.
-
-Where a corpus file comes from, in order (:func:`resolve_data_dir`):
-
-1. an explicit folder (the ``data_dir`` / ``folder`` argument of any function here),
-2. the ``METALEARN_DATA`` environment variable,
-3. the repository's own ``data/`` folder (the verified files ship with the repository, see
-   ``data/README.md``),
-4. the Hugging Face hub, for WikiText-103 only (``Salesforce/wikitext``, parquet); the One Billion
-   Word test shard has no hub copy that current ``datasets`` can load, so it must be local.
-
-A folder given explicitly (1 or 2) must hold the file; only the repository's ``data/`` falls back to
-the hub. Every local file is checked against its sha256 in :data:`CHECKSUMS` (the numbers in
-``data/README.md``) before it is used. Provenance names files relative to the data folder, never by
-an absolute path.
+"""The paper's filter and seeded samples (Sec. 5.1): texts of at least ``min_words`` words, headings dropped,
+a seeded random sample, and a filtered-sample cache keyed by the source file's checksum and the rules (written
+atomically; a stale or partial cache is never read).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from helpers import CompendiumError
 from helpers.corpus.sources import check_dataset, corpus_source, data_dir, read_corpus
-from helpers.paths import repo_path
+from helpers.paths import FILTERED_DIR, atomic_path, repo_path
 
 MIN_WORDS = 10
 
@@ -37,7 +24,6 @@ N_1BW_SAMPLES = 5000
 SAMPLE_SEED = 0
 
 
-FILTERED_DIR = "data/filtered"
 
 
 @dataclass
@@ -147,12 +133,10 @@ def save_filtered(name: str, texts: list[str], out_dir: str | Path = FILTERED_DI
     path = filtered_path(name, out_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {"key": key, "report": report.as_dict() if report is not None else None}
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         fh.write(json.dumps(header) + "\n")
         for i, t in enumerate(texts):
             fh.write(json.dumps({"id": i, "text": t}) + "\n")
-    tmp.replace(path)
     return path
 
 

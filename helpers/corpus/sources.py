@@ -1,18 +1,6 @@
-"""Corpora: the one data-folder resolver, checksums, the paper's filtering and seeded sampling.
-
-Where a corpus file comes from, in order (:func:`resolve_data_dir`):
-
-1. an explicit folder (the ``data_dir`` / ``folder`` argument of any function here),
-2. the ``METALEARN_DATA`` environment variable,
-3. the repository's own ``data/`` folder (the verified files ship with the repository, see
-   ``data/README.md``),
-4. the Hugging Face hub, for WikiText-103 only (``Salesforce/wikitext``, parquet); the One Billion
-   Word test shard has no hub copy that current ``datasets`` can load, so it must be local.
-
-A folder given explicitly (1 or 2) must hold the file; only the repository's ``data/`` falls back to
-the hub. Every local file is checked against its sha256 in :data:`CHECKSUMS` (the numbers in
-``data/README.md``) before it is used. Provenance names files relative to the data folder, never by
-an absolute path.
+"""Where the test corpora live and whether they are the right files: the one data-folder resolver (explicit
+folder > ``$METALEARN_DATA`` > the repository's ``data/`` > the Hugging Face hub), sha256 checksums of every file,
+and reading a corpus into lines. Every failure is one :class:`~helpers.CompendiumError` line saying what to do.
 """
 
 from __future__ import annotations
@@ -22,15 +10,12 @@ import os
 from pathlib import Path
 
 from helpers import CompendiumError
-from helpers.paths import file_sha256, repo_path
-
-DATASETS = ("wikitext-103", "1bw")
-
+from helpers.config import DATASETS
+from helpers.paths import DATA_DIR, file_sha256, repo_path
 
 ENV_VAR = "METALEARN_DATA"
 
 
-REPO_DATA = "data"
 
 
 LOCAL_FILES = {
@@ -74,7 +59,7 @@ def resolve_data_dir(explicit: str | Path | None = None) -> tuple[Path, str]:
     env = os.environ.get(ENV_VAR, "")
     if env:
         return repo_path(env), ENV_VAR
-    return repo_path(REPO_DATA), f"repository {REPO_DATA}/"
+    return repo_path(DATA_DIR), f"repository {DATA_DIR}/"
 
 
 def data_dir(explicit: str | Path | None = None) -> Path:
@@ -172,9 +157,3 @@ def corpus_source(name: str, folder: str | Path | None = None) -> dict:
     if path is not None:
         return {"file": LOCAL_FILES[name], "sha256": file_sha256(path)}
     return read_corpus(name, folder)[1]
-
-
-def source_caption(name: str, folder: str | Path | None = None) -> str:
-    """One short line for captions: ``wikitext-103/wiki.test.raw (sha256 173c87a53759)``."""
-    src = corpus_source(name, folder)
-    return f"{src['file']} (sha256 {src['sha256'][:12]})"

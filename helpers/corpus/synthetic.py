@@ -20,31 +20,13 @@ rows ``H(P_{z_t}[x_t, :])`` over the positions read: a floor that no model can b
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
+from helpers.config import SyntheticConfig
+
 LABEL_KINDS = ("task", "next", "pair")
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """Sizes and seeds of a synthetic data set (every size is a parameter)."""
-
-    n_tasks: int = 4
-    vocab_size: int = 12
-    alpha: float = 0.25
-    seq_len: int = 64
-    min_segment: int = 8
-    max_segment: int = 24
-    n_train: int = 4000
-    n_val: int = 512
-    task_seed: int = 0
-    data_seed: int = 1
-
-    def as_dict(self) -> dict:
-        """Plain dict (for hashing and display)."""
-        return asdict(self)
 
 
 @dataclass

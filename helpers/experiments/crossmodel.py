@@ -1,8 +1,8 @@
-"""Every model here on the same texts, beside its null (notebook 08, issue 15).
+"""Every model here on the same texts, beside its null (notebook 08).
 
 The null of Table 1 is not chance (2^-n): residual streams grow by adding nearly orthogonal updates, so an
 *untrained* network of the same architecture already has mostly non-decreasing norms. Each model therefore gets
-a row for itself and one for its untrained twin (:func:`helpers.twins.untrained_twin`; for the project-trained
+a row for itself and one for its untrained twin (:func:`helpers.lm.twin.untrained_twin`; for the project-trained
 model, its own initialisation, checkpoint 0, and every later checkpoint), all on the same texts with one token
 cap. A row holds the Table 1 numbers at the paper's positions with 95% cluster-bootstrap CIs and the inner loss
 (Eq. 14) summary, for the paper's filter (final loss <= 1) and for the seeded "all tokens" sample.
@@ -16,6 +16,7 @@ import pandas as pd
 from helpers.config import get_profile
 from helpers.experiments.paper import PAPER_LAYERS, PAPER_TABLE1
 from helpers.experiments.zoo import CHECKPOINT, TRAINED, TWIN, Entry
+from helpers.paths import CACHE_DIR
 from helpers.residual.records import MAX_FINAL_LOSS
 from helpers.runs.datasets import DatasetRun, analyse_dataset
 from helpers.stats.intervals import paired_difference_ci
@@ -180,10 +181,10 @@ def flip_table(base: DatasetRun, other: DatasetRun, name: str) -> dict:
             "pair change (pp)": 100 * float(ok_b.mean() - ok_a.mean())}
 
 
-def analyse_entry(entry: Entry, datasets: list[str], profile: str, cache_dir: str = "results/cache",
+def analyse_entry(entry: Entry, datasets: list[str], profile: str, cache_dir: str = CACHE_DIR,
                   **kwargs) -> dict[str, DatasetRun]:
     """Every dataset of the profile's cross-model sample (same texts and token cap for every model) through the
-    cached analysis. ``kwargs`` go to :func:`helpers.pipeline.analyse_dataset` (batch_tokens, data_dir, ...)."""
+    cached analysis. ``kwargs`` go to :func:`helpers.runs.datasets.analyse_dataset` (batch_tokens, data_dir, ...)."""
 
     cross = get_profile(profile).cross
     n_texts = {"wikitext-103": cross.wikitext_texts, "1bw": cross.onebw_texts}

@@ -1,16 +1,13 @@
-"""Direct test of the meta-learning view (issue 12): is each layer's update a descent step on the inner loss?
+"""Direct test of the meta-learning view (notebook 07): is each layer's update a descent step on the inner loss?
 
 For the current token ``n``, three updates are compared with ``g``, the gradient of the Eq. 14 inner loss with
 respect to the state the update starts from: ``block`` ``z^{l+1}_n - z^l_n`` and ``attn`` (attention half-step)
 ``z_mid - z^l_n`` against ``g(z^l_n)``; ``ffn`` (FFN half-step) ``z^{l+1}_n - z_mid`` against ``g(z_mid)``.
-The inner loss of a state: the prefix states at that stage go through the LAST block (with the model's own call
-arguments, :func:`helpers.capture.capture_residuals`), the final norm and the LM head; cross-entropy with the true
-next token. The prefix is held fixed: each sampled token is its own row, cut right after it, so the loss at a row's
-last position is the only loss of the row and the gradient there is exactly ``dL_n / dz_n``. Layers are stacked
-along the batch dimension. Per (token, layer): cos(dz, -g), descent (``<dz, g> < 0``), whether the step lowers
-the inner loss, the same for random directions of the same norm (seeded), and the norms around the half-steps.
-Half-step states come from a hook on the block submodule whose input is the residual stream after attention
-(:data:`MID_MODULES`); parallel-residual blocks (GPT-NeoX/Pythia by default) have no half-step.
+The gradient is :func:`helpers.residual.lens.inner_loss_grad`: each sampled token is its own row, cut right after
+it, so the loss at a row's last position is the only loss of the row and the gradient there is exactly
+``dL_n / dz_n``. Per (token, layer): cos(dz, -g), descent (``<dz, g> < 0``), whether the step lowers the inner
+loss, the same for random directions of the same norm (seeded), and the norms around the half-steps. Half-step
+states come from :func:`helpers.residual.hooks.capture_halfsteps`; parallel-residual blocks have none.
 """
 
 from __future__ import annotations
@@ -30,10 +27,10 @@ from helpers import CompendiumError
 from helpers.config import DescentProfile
 from helpers.corpus.samples import sample_texts
 from helpers.experiments.descent_tables import layer_thirds
-from helpers.experiments.zoo import load_available
+from helpers.experiments.zoo import load_or_skip
 from helpers.lm.load import LoadedModel
 from helpers.lm.twin import untrained_twin
-from helpers.paths import atomic_write_text, repo_path
+from helpers.paths import CACHE_DIR, atomic_write_text, repo_path
 from helpers.residual.hooks import capture_halfsteps, pad_batch
 from helpers.residual.lens import inner_loss_grad
 from helpers.runs.store import config_hash
@@ -78,9 +75,7 @@ def sample_tokens(lm: LoadedModel, texts: dict[str, list[str]], max_tokens: int,
     """One current token per text at a seeded uniform position in ``[min_position, len - 2]`` of the text's first
     ``max_tokens`` tokens (the last kept token is only a target); texts too short for one are skipped."""
     rng = random.Random(seed)
-    cfg = lm.model.config
-    context = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
-    max_tokens = min(max_tokens, context or max_tokens)
+    max_tokens = min(max_tokens, lm.context or max_tokens)
     out: dict[str, list] = {"dataset": [], "text": [], "rows": [], "targets": []}
     for ds, items in texts.items():
         for i, ids in enumerate(lm.encode(items, max_tokens)):
@@ -180,7 +175,7 @@ class DescentRun:
 
 
 def run_models(specs: list[str], texts: dict[str, list[str]], prof: DescentProfile, profile: str, seed: int = 0,
-               cache_dir: str | Path | None = "results/cache", device: str = "cpu") -> DescentRun:
+               cache_dir: str | Path | None = CACHE_DIR, device: str = "cpu") -> DescentRun:
     """Each model of ``specs`` and its untrained twin on the same sampled tokens (``prof``'s per-model sample
     sizes apply; 0 texts skips a model).
     ``"natural"`` is notebook 06's model; it, and a registry model whose package is missing, are skipped with a
@@ -190,7 +185,7 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: DescentProfi
     for spec in specs:
         start = time.time()
         n = {ds: prof.texts_for(ds, spec) for ds in texts}
-        lm = load_available(spec, profile, cache_dir, seed, device) if any(n.values()) else print(f"{spec}: no texts")
+        lm = load_or_skip(spec, profile, cache_dir, seed, device) if any(n.values()) else print(f"{spec}: no texts")
         if lm is None:
             continue
         tokens = sample_tokens(lm, {ds: sample_texts(t, n[ds], seed) for ds, t in texts.items()}, prof.max_tokens,

@@ -1,16 +1,6 @@
-"""Direct test of the meta-learning view (issue 12): is each layer's update a descent step on the inner loss?
-
-For the current token ``n``, three updates are compared with ``g``, the gradient of the Eq. 14 inner loss with
-respect to the state the update starts from: ``block`` ``z^{l+1}_n - z^l_n`` and ``attn`` (attention half-step)
-``z_mid - z^l_n`` against ``g(z^l_n)``; ``ffn`` (FFN half-step) ``z^{l+1}_n - z_mid`` against ``g(z_mid)``.
-The inner loss of a state: the prefix states at that stage go through the LAST block (with the model's own call
-arguments, :func:`helpers.capture.capture_residuals`), the final norm and the LM head; cross-entropy with the true
-next token. The prefix is held fixed: each sampled token is its own row, cut right after it, so the loss at a row's
-last position is the only loss of the row and the gradient there is exactly ``dL_n / dz_n``. Layers are stacked
-along the batch dimension. Per (token, layer): cos(dz, -g), descent (``<dz, g> < 0``), whether the step lowers
-the inner loss, the same for random directions of the same norm (seeded), and the norms around the half-steps.
-Half-step states come from a hook on the block submodule whose input is the residual stream after attention
-(:data:`MID_MODULES`); parallel-residual blocks (GPT-NeoX/Pythia by default) have no half-step.
+"""Tables and the reading of the descent test (notebook 07), from the per-(token, layer) records of
+:mod:`helpers.experiments.descent`: shares by layer and by layer third against the untrained twin and random
+directions of the same norm, and which half-step produces the norm decreases.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Notebook 06 end to end: train, measure every checkpoint, save figures and tables, render the reading.
 
 :func:`run_synthetic` and :func:`run_natural` train (or reload) a model of a profile and measure
-every checkpoint (:mod:`helpers.measures`); the ``report_*`` functions save one figure and its table
+every checkpoint (:mod:`helpers.train.measures`); the ``report_*`` functions save one figure and its table
 under the notebook's file names and return them; the ``reading_*`` functions state, as Markdown
 built from the measured numbers, what each figure shows at the first and last checkpoint.
 """
@@ -26,6 +26,7 @@ from helpers.corpus.synthetic import (
     make_dataset,
     oracle_loss,
 )
+from helpers.paths import CACHE_DIR
 from helpers.report.figures_training import fig_attention, fig_clustering, fig_losses, fig_norm_stats
 from helpers.report.output import save_figure, save_table, with_caption
 from helpers.train.checkpoints import TrainRun
@@ -78,7 +79,7 @@ def settings_table(parts: dict[str, dict]) -> pd.DataFrame:
                         columns=["part", "setting", "value"])
 
 
-def run_synthetic(profile: str = "default", seed: int = 0, cache_dir: str | Path = "results/cache",
+def run_synthetic(profile: str = "default", seed: int = 0, cache_dir: str | Path = CACHE_DIR,
                   device: str = "cpu", progress: bool = True) -> DynamicsRun:
     """Train (or reload) the synthetic-task model of ``profile`` and measure every checkpoint."""
 
@@ -100,7 +101,7 @@ def run_synthetic(profile: str = "default", seed: int = 0, cache_dir: str | Path
                        len(data.val), floors, data)
 
 
-def run_natural(profile: str = "default", seed: int = 0, cache_dir: str | Path = "results/cache",
+def run_natural(profile: str = "default", seed: int = 0, cache_dir: str | Path = CACHE_DIR,
                 data_dir: str | Path | None = None, device: str = "cpu", progress: bool = True) -> DynamicsRun:
     """Train (or reload) the natural-text model of ``profile`` (saved for notebooks 02-05 as well) and
     measure every checkpoint: outer loss, inner loss and norm statistics."""

@@ -1,4 +1,5 @@
-"""Turn per-token records into the paper's tables and curves, with its published values beside ours.
+"""Notebook 02: the inner loss (Eq. 14) across layers, for the paper's filter (final loss <= 1) and for every
+token, as tables and a reading rendered from the numbers.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Turn per-token records into the paper's tables and curves, with its published values beside ours.
-"""
+"""Notebook 04: the reading of the PCA of current-token trajectories (Fig. 3/5), rendered from the numbers."""
 
 from __future__ import annotations
 

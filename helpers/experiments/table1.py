@@ -1,4 +1,5 @@
-"""Turn per-token records into the paper's tables and curves, with its published values beside ours.
+"""Notebook 03: Table 1 (Conjecture 4.1) for every dataset run with the untrained twin's row and the paper's
+rows beside ours, per-step transition rates, and the reading rendered from the numbers.
 """
 
 from __future__ import annotations

@@ -1,11 +1,15 @@
-"""Untrained twins: the control every statistic of a trained model is read against (DESIGN.md, nulls).
+"""The model zoo of the experiments: a model spec -> a loaded model, or a printed note and ``None`` when it is
+not here (offline runs, packages not installed, notebook 06 not run yet), plus its controls.
 
-A twin has the trained model's architecture, configuration and tokenizer, and the family's own seeded random
-initialisation (``AutoModelForCausalLM.from_config``), so it answers "what does the architecture alone give?".
+A spec is a registry name, a hub id, a local folder or ``.gguf`` file, or ``"natural"`` (the project's own
+GPT-2-architecture model trained on natural text by notebook 06). :func:`load_or_skip` is the one place that
+decides "load it or skip it"; :func:`model_entries` adds the untrained twin (:mod:`helpers.lm.twin`) and
+:func:`eigen_models` the models of notebook 05.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,44 +19,25 @@ from helpers.corpus.natural import gpt2_bpe_tokenizer
 from helpers.lm.load import LoadedModel, load_model, wrap_model
 from helpers.lm.registry import REGISTRY
 from helpers.lm.twin import untrained_twin
+from helpers.paths import CACHE_DIR
 from helpers.train.checkpoints import list_checkpoints, load_checkpoint
 from helpers.train.loop import build_model
 from helpers.train.recipes import natural_model_dir, natural_run_dir, natural_setup
 
 TRAINED, TWIN, CHECKPOINT = "trained", "untrained twin", "checkpoint"
+NATURAL = "natural"
 
 
 @dataclass
 class Entry:
-    """One model of the table: the loaded model, the base model it belongs to (``group``), its role (trained,
-    untrained twin, checkpoint, or a quantisation scheme) and, for checkpoints, epoch and optimiser step."""
+    """One model of a cross-model table: the loaded model, the base model it belongs to (``group``), its role
+    (trained, untrained twin, checkpoint, or a quantisation scheme) and, for checkpoints, epoch and step."""
 
     lm: LoadedModel
     group: str
     role: str
     epoch: int | None = None
     step: int | None = None
-
-
-def load_available(spec: str, profile: str = "default", cache_dir: str | Path = "results/cache", seed: int = 0,
-                   device: str = "cpu") -> LoadedModel | None:
-    """Load ``spec`` for a cross-model run; ``"natural"`` is the project-trained GPT-2-architecture model of
-    notebook 06 (of ``profile``). ``None`` with a printed note when that model is not trained yet or a registry
-    model's package is not installed; any other failure is raised."""
-
-    if spec == "natural":
-        lm = load_trained_natural(str(cache_dir), profile, seed, device)
-        if lm is None:
-            print(f"natural: the natural-text model of profile '{profile}' is not trained yet "
-                  "(run notebook 06): skipped")
-        return lm
-    try:
-        return load_model(spec, device=device)
-    except CompendiumError as exc:
-        if spec not in REGISTRY:
-            raise
-        print(f"{spec}: not available ({exc}): skipped")
-        return None
 
 
 def hub_model_cached(repo_id: str) -> bool:
@@ -66,21 +51,38 @@ def hub_model_cached(repo_id: str) -> bool:
     return isinstance(hit, str)
 
 
-def untrained_natural(profile: str = "default", seed: int = 0) -> LoadedModel:
-    """The project's natural-text GPT-2-architecture model of ``profile`` *before* training: same
-    config and tokenizer as :func:`helpers.training.natural_model_dir`'s model, GPT-2's random init."""
+def load_or_skip(spec: str, profile: str = "default", cache_dir: str | Path = CACHE_DIR, seed: int = 0,
+                 device: str = "cpu", dtype: str = "float32") -> LoadedModel | None:
+    """Load ``spec``, or print one line saying why it is skipped and return ``None``: ``"natural"`` before notebook
+    06 trained it, a registry model whose package is not installed, a hub id that is not in the local cache (or
+    whose weights are not). A local path or any other failure is raised (the user asked for it)."""
+    if spec == NATURAL:
+        lm = load_trained_natural(cache_dir, profile, seed, device)
+        if lm is None:
+            print(f"{NATURAL}: the natural-text model of profile '{profile}' is not trained yet (run notebook 06): "
+                  "skipped")
+        return lm
+    if spec in REGISTRY:
+        try:
+            return load_model(spec, device=device, dtype=dtype)
+        except CompendiumError as exc:
+            print(f"{spec}: not available ({exc}): skipped")
+            return None
+    if Path(spec).expanduser().exists():
+        return load_model(spec, device=device, dtype=dtype)
+    if not hub_model_cached(spec):
+        print(f"{spec}: not in the local Hugging Face cache and not a local path (offline run): skipped")
+        return None
+    try:  # its config is cached; its weights may not be
+        return load_model(spec, device=device, dtype=dtype)
+    except (CompendiumError, OSError) as exc:
+        print(f"{spec}: cannot be loaded offline ({exc}): skipped")
+        return None
 
-    data, cfg, _ = natural_setup(profile, seed)
-    model = build_model(cfg, seed).eval()
-    label = f"GPT-2 arch., untrained ({cfg.n_layer} layers, d={cfg.n_embd}, random init seed {seed})"
-    return wrap_model(model, gpt2_bpe_tokenizer(data["vocab_size"]), name=f"gpt2-untrained-{profile}", label=label,
-                      note="randomly initialised control (same config as the trained natural-text model)")
 
-
-def load_trained_natural(cache_dir: str = "results/cache", profile: str = "default", seed: int = 0,
+def load_trained_natural(cache_dir: str | Path = CACHE_DIR, profile: str = "default", seed: int = 0,
                          device: str = "cpu") -> LoadedModel | None:
     """The project's natural-text GPT-2-architecture model (notebook 06) if trained, else ``None``."""
-
     folder = natural_model_dir(cache_dir, profile, seed)
     if folder is None:
         return None
@@ -91,38 +93,35 @@ def load_trained_natural(cache_dir: str = "results/cache", profile: str = "defau
     return lm
 
 
+def untrained_natural(profile: str = "default", seed: int = 0) -> LoadedModel:
+    """The project's natural-text GPT-2-architecture model of ``profile`` *before* training: same
+    config and tokenizer as :func:`helpers.train.recipes.natural_model_dir`'s model, GPT-2's random init."""
+
+    data, cfg, _ = natural_setup(profile, seed)
+    model = build_model(cfg, seed).eval()
+    label = f"GPT-2 arch., untrained ({cfg.n_layer} layers, d={cfg.n_embd}, random init seed {seed})"
+    return wrap_model(model, gpt2_bpe_tokenizer(data["vocab_size"]), name=f"gpt2-untrained-{profile}", label=label,
+                      note="randomly initialised control (same config as the trained natural-text model)")
+
+
 def eigen_models(model: str, profile: str = "default", include_trained: bool = True, include_untrained: bool = True,
-                 extra_models: Sequence[str] = (), cache_dir: str = "results/cache", seed: int = 0,
+                 extra_models: Sequence[str] = (), cache_dir: str | Path = CACHE_DIR, seed: int = 0,
                  device: str = "cpu", dtype: str = "float32") -> list[LoadedModel]:
     """The models notebook 05 checks, in order: ``model``; the trained natural-text model of ``profile``
-    (when trained, else a printed note); its untrained twin; each of ``extra_models`` that is in the
-    local Hugging Face cache (the run is offline; a printed note for the others)."""
-
+    (when trained, else a printed note); its untrained version; each of ``extra_models`` that is here."""
     models = [load_model(model, device=device, dtype=dtype)]
     if include_trained:
-        trained = load_trained_natural(cache_dir, profile, seed, device)
-        if trained is None:
-            print(f"the natural-text GPT-2-architecture model of profile '{profile}' is not trained yet: "
-                  "run notebook 06 first")
-        else:
-            models.append(trained)
+        models.append(load_or_skip(NATURAL, profile, cache_dir, seed, device))
     if include_untrained:
         models.append(untrained_natural(profile, seed))
-    for hub_id in extra_models:
-        if hub_model_cached(hub_id):
-            models.append(load_model(hub_id, device=device, dtype=dtype))
-        else:
-            print(f"'{hub_id}' is not in the local Hugging Face cache (offline run): skipped")
-    return models
+    models += [load_or_skip(spec, profile, cache_dir, seed, device, dtype) for spec in extra_models]
+    return [m for m in models if m is not None]
 
 
-def natural_checkpoints(profile: str, cache_dir: str | Path = "results/cache", seed: int = 0,
+def natural_checkpoints(profile: str, cache_dir: str | Path = CACHE_DIR, seed: int = 0,
                         device: str = "cpu") -> Iterator[Entry]:
     """The project-trained natural-text model of ``profile`` at every checkpoint (epoch 0 = its initialisation,
     the untrained twin); nothing, with a printed note, when notebook 06 has not trained it."""
-    import json
-
-
     data, cfg, _ = natural_setup(profile, seed)
     paths = list_checkpoints(natural_run_dir(cache_dir, profile, seed))
     if natural_model_dir(cache_dir, profile, seed) is None or not paths or paths[0].name != "epoch_000":
@@ -139,29 +138,15 @@ def natural_checkpoints(profile: str, cache_dir: str | Path = "results/cache", s
         yield Entry(lm, group="natural", role=CHECKPOINT, epoch=int(state["epoch"]), step=int(state["step"]))
 
 
-def model_entries(spec: str, profile: str, cache_dir: str | Path = "results/cache", twin_seed: int = 0,
+def model_entries(spec: str, profile: str, cache_dir: str | Path = CACHE_DIR, twin_seed: int = 0,
                   device: str = "cpu") -> Iterator[Entry]:
-    """The entries of one model of the table: ``"natural"`` gives every checkpoint of the project-trained model;
-    anything else (registry name, hub id, local folder or .gguf) gives the model and its untrained twin. A
-    registry model whose package is not installed, or a hub id not in the local cache (offline runs), gives
-    nothing and a printed note; other failures are raised."""
-
-    if spec == "natural":
+    """The entries of one model of a cross-model table: ``"natural"`` gives every checkpoint of the
+    project-trained model; anything else gives the model and its untrained twin, or nothing and a printed note
+    (:func:`load_or_skip`)."""
+    if spec == NATURAL:
         yield from natural_checkpoints(profile, cache_dir, device=device)
         return
-    if spec in REGISTRY:
-        lm = load_available(spec, profile, cache_dir, device=device)
-    elif Path(spec).exists():
-        lm = load_model(spec, device=device)
-    elif hub_model_cached(spec):
-        try:  # its config is cached; its weights may not be
-            lm = load_model(spec, device=device)
-        except (CompendiumError, OSError) as exc:
-            print(f"{spec}: cannot be loaded offline ({exc}): skipped")
-            lm = None
-    else:
-        print(f"{spec}: not in the local Hugging Face cache and not a local path (offline run): skipped")
-        lm = None
+    lm = load_or_skip(spec, profile, cache_dir, device=device)
     if lm is None:
         return
     yield Entry(lm, group=spec, role=TRAINED)

@@ -11,16 +11,12 @@ from pathlib import Path
 
 from helpers import CompendiumError
 from helpers import param_flag as _flag
+from helpers.lm.families import ENCODER_FAMILIES
 from helpers.lm.registry import REGISTRY
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
 
 
-# Encoder families that transformers can wrap in a "causal LM" head only when configured as decoders.
-ENCODER_FAMILIES = frozenset({
-    "bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "electra", "camembert", "ernie", "data2vec-text",
-    "bert-generation", "rembert", "roc_bert", "megatron-bert", "xmod", "big_bird", "roformer",
-})
 
 
 def _read_exact(fh, n: int) -> bytes:

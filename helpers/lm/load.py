@@ -10,7 +10,6 @@ family (GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen2, Gemma/Gemma 2/Gemma 3, OPT)
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from torch import nn
 
 from helpers import CompendiumError
 from helpers.checks import check_device, check_device_map
-from helpers.lm.files import ENCODER_FAMILIES as _ENCODER_FAMILIES
+from helpers.lm.families import BLOCK_PATHS, ENCODER_FAMILIES, NORM_PATHS, context_length, needs_bos
+from helpers.lm.families import family as family_row
 from helpers.lm.files import check_gguf, check_model_files
 from helpers.lm.registry import DEFAULT_MODEL, REGISTRY
 from helpers.paths import file_sha256
@@ -27,23 +27,8 @@ from helpers.paths import file_sha256
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-# Where each family keeps its blocks and final norm (attribute paths from the *ForCausalLM).
-_BLOCK_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers")
 
 
-_NORM_PATHS = (
-    "model.norm",
-    "transformer.ln_f",
-    "gpt_neox.final_layer_norm",
-    "model.decoder.final_layer_norm",
-)
-
-
-# Families whose tokenizer must start every text with BOS (the model breaks without it).
-_NEEDS_BOS = ("gemma",)
-
-
-LOAD_LOG_ENV = "METALEARN_LOAD_LOG"  # if set, every load_model call appends the spec to this file (tests)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -92,6 +77,11 @@ class LoadedModel:
     def d_model(self) -> int:
         """Width of the residual stream."""
         return int(self.model.config.hidden_size)
+
+    @property
+    def context(self) -> int | None:
+        """The context length from the config (:func:`helpers.lm.families.context_length`), None if unknown."""
+        return context_length(self.model.config)
 
     @property
     def input_device(self) -> torch.device:
@@ -157,9 +147,12 @@ def wrap_model(
 ) -> LoadedModel:
     """Give an in-memory causal LM (e.g. a tiny test model or a freshly trained one) the uniform view."""
     config = model.config
-    family = _family(config)
-    blocks = next((b for p in _BLOCK_PATHS if (b := _get_attr_path(model, p)) is not None), None)
-    norm = next((n for p in _NORM_PATHS if (n := _get_attr_path(model, p)) is not None), None)
+    family_name = _family(config)
+    row = family_row(family_name)
+    block_paths = (row.blocks,) if row else BLOCK_PATHS
+    norm_paths = (row.final_norm,) if row else NORM_PATHS
+    blocks = next((b for p in block_paths if (b := _get_attr_path(model, p)) is not None), None)
+    norm = next((n for p in norm_paths if (n := _get_attr_path(model, p)) is not None), None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     missing = [
         what
@@ -168,8 +161,8 @@ def wrap_model(
     ]
     if missing:
         raise CompendiumError(
-            f"model '{name}' ({family}) is not supported: cannot find its {', '.join(missing)} "
-            f"(looked at {', '.join(_BLOCK_PATHS + _NORM_PATHS)}); add its attribute paths to helpers/models.py"
+            f"model '{name}' ({family_name}) is not supported: cannot find its {', '.join(missing)} "
+            f"(looked at {', '.join(block_paths + norm_paths)}); add its row to helpers/lm/families.py"
         )
     model.eval()
     return LoadedModel(
@@ -177,13 +170,13 @@ def wrap_model(
         tokenizer=tokenizer,
         name=name,
         label=label or name,
-        family=family,
+        family=family_name,
         blocks=blocks,
         final_norm=norm,
         lm_head=head,
         fingerprint=fingerprint or _state_fingerprint(model),
         note=note,
-        prepend_bos=any(family.startswith(f) for f in _NEEDS_BOS),
+        prepend_bos=needs_bos(family_name),
         softcap=getattr(config, "final_logit_softcapping", None),
     )
 
@@ -258,9 +251,6 @@ def load_model(
         check_device_map(device_map)
     where, kwargs, label, note, fingerprint = resolve_spec(spec)
     local = Path(where).exists()
-    if os.environ.get(LOAD_LOG_ENV):  # test hook: record every model load (tests assert parameter errors load none)
-        with open(os.environ[LOAD_LOG_ENV], "a", encoding="utf-8") as fh:
-            fh.write(f"{spec}\n")
     try:
         config = AutoConfig.from_pretrained(where, **kwargs)
     except Exception as exc:  # noqa: BLE001 - a local file that does not parse, or a hub miss: one line each
@@ -277,7 +267,7 @@ def load_model(
             f"or .gguf file, and the hub did not provide it ({first}); pass a local path or go online"
         ) from None
     family = _family(config)
-    encoder_only = family in _ENCODER_FAMILIES and not getattr(config, "is_decoder", False)
+    encoder_only = family in ENCODER_FAMILIES and not getattr(config, "is_decoder", False)
     if getattr(config, "is_encoder_decoder", False) or encoder_only or family not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise CompendiumError(
             f"model '{spec}' ({family}) is not a decoder-only causal LM: use a model that "

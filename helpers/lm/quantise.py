@@ -15,18 +15,17 @@ reference ``quantize_row_q4_K_ref``. Every type is dequantised by ``gguf.quants.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
+from gguf import GGMLQuantizationType
 from gguf.quants import dequantize, quantize
 
 from helpers import CompendiumError
+from helpers.lm.families import FAMILIES
 from helpers.lm.load import LoadedModel, wrap_model
 
 QK_K = 256
@@ -192,7 +191,7 @@ def _check_type(qtype: str, n: int) -> None:
 
 def quantize_tensor(w: np.ndarray, qtype: str) -> np.ndarray:
     """GGUF data of ``w`` (quantised along its last dimension): uint8 blocks for the block types, float16 for
-    ``"F16"``. This is exactly what :func:`write_gguf` stores."""
+    ``"F16"``. This is exactly what a GGUF file stores (tests/gguf_files.py writes one)."""
     w = np.ascontiguousarray(w, dtype=np.float32)
     _check_type(qtype, w.shape[-1] if w.ndim else 0)
     if qtype == "Q4_K":
@@ -230,16 +229,15 @@ SCHEMES: dict[str, Scheme] = {
 }
 
 
-"""The quantisation schemes of the shipped GGUF files, by llama.cpp's file-type name."""
 
 
-_BLOCK_MATRIX = re.compile(r"(^|\.)h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
 
 
-_EMBEDDING = ("transformer.wte.weight", "lm_head.weight")
 
 
-_KEPT_2D = ("transformer.wpe.weight",)
+
+
+_GPT2 = FAMILIES["gpt2"].quant  # the one family with a round trip here
 
 
 def _scheme(scheme: str) -> Scheme:
@@ -267,11 +265,11 @@ def tensor_type(name: str, shape: Sequence[int], scheme: str) -> str | None:
     ``lm_head.weight`` gets the embedding's type (llama.cpp's Q4_K_M would give ``output.weight`` Q6_K, which
     ``gguf`` cannot quantise)."""
     plan = _scheme(scheme)
-    if len(shape) < 2 or name in _KEPT_2D:
+    if len(shape) < 2 or name in _GPT2.kept_2d:
         return None
-    if name in _EMBEDDING:
+    if name in _GPT2.embeddings:
         return _fit(plan.embedding, int(shape[-1]), name)
-    if _BLOCK_MATRIX.search(name):
+    if _GPT2.matrices.search(name):
         return _fit(plan.matrix, int(shape[0]), name)
     raise CompendiumError(f"parameter '{name}' is not a GPT-2 parameter this module knows: quantise_model supports "
                           "GPT-2-architecture models (transformers' GPT2LMHeadModel)")
@@ -279,7 +277,7 @@ def tensor_type(name: str, shape: Sequence[int], scheme: str) -> str | None:
 
 def _is_conv1d(name: str) -> bool:
     """Whether ``name`` is a GPT-2 ``Conv1D`` weight (stored ``[in, out]``, transposed for GGUF)."""
-    return bool(_BLOCK_MATRIX.search(name))
+    return bool(_GPT2.matrices.search(name))
 
 
 def _gguf_layout(name: str, p: torch.Tensor) -> np.ndarray:
@@ -321,53 +319,6 @@ def quantise_model(model: torch.nn.Module, scheme: str) -> tuple[torch.nn.Module
             rows.append({"name": name, "shape": tuple(p.shape), "type": qtype, "rel_error": _rel_error(w, w_hat)})
             p.copy_(torch.from_numpy(_hf_layout(name, w_hat)).to(device=p.device, dtype=p.dtype))
     return quantised, pd.DataFrame(rows, columns=["name", "shape", "type", "rel_error"])
-
-
-_TRANSPOSED_KEY = "compendium.transposed"
-
-
-def write_gguf(model: torch.nn.Module, scheme: str, path: str | Path) -> None:
-    """Write ``model``'s parameters to a GGUF file at ``path`` under ``scheme``: quantised tensors as raw GGUF
-    blocks with their GGML type (in GGUF's layout, rows along the input), kept tensors as F32. Tensor names are
-    the HF parameter names; the names of the transposed ``Conv1D`` weights are listed under the key
-    ``compendium.transposed`` so :func:`read_gguf_weights` can undo the transposition."""
-    scheme_plan = _scheme(scheme)
-    params = list(model.named_parameters())
-    types = {name: tensor_type(name, tuple(p.shape), scheme) for name, p in params}
-    writer = GGUFWriter(str(path), arch="gpt2")
-    writer.add_name(f"quantised ({scheme_plan.name} round trip)")
-    writer.add_string("compendium.quant_scheme", scheme_plan.name)
-    transposed = [name for name, _ in params if _is_conv1d(name)]
-    if transposed:
-        writer.add_array(_TRANSPOSED_KEY, transposed)
-    for name, p in params:
-        w = _gguf_layout(name, p)
-        qtype = types[name]
-        if qtype is None:
-            writer.add_tensor(name, w)
-        elif qtype == "F16":
-            writer.add_tensor(name, quantize_tensor(w, qtype))
-        else:
-            writer.add_tensor(name, quantize_tensor(w, qtype), raw_dtype=GGMLQuantizationType[qtype])
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
-def read_gguf_weights(path: str | Path) -> dict[str, np.ndarray]:
-    """The tensors of a GGUF file written by :func:`write_gguf`, dequantised by ``gguf.quants.dequantize`` to
-    float32, in HF layout and shape, by HF parameter name."""
-    reader = GGUFReader(str(path))
-    field = reader.fields.get(_TRANSPOSED_KEY)
-    transposed = set(field.contents()) if field is not None else set()
-    out = {}
-    for t in reader.tensors:
-        w = np.array(dequantize(t.data, t.tensor_type), dtype=np.float32)
-        shape = tuple(int(s) for s in reversed(t.shape.tolist()))    # GGUF lists dims innermost first
-        w = w.reshape(shape)
-        out[t.name] = np.ascontiguousarray(w.T) if t.name in transposed else w
-    return out
 
 
 def quantised_twin(lm: LoadedModel, scheme: str) -> LoadedModel:

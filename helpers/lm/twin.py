@@ -1,4 +1,4 @@
-"""Untrained twins: the control every statistic of a trained model is read against (DESIGN.md, nulls).
+"""The untrained twin: the control every statistic of a trained model is read against.
 
 A twin has the trained model's architecture, configuration and tokenizer, and the family's own seeded random
 initialisation (``AutoModelForCausalLM.from_config``), so it answers "what does the architecture alone give?".

@@ -1,4 +1,5 @@
-"""Plotly figures saved as interactive HTML and static PNG; tables saved as CSV and Markdown.
+"""The figures of the corpus analyses: inner loss (02), Table 1 norms and transitions (03), trajectories (04),
+descent (07), cross-model and checkpoints (08). Each takes tables and returns a plotly figure.
 """
 
 from __future__ import annotations

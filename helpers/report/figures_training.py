@@ -1,4 +1,5 @@
-"""Plotly figures saved as interactive HTML and static PNG; tables saved as CSV and Markdown.
+"""The figures of notebooks 00 (Eq. 1 dual form), 05 (eigenvalue check) and 06 (training dynamics). Each takes
+tables and returns a plotly figure.
 """
 
 from __future__ import annotations

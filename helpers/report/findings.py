@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from helpers.paths import FIGURES_DIR
+
 PAPER_ROLE, TRAINED, TWIN, CHECKPOINT = "paper (Table 1)", "trained", "untrained twin", "checkpoint"
 
 
@@ -189,7 +191,7 @@ def quantisation_section(quant: pd.DataFrame, tensors: pd.DataFrame | None, cros
     return lines + [""]
 
 
-def render(results: str | Path, figures: str | Path = "figures") -> str:
+def render(results: str | Path, figures: str | Path = FIGURES_DIR) -> str:
     """The README's findings, as Markdown, from the CSVs in ``results`` (links to the figures in ``figures``)."""
     results, figures = Path(results), Path(figures)
     cross = _read(results, "08_cross_model")

@@ -1,4 +1,5 @@
-"""Plotly figures saved as interactive HTML and static PNG; tables saved as CSV and Markdown.
+"""Figures saved as interactive HTML and static PNG, tables as CSV and Markdown, each with its caption (model,
+data, sample count, filter).
 """
 
 from __future__ import annotations

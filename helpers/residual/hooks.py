@@ -2,7 +2,7 @@
 
 Layer ``l < L`` is the *input* of block ``l`` (layer 0 = embeddings, after any embedding scaling the
 model applies); layer ``L`` is the output of the last block *before* the final norm. Hugging Face's
-``hidden_states[-1]`` is taken after the final norm, so it is not used here (see DESIGN.md, traps).
+``hidden_states[-1]`` is taken after the final norm, so it is not used here (ARCHITECTURE.md, traps).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from helpers import CompendiumError
+from helpers.lm.families import halfstep_module
 from helpers.lm.load import LoadedModel
 
 # Arguments of a block call that refer to the model's own KV cache or output options: a block re-run
@@ -167,28 +167,6 @@ def capture_residuals(
     )
 
 
-# family -> block submodule whose INPUT is the residual stream after the attention half-step.
-# Gemma 2/3 add post_attention_layernorm(attn) to the residual: the state after attention enters the pre-FFN norm.
-MID_MODULES = {
-    "gpt2": "ln_2", "llama": "post_attention_layernorm", "mistral": "post_attention_layernorm",
-    "qwen2": "post_attention_layernorm", "qwen3": "post_attention_layernorm", "gemma": "post_attention_layernorm",
-    "gemma2": "pre_feedforward_layernorm", "gemma3": "pre_feedforward_layernorm",
-    "gemma3_text": "pre_feedforward_layernorm", "gpt_neox": "post_attention_layernorm", "opt": "final_layer_norm",
-}
-
-
-def halfstep_module(lm: LoadedModel) -> str | None:
-    """Name of the block submodule whose input is the state after the attention half-step; ``None`` when the
-    block has no such state (parallel residual: attention and FFN read the same input; post-norm OPT)."""
-    cfg = lm.model.config
-    if lm.family == "gpt_neox" and getattr(cfg, "use_parallel_residual", True):
-        return None
-    if lm.family == "opt" and not getattr(cfg, "do_layer_norm_before", True):
-        return None
-    if lm.family not in MID_MODULES:
-        raise CompendiumError(f"no half-step hook is known for family '{lm.family}': add its pre-FFN module to "
-                              f"helpers.descent.MID_MODULES")
-    return MID_MODULES[lm.family]
 
 
 def capture_halfsteps(lm: LoadedModel, input_ids: torch.Tensor,
@@ -196,7 +174,7 @@ def capture_halfsteps(lm: LoadedModel, input_ids: torch.Tensor,
     """One model call: the residual capture (states ``[L+1, B, T, D]``, last block's call arguments) and the
     states after every attention half-step ``[L, B, T, D]`` (``None`` without half-steps), taken by a forward
     pre-hook on :func:`halfstep_module` of every block (OPT's module sees them flattened to ``[B*T, D]``)."""
-    name, store = halfstep_module(lm), {}
+    name, store = halfstep_module(lm.family, lm.model.config), {}
 
     def hook(i: int):
         def pre(module, args, kwargs):

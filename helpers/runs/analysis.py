@@ -1,16 +1,15 @@
-"""Streamed, cached, resumable analysis of a corpus: per-token records, never a corpus of states.
+"""Streamed, cached, resumable analysis of a list of texts: per-token records, never a corpus of states.
 
-``run_analysis`` tokenises the texts, splits them into chunks, and for each chunk runs
-:func:`helpers.analysis.analyse_batch` over length-sorted batches, keeping only per-token scalars
-(norms, inner loss, logit lens) and, for the first ``n_vectors`` texts, the last token's vectors at
-every layer (for the PCA figures). Each chunk is saved as it finishes; a killed run resumes from
-its last complete chunk, and ``--shard i/n`` runs a disjoint slice merged by :func:`merge_records`.
+``run_analysis`` tokenises the texts, splits them into chunks of similar length, and for each chunk runs
+:func:`helpers.residual.records.analyse_batch` over token-budget batches, keeping only per-token scalars (norms,
+inner loss, logit lens) and, for the first ``n_vectors`` texts, the last token's vectors at every layer (for the
+PCA figures). Each chunk is saved as it finishes; a killed run resumes from its last complete chunk, and
+``shard="i/n"`` runs a disjoint slice merged by :func:`merge_records`.
 """
 
 from __future__ import annotations
 
-import os
-import signal
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -19,6 +18,7 @@ from tqdm import tqdm  # text bars: they stream through papermill and need no ip
 from helpers import CompendiumError
 from helpers.corpus.samples import fingerprint_texts
 from helpers.lm.load import LoadedModel
+from helpers.paths import CACHE_DIR
 from helpers.residual.records import analyse_batch
 from helpers.runs.batching import make_batches, padding_share
 from helpers.runs.store import RunStore
@@ -84,7 +84,7 @@ def run_analysis(
     lm: LoadedModel,
     texts: list[str],
     config: AnalysisConfig,
-    cache_dir: str = "results/cache",
+    cache_dir: str = CACHE_DIR,
     dataset: str = "custom",
     batch_size: int | None = None,
     shard: str | tuple[int, int] | None = None,
@@ -95,7 +95,7 @@ def run_analysis(
 ) -> tuple[dict[str, np.ndarray], RunStore]:
     """Analyse ``texts`` with ``lm``; return concatenated per-token records and the run's store.
 
-    Records (see :func:`helpers.analysis.analyse_batch`) gain ``text_id`` (index into ``texts``);
+    Records (see :func:`helpers.residual.records.analyse_batch`) gain ``text_id`` (index into ``texts``);
     ``last_vectors`` [n, L+1, D] and ``vector_text_id`` hold the last-token vectors of the first
     ``n_vectors`` texts. Texts too short to have a token at ``min_position`` are skipped and counted.
     ``cached_only`` reads a finished run and computes nothing: :class:`CompendiumError` if it is not finished.
@@ -127,69 +127,79 @@ def run_analysis(
                               f"use at most {len(texts)} shards")
     rows_all = lm.encode([texts[i] for i in ids], config.max_tokens)
     check_rows(rows_all, config, dataset, lm.name)
-    usable = [(i, r) for i, r in zip(ids, rows_all, strict=True) if len(r) >= config.min_position + 1]
-    skipped = len(ids) - len(usable)
-    # chunks of similar lengths (longest first): batches inside a chunk then carry little padding (on whole
-    # texts, chunks in text order padded 34% of WikiText-103 and 58% of 1BW positions)
+    plan = plan_chunks(ids, rows_all, config, batch_size, batch_tokens)
+    if cached_only and not all(store.has_chunk(c) for c in range(len(plan.chunks))):
+        raise NotFinished(f"shard {i_shard}/{n_shard} has missing or unreadable chunks in {store.dir}")
+    store.dir.mkdir(parents=True, exist_ok=True)  # only now: every check above writes nothing
+    finished = bool(store.manifest().get("complete"))
+    if not finished:  # a rerun of a finished run never marks it incomplete
+        store.write_manifest(complete=False, n_chunks=len(plan.chunks), skipped_short=plan.skipped, model=lm.describe())
+    bar = tqdm(total=plan.n_tokens, unit="tok", desc=f"{dataset} {lm.label}", disable=not progress)
+    for c, chunk in enumerate(plan.chunks):
+        if not store.has_chunk(c):
+            store.save_chunk(c, analyse_chunk(lm, chunk, plan.batches[c], config, token_budget, bar.update))
+        else:
+            bar.update(sum(len(r) for _, r in chunk))
+    bar.close()
+    records = sort_records(store.load_chunks(len(plan.chunks)))
+    if not finished:
+        store.write_manifest(complete=True, n_chunks=len(plan.chunks), skipped_short=plan.skipped,
+                             padding_share=plan.padding, n_tokens=int(len(records["text_id"])), model=lm.describe())
+    return records, store
+
+
+@dataclass
+class ChunkPlan:
+    """Texts of one run in chunks of similar length (longest first), each chunk's batches (indices into the
+    chunk), how many texts were too short, the padding share of the batches and the token count."""
+
+    chunks: list[list[tuple[int, list[int]]]]
+    batches: list[list[list[int]]]
+    skipped: int
+    padding: float
+    n_tokens: int
+
+
+def plan_chunks(ids: list[int], rows: list[list[int]], config: AnalysisConfig, batch_size: int | None,
+                batch_tokens: int | None) -> ChunkPlan:
+    """Chunks of ``config.chunk_texts`` texts of similar lengths (longest first), so batches inside a chunk carry
+    little padding (on whole texts, chunks in text order padded 34% of WikiText-103 and 58% of 1BW positions)."""
+    usable = [(i, r) for i, r in zip(ids, rows, strict=True) if len(r) >= config.min_position + 1]
     usable.sort(key=lambda item: (-len(item[1]), item[0]))
     chunks = [usable[s : s + config.chunk_texts] for s in range(0, len(usable), config.chunk_texts)]
-    if cached_only and not all(store.has_chunk(c) for c in range(len(chunks))):
-        raise NotFinished(f"shard {i_shard}/{n_shard} has missing or unreadable chunks in {store.dir}")
     plans = [make_batches([len(r) for _, r in chunk], batch_size, batch_tokens) for chunk in chunks]
     lengths = [len(r) for chunk in chunks for _, r in chunk]
     offsets = np.cumsum([0] + [len(chunk) for chunk in chunks])
     padding = padding_share(lengths, [[int(offsets[c]) + i for i in b] for c, plan in enumerate(plans) for b in plan])
-    total_tokens = sum(lengths)
-    store.dir.mkdir(parents=True, exist_ok=True)  # only now: every check above writes nothing
-    finished = bool(store.manifest().get("complete"))
-    if not finished:  # a rerun of a finished run never marks it incomplete
-        store.write_manifest(complete=False, n_chunks=len(chunks), skipped_short=skipped, model=lm.describe())
-    bar = tqdm(total=total_tokens, unit="tok", desc=f"{dataset} {lm.label}", disable=not progress)
-    for c, chunk in enumerate(chunks):
-        n_tok = sum(len(r) for _, r in chunk)
-        if store.has_chunk(c):
-            bar.update(n_tok)
-            continue
-        parts = []
-        for batch in plans[c]:
-            text_ids = [chunk[j][0] for j in batch]
-            rec = analyse_batch(
-                lm,
-                [chunk[j][1] for j in batch],
-                min_position=config.min_position,
-                lens=config.lens,
-                logit_lens=config.logit_lens,
-                keep_last_vectors=any(t < config.n_vectors for t in text_ids),
-                token_budget=token_budget,
-                lens_share=config.lens_share,
-                keys=text_ids,
-                seed=config.lens_seed,
-            )
-            rec["text_id"] = np.asarray(text_ids, dtype=np.int32)[rec.pop("sample")]
-            if "last_vectors" in rec:
-                keep = np.asarray([t < config.n_vectors for t in text_ids])
-                rec["vector_text_id"] = np.asarray(text_ids, dtype=np.int32)[keep]
-                rec["last_vectors"] = rec["last_vectors"][keep]
-            parts.append(rec)
-            bar.update(sum(len(chunk[j][1]) for j in batch))
-        store.save_chunk(
-            c, {k: np.concatenate([p[k] for p in parts]) for k in _TOKEN_KEYS if k in parts[0]} | _vectors(parts)
+    return ChunkPlan(chunks, plans, len(ids) - len(usable), padding, sum(lengths))
+
+
+def analyse_chunk(lm: LoadedModel, chunk: list[tuple[int, list[int]]], batches: list[list[int]],
+                  config: AnalysisConfig, token_budget: int, advance: Callable[[int], object]) -> dict[str, np.ndarray]:
+    """The records of one chunk of (text id, token row) pairs, batch by batch; ``advance(n)`` after each batch."""
+    parts = []
+    for batch in batches:
+        text_ids = [chunk[j][0] for j in batch]
+        rec = analyse_batch(
+            lm,
+            [chunk[j][1] for j in batch],
+            min_position=config.min_position,
+            lens=config.lens,
+            logit_lens=config.logit_lens,
+            keep_last_vectors=any(t < config.n_vectors for t in text_ids),
+            token_budget=token_budget,
+            lens_share=config.lens_share,
+            keys=text_ids,
+            seed=config.lens_seed,
         )
-        if os.environ.get("METALEARN_KILL_AFTER_CHUNK") == str(c):  # fault injection for the resume test
-            os.kill(os.getpid(), signal.SIGKILL)
-    bar.close()
-    records = sort_records(store.load_chunks(len(chunks)))
-    if finished:
-        return records, store
-    store.write_manifest(
-        complete=True,
-        n_chunks=len(chunks),
-        skipped_short=skipped,
-        padding_share=padding,
-        n_tokens=int(len(records["text_id"])),
-        model=lm.describe(),
-    )
-    return records, store
+        rec["text_id"] = np.asarray(text_ids, dtype=np.int32)[rec.pop("sample")]
+        if "last_vectors" in rec:
+            keep = np.asarray([t < config.n_vectors for t in text_ids])
+            rec["vector_text_id"] = np.asarray(text_ids, dtype=np.int32)[keep]
+            rec["last_vectors"] = rec["last_vectors"][keep]
+        parts.append(rec)
+        advance(sum(len(chunk[j][1]) for j in batch))
+    return {k: np.concatenate([p[k] for p in parts]) for k in _TOKEN_KEYS if k in parts[0]} | _vectors(parts)
 
 
 def check_rows(rows: list[list[int]], config: AnalysisConfig, dataset: str, model: str) -> None:

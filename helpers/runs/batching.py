@@ -1,11 +1,4 @@
-"""Streamed, cached, resumable analysis of a corpus: per-token records, never a corpus of states.
-
-``run_analysis`` tokenises the texts, splits them into chunks, and for each chunk runs
-:func:`helpers.analysis.analyse_batch` over length-sorted batches, keeping only per-token scalars
-(norms, inner loss, logit lens) and, for the first ``n_vectors`` texts, the last token's vectors at
-every layer (for the PCA figures). Each chunk is saved as it finishes; a killed run resumes from
-its last complete chunk, and ``--shard i/n`` runs a disjoint slice merged by :func:`merge_records`.
-"""
+"""Token-budget batches: indices grouped longest first so a batch carries little padding."""
 
 from __future__ import annotations
 

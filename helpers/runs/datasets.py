@@ -1,4 +1,6 @@
-"""Turn per-token records into the paper's tables and curves, with its published values beside ours.
+"""A profile's sample of a test corpus through the cached analysis: :class:`DatasetRun` (records with what
+produced them and a provenance caption), one model over every dataset (notebooks 02-04), and its untrained twin
+on the same texts (the null of Table 1).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from helpers.corpus.samples import describe_empty, filtered_samples, sample_text
 from helpers.corpus.sources import check_dataset
 from helpers.lm.load import LoadedModel, load_model
 from helpers.lm.twin import untrained_twin
+from helpers.paths import CACHE_DIR, FILTERED_DIR
 from helpers.runs.analysis import AnalysisConfig, run_analysis
 
 
@@ -47,13 +50,6 @@ class DatasetRun:
         return provenance(self.model_line, self.dataset, self.n_texts, self.n_tokens, extra)
 
 
-def model_context(lm: LoadedModel) -> int:
-    """The model's context length (max position embeddings), capped at 8192."""
-    cfg = lm.model.config
-    ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 2048
-    return int(min(ctx, 8192))
-
-
 def analyse_dataset(
     lm: LoadedModel,
     dataset: str,
@@ -67,8 +63,8 @@ def analyse_dataset(
     logit_lens: bool | None = None,
     lens: bool = True,
     seed: int = 0,
-    cache_dir: str = "results/cache",
-    filtered_dir: str = "data/filtered",
+    cache_dir: str = CACHE_DIR,
+    filtered_dir: str = FILTERED_DIR,
     data_dir: str | None = None,
     shard: str | None = None,
     progress: bool = True,
@@ -84,9 +80,9 @@ def analyse_dataset(
     check_dataset(dataset)
     prof = get_profile(profile).corpus
     n = n_texts if n_texts is not None else prof.n_texts(dataset, lm.name)
-    tokens = max_tokens if max_tokens is not None else (prof.max_tokens or model_context(lm))
-    context = getattr(lm.model.config, "max_position_embeddings", None) or getattr(lm.model.config, "n_positions", None)
-    if isinstance(context, int) and tokens > context:
+    tokens = max_tokens if max_tokens is not None else (prof.max_tokens or min(lm.context or 2048, 8192))
+    context = lm.context
+    if context is not None and tokens > context:
         raise CompendiumError(f"max_tokens (--max-tokens) {tokens} is beyond the context of {lm.label} ({context} "
                               f"tokens): use at most {context}")
     kept, report = filtered_samples(dataset, filtered_dir, data_dir)
@@ -146,7 +142,7 @@ def analyse_corpora(
 
 def analyse_twin(lm: LoadedModel, runs: dict[str, DatasetRun], profile: str = "default", twin_seed: int = 0,
                  **kwargs) -> tuple[LoadedModel, dict[str, DatasetRun]]:
-    """The untrained twin of ``lm`` (:func:`helpers.twins.untrained_twin` with ``twin_seed``) on the same texts as
+    """The untrained twin of ``lm`` (:func:`helpers.lm.twin.untrained_twin` with ``twin_seed``) on the same texts as
     ``runs`` (same sample size per dataset), norms only: the null of Table 1. ``kwargs`` go to
     :func:`analyse_dataset` (max_tokens, min_position, batch_tokens, seed of the text sample, cache_dir, ...)."""
 

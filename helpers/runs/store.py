@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
 import zipfile
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers import CompendiumError
-from helpers.paths import atomic_write_text, repo_path
+from helpers.paths import atomic_path, atomic_write_text, repo_path
 
 
 def config_hash(config: dict) -> str:
@@ -62,9 +61,8 @@ class RunStore:
 
     def save_chunk(self, index: int, arrays: dict[str, np.ndarray]) -> None:
         """Save one chunk atomically."""
-        tmp = self.dir / f".chunk_{index:05d}.{os.getpid()}.npz"
-        np.savez(tmp, **arrays)
-        tmp.replace(self.chunk_path(index))
+        with atomic_path(self.chunk_path(index)) as tmp:
+            np.savez(tmp, **arrays)
 
     def load_chunks(self, n_chunks: int) -> dict[str, np.ndarray]:
         """Concatenate chunks 0..n_chunks-1 key by key."""

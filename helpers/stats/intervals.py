@@ -1,8 +1,5 @@
-"""Norm statistics of residual trajectories (Conjecture 4.1, Table 1).
-
-A trajectory is one token's residual norms over layers 0..L-1 (the paper excludes the last block's
-output). Sequence level: share of trajectories non-decreasing at every step; pair level: share of
-neighbouring-layer pairs that do not decrease. Chance level for ``n`` steps is ``2^-n``.
+"""Intervals for the norm statistics: the cluster bootstrap (texts are the clusters, tokens of one text are not
+independent), Table 1's percentile CIs, and paired model-minus-twin differences on the same tokens.
 """
 
 from __future__ import annotations

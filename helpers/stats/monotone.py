@@ -1,8 +1,5 @@
-"""Norm statistics of residual trajectories (Conjecture 4.1, Table 1).
-
-A trajectory is one token's residual norms over layers 0..L-1 (the paper excludes the last block's
-output). Sequence level: share of trajectories non-decreasing at every step; pair level: share of
-neighbouring-layer pairs that do not decrease. Chance level for ``n`` steps is ``2^-n``.
+"""Monotonicity of residual-norm trajectories (Conjecture 4.1, Table 1): which steps do not decrease, the
+sequence level (every step) and the pair level (neighbouring layers), and per-step rates.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ each block, ``W_linear = (I + W_FFN)(I + W_MHSA)``, and Proposition 1 (an eigenv
 - :mod:`helpers.surrogates.record`        one real forward pass on one sample: every block call's inputs
 - :mod:`helpers.surrogates.jacobian`      the exact local Jacobian of a real block call
 - :mod:`helpers.surrogates.constructions` Eq. 10 linear attention, FFN linear / frozen-activation maps, per block
-- :mod:`helpers.surrogates.inputs`        the models (trained, untrained twin, cached hub) and samples of notebook 05
+- :mod:`helpers.experiments.zoo`        the models (trained, untrained twin, cached hub) and samples of notebook 05
 - :mod:`helpers.surrogates.experiment`    evaluate every construction on every block and sample; the option ablation
 - :mod:`helpers.surrogates.report`        Table 2 (analogues only), agreement with the real block, captions
 - :mod:`helpers.surrogates.reading`       notebook 05's reading, rendered from the numbers of the run

@@ -36,11 +36,12 @@ import torch
 from torch import nn
 
 from helpers import CompendiumError
+from helpers.lm.families import block_layout
 from helpers.lm.load import LoadedModel
 from helpers.surrogates.algebra import Affine, t64
 from helpers.surrogates.jacobian import block_jacobian
 from helpers.surrogates.record import LayerRecord
-from helpers.surrogates.weights import AttnWeights, FFNWeights, attention_weights, block_layout, ffn_weights
+from helpers.surrogates.weights import AttnWeights, FFNWeights, attention_weights, ffn_weights
 
 CONSTRUCTIONS = ("linear", "frozen", "jacobian")
 PAPER_ANALOGUES = ("linear", "frozen")

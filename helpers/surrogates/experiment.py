@@ -81,7 +81,7 @@ def eigen_records(lm: LoadedModel, samples: Sequence[Sequence[int]], constructio
 
 
 def is_control(lm: LoadedModel) -> bool:
-    """Whether ``lm`` is a randomly initialised control (:func:`helpers.surrogates.inputs.untrained_twin`)."""
+    """Whether ``lm`` is a randomly initialised control (:func:`helpers.experiments.zoo.untrained_twin`)."""
     return lm.name.startswith("gpt2-untrained-")
 
 
@@ -171,8 +171,7 @@ def pick_samples(texts: Sequence[str], models: Sequence[LoadedModel], n: int, ma
             break
         rows = {}
         for m in models:
-            ctx = getattr(m.model.config, "n_positions", None) or getattr(m.model.config, "max_position_embeddings", None)
-            rows[m.name] = m.encode([texts[i]], min(max_tokens, ctx or max_tokens))[0]
+            rows[m.name] = m.encode([texts[i]], min(max_tokens, m.context or max_tokens))[0]
         if all(len(r) >= min_tokens for r in rows.values()):
             chosen.append(texts[i])
             for name, row in rows.items():

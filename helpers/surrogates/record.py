@@ -1,7 +1,7 @@
 """One real forward pass on one sample: what every block call saw and produced (the surrogates' input).
 
 The block call itself is captured with the project's one capture primitive,
-:func:`helpers.capture.block_hooks` (which binds positional and keyword arguments with
+:func:`helpers.residual.hooks.block_hooks` (which binds positional and keyword arguments with
 ``bind_block_call``); extra pre-hooks record the real inputs of the block's FFN norm, FFN and
 post-norms at the current (last) token, which the frozen constructions need.
 """
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from helpers.lm.families import family
 from helpers.lm.load import LoadedModel
 from helpers.residual.hooks import block_hooks
-from helpers.surrogates.weights import LAYOUTS
 
 
 @dataclass
@@ -37,11 +37,11 @@ class LayerRecord:
 def capture_sample(lm: LoadedModel, token_ids: Sequence[int]) -> list[LayerRecord]:
     """One real forward pass on one unpadded sample; a :class:`LayerRecord` per block.
 
-    :func:`helpers.capture.block_hooks` records every block's input and the arguments the model passes
+    :func:`helpers.residual.hooks.block_hooks` records every block's input and the arguments the model passes
     it (attention mask, position ids, rotary embeddings) and its output; pre-hooks on the block's FFN
     norm, FFN and post-norms record their real inputs at the current (last) token.
     """
-    layout = LAYOUTS.get(lm.family)
+    layout = row.layout if (row := family(lm.family)) else None
     records: list[dict] = [dict(parts={}) for _ in range(lm.n_layers)]
     handles = []
 

@@ -139,7 +139,7 @@ class Provenance:
     @classmethod
     def of(cls, models: Sequence, datasets: Sequence[str], n_samples: int, max_tokens: int,
            profile: str) -> Provenance:
-        """Provenance of a run on ``models`` (:class:`~helpers.models.LoadedModel`)."""
+        """Provenance of a run on ``models`` (:class:`~helpers.lm.load.LoadedModel`)."""
         return cls({m.label: m.describe() for m in models}, tuple(datasets), n_samples, max_tokens, profile)
 
     @property

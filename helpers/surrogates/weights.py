@@ -24,42 +24,6 @@ from helpers import CompendiumError
 from helpers.surrogates.algebra import t64
 
 
-@dataclass(frozen=True)
-class BlockLayout:
-    """Attribute names of a decoder block's parts (``None`` where the family has no such part)."""
-
-    attn: str
-    mlp: str
-    norm_attn: str
-    norm_mlp: str
-    post_attn: str | None = None
-    post_mlp: str | None = None
-
-
-_LLAMA_LAYOUT = BlockLayout("self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
-_GEMMA_LAYOUT = BlockLayout("self_attn", "mlp", "input_layernorm", "pre_feedforward_layernorm",
-                            "post_attention_layernorm", "post_feedforward_layernorm")
-LAYOUTS: dict[str, BlockLayout] = {
-    "gpt2": BlockLayout("attn", "mlp", "ln_1", "ln_2"),
-    "llama": _LLAMA_LAYOUT,
-    "mistral": _LLAMA_LAYOUT,
-    "qwen2": _LLAMA_LAYOUT,
-    "gemma3_text": _GEMMA_LAYOUT,
-    "gemma3": _GEMMA_LAYOUT,
-    "gemma2": _GEMMA_LAYOUT,
-}
-
-
-def block_layout(family: str) -> BlockLayout:
-    """The :class:`BlockLayout` of a model family; :class:`CompendiumError` if it has no surrogate."""
-    if family not in LAYOUTS:
-        raise CompendiumError(
-            f"no linear surrogate for model family '{family}': supported are {', '.join(sorted(LAYOUTS))}; "
-            f"add its block layout to helpers/surrogates/weights.py LAYOUTS"
-        )
-    return LAYOUTS[family]
-
-
 @dataclass
 class AttnWeights:
     """Attention weights in column-vector layout (float64): ``q = wq x + bq`` etc.

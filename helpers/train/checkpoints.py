@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import torch
 
 from helpers import CompendiumError
 from helpers.lm.load import LoadedModel, wrap_model
+from helpers.paths import atomic_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -89,18 +89,14 @@ def write_checkpoint(run_dir: Path, epoch: int, model: torch.nn.Module, optimize
     """Save model (``save_pretrained``), tokenizer, optimiser state and ``state.json`` as the checkpoint
     of ``epoch``: into a temporary folder first, renamed into place when complete."""
     final = epoch_dir(run_dir, epoch)
-    tmp = run_dir / f".{final.name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with quiet_transformers():
-        model.save_pretrained(tmp)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    with atomic_path(final, directory=True) as tmp:
+        with quiet_transformers():
+            model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
     return final
 
 
@@ -119,7 +115,7 @@ def remove_stale(run_dir: Path) -> None:
 
 def load_checkpoint(path: str | Path, device: str = "cpu", tokenizer: PreTrainedTokenizerBase | None = None,
                     label: str | None = None) -> LoadedModel:
-    """A saved checkpoint as a :class:`helpers.models.LoadedModel` (float32, eval mode, eager attention)."""
+    """A saved checkpoint as a :class:`helpers.lm.load.LoadedModel` (float32, eval mode, eager attention)."""
     from transformers import GPT2LMHeadModel
 
 

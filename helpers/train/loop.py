@@ -1,15 +1,5 @@
-"""Train GPT-2-architecture causal LMs from scratch: synthetic tasks and natural text.
-
-One trainer for both: a GPT-2 model built from a config (``transformers``), AdamW with linear warmup
-and cosine decay, a checkpoint every epoch (``epoch_000`` is the initialisation; see
-:mod:`helpers.checkpoints`), seeded and deterministic on CPU, resumable from the last complete
-checkpoint. Data are *windows* [N, T+1] of token ids: the model reads ``w[:, :T]`` and is trained on
-the cross-entropy with ``w[:, 1:]`` at every position.
-
-Profiles (:mod:`helpers.profiles`) give the sizes: :func:`synthetic_setup` for the Markov tasks of
-:mod:`helpers.synthetic`, :func:`natural_setup` for natural text (:mod:`helpers.textdata`: GPT-2
-byte-level BPE, by default truncated to its first merges so CPU training takes minutes; the
-``paper`` profile uses the full 50,257-token vocabulary).
+"""Train GPT-2-architecture causal LMs from scratch: the model, the learning-rate schedule and the resumable,
+seeded, deterministic-on-CPU training loop (checkpoints through :mod:`helpers.train.checkpoints`).
 """
 
 from __future__ import annotations
@@ -176,26 +166,7 @@ def train_lm(
                    initial=epoch, total=last_epoch)
         for ep in bar:
             t0 = time.perf_counter()
-            model.train()
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + ep)
-            order = torch.randperm(len(train), generator=gen)
-            losses = []
-            inner = tqdm(range(steps_per_epoch), desc=f"epoch {ep}", leave=False, disable=not progress,
-                         mininterval=2.0)
-            for b in inner:
-                batch = train[order[b * cfg.batch_size : (b + 1) * cfg.batch_size]].to(device)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step, total_steps, cfg)
-                loss = window_loss(model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                step += 1
-                losses.append(float(loss.detach()))
-                if b % 20 == 0:
-                    inner.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            losses, step = train_epoch(model, optimizer, train, cfg, ep, step, total_steps, device, progress)
             val = evaluate_loss(model, val_windows, cfg.eval_batch_size, device)
             history.append({"epoch": ep, "step": step, "train_loss": float(np.mean(losses)), "val_loss": val,
                             "seconds": time.perf_counter() - t0})
@@ -205,6 +176,34 @@ def train_lm(
             prune_optimizer_states(run_dir, ck)
             trained += 1
     return read_run(run_dir, config, trained, time.perf_counter() - t_start)
+
+
+def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, train: torch.Tensor, cfg: TrainConfig,
+                epoch: int, step: int, total_steps: int, device: str = "cpu",
+                progress: bool = True) -> tuple[list[float], int]:
+    """One epoch over ``train`` [N, T+1] in the seeded order of ``epoch``; returns the batch losses and the step
+    count after it (the learning rate follows :func:`lr_at` of the global step)."""
+    model.train()
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(train), generator=gen)
+    losses = []
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    inner = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", leave=False, disable=not progress, mininterval=2.0)
+    for b in inner:
+        batch = train[order[b * cfg.batch_size : (b + 1) * cfg.batch_size]].to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, total_steps, cfg)
+        loss = window_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        if b % 20 == 0:
+            inner.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    return losses, step
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

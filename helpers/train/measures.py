@@ -1,18 +1,18 @@
-"""Per-checkpoint measurements of a model trained by :mod:`helpers.training` (v2 reconstruction).
+"""Per-checkpoint measurements of a model trained by :mod:`helpers.train.recipes` (v2 reconstruction).
 
 For one checkpoint:
 
 - outer loss: mean next-token cross-entropy on a fixed subset of training and validation windows;
-- inner loss (Eq. 14) per layer on training windows, from :func:`helpers.analysis.analyse_batch`,
+- inner loss (Eq. 14) per layer on training windows, from :func:`helpers.residual.records.analyse_batch`,
   with the model's own loss on exactly the same tokens beside it (``model_loss``);
-- norm statistics of Table 1 (:func:`helpers.norms.monotone_stats` on layers 0..L-1) on validation
+- norm statistics of Table 1 (:func:`helpers.stats.monotone.monotone_stats` on layers 0..L-1) on validation
   windows, tokens at position >= ``min_position``;
 - (synthetic data) clustering of validation residual states per layer (layer ``l < L`` = input of
   block ``l``, layer 0 = embeddings; layer ``L`` = last block output before the final norm), scored
-  by :func:`helpers.label_metrics.clustering_table`;
+  by :func:`helpers.stats.labels.clustering_table`;
 - (synthetic data) attention of the last read token of a validation sequence (the unseen instance)
   to the earlier tokens of its sequence (the historical instances), per block and per head, scored
-  by :func:`helpers.label_metrics.attention_table`.
+  by :func:`helpers.stats.labels.attention_table`.
 
 Windows are [N, T+1] token arrays: the model reads positions 0..T-1; position T is only a target.
 Its embedding is never trained, so every statistic of hidden states uses the T read positions only.
@@ -23,7 +23,6 @@ Its embedding is never trained, so every statistic of hidden states uses the T r
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +35,7 @@ from tqdm.auto import tqdm
 from helpers.config import MeasureConfig
 from helpers.corpus.synthetic import LABEL_KINDS, SyntheticData
 from helpers.lm.load import LoadedModel
+from helpers.paths import atomic_write_text
 from helpers.residual.hooks import capture_residuals
 from helpers.residual.records import analyse_batch
 from helpers.runs.store import config_hash
@@ -60,7 +60,7 @@ def _subset(n_total: int, n: int, seed: int) -> np.ndarray:
 
 @torch.no_grad()
 def window_records(lm: LoadedModel, windows: np.ndarray, mcfg: MeasureConfig, lens: bool) -> dict[str, np.ndarray]:
-    """:func:`helpers.analysis.analyse_batch` over ``windows`` [N, T+1] in batches, for the T read
+    """:func:`helpers.residual.records.analyse_batch` over ``windows`` [N, T+1] in batches, for the T read
     positions 0..T-1 only (every one of them has its next token as target; position T is dropped)."""
 
     read = np.asarray(windows).shape[1] - 1
@@ -175,9 +175,7 @@ def measure_run(checkpoints: list[Path], measure: Callable[[LoadedModel], Measur
         else:
             torch.manual_seed(mcfg.seed)
             result = measure(load_checkpoint(ck, device))
-            tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(result))
-            tmp.replace(cache)
+            atomic_write_text(cache, json.dumps(result))
         state = json.loads((ck / "state.json").read_text())
         for name, rows in result.items():
             tables.setdefault(name, []).extend({"epoch": state["epoch"], "step": state["step"], **r} for r in rows)

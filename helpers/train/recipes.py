@@ -1,22 +1,12 @@
-"""Train GPT-2-architecture causal LMs from scratch: synthetic tasks and natural text.
-
-One trainer for both: a GPT-2 model built from a config (``transformers``), AdamW with linear warmup
-and cosine decay, a checkpoint every epoch (``epoch_000`` is the initialisation; see
-:mod:`helpers.checkpoints`), seeded and deterministic on CPU, resumable from the last complete
-checkpoint. Data are *windows* [N, T+1] of token ids: the model reads ``w[:, :T]`` and is trained on
-the cross-entropy with ``w[:, 1:]`` at every position.
-
-Profiles (:mod:`helpers.profiles`) give the sizes: :func:`synthetic_setup` for the Markov tasks of
-:mod:`helpers.synthetic`, :func:`natural_setup` for natural text (:mod:`helpers.textdata`: GPT-2
-byte-level BPE, by default truncated to its first merges so CPU training takes minutes; the
-``paper`` profile uses the full 50,257-token vocabulary).
+"""The two training recipes of the compendium, sized by the profiles (:mod:`helpers.config`): synthetic Markov
+tasks (:mod:`helpers.corpus.synthetic`) and natural text (:mod:`helpers.corpus.natural`: GPT-2 BPE, the 1BW
+training shards), each in its own run folder keyed by its configuration; the finished natural-text model is saved
+with ``save_pretrained`` so every notebook can load it like any other model.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +16,7 @@ import numpy as np
 from helpers.config import ModelConfig, TrainConfig, get_profile
 from helpers.corpus.natural import NATURAL_FILES, gpt2_bpe_tokenizer, natural_windows
 from helpers.corpus.synthetic import SyntheticConfig, SyntheticData, make_dataset
-from helpers.paths import repo_path
+from helpers.paths import CACHE_DIR, atomic_path, repo_path
 from helpers.runs.store import config_hash
 from helpers.train.checkpoints import (
     TrainRun,
@@ -71,7 +61,7 @@ def synthetic_run_dir(cache_dir: str | Path, data_cfg: SyntheticConfig, model_cf
 
 
 def train_synthetic(
-    profile: str = "default", cache_dir: str | Path = "results/cache", seed: int = 0, device: str = "cpu",
+    profile: str = "default", cache_dir: str | Path = CACHE_DIR, seed: int = 0, device: str = "cpu",
     progress: bool = True,
 ) -> tuple[SyntheticData, TrainRun]:
     """Build the profile's synthetic data set and train (or reload) its model. Returns (data, run)."""
@@ -99,15 +89,15 @@ def natural_run_dir(cache_dir: str | Path, profile: str, seed: int) -> Path:
     return repo_path(cache_dir) / "training" / "natural" / f"{profile}-{key}"
 
 
-def natural_model_dir(cache_dir: str | Path = "results/cache", profile: str = "default", seed: int = 0) -> Path | None:
+def natural_model_dir(cache_dir: str | Path = CACHE_DIR, profile: str = "default", seed: int = 0) -> Path | None:
     """Folder of the trained natural-text model of ``profile`` (model + tokenizer, loadable with
-    ``helpers.models.load_model``), or None when it has not been trained yet."""
+    ``helpers.lm.load.load_model``), or None when it has not been trained yet."""
     final = natural_run_dir(cache_dir, profile, seed) / "final"
     return final if (final / "config.json").is_file() else None
 
 
 def train_natural(
-    profile: str = "default", cache_dir: str | Path = "results/cache", data_dir: str | Path | None = None,
+    profile: str = "default", cache_dir: str | Path = CACHE_DIR, data_dir: str | Path | None = None,
     seed: int = 0, device: str = "cpu", progress: bool = True,
 ) -> tuple[TrainRun, np.ndarray]:
     """Train (or reload) the natural-text GPT-2-architecture model of ``profile``.
@@ -123,18 +113,16 @@ def train_natural(
                    tokenizer=tokenizer, description=f"natural text ({profile})")
     final = run_dir / "final"
     if not (final / "config.json").is_file() and len(run.history) == train_cfg.epochs + 1:
-        tmp = run_dir / f".final.tmp{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         lm = load_checkpoint(run.final)
-        with quiet_transformers():
-            lm.model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
         info = {"profile": profile, "data_files": NATURAL_FILES, "data": data, "model": asdict(model_cfg),
                 "train": asdict(train_cfg), "history": run.history.to_dict("records"),
                 "n_train_tokens": int(train[:, 1:].size), "n_val_tokens": int(val[:, 1:].size),
-                "note": "small GPT-2-architecture model trained from scratch by helpers/training.py; not GPT-2"}
-        (tmp / "training.json").write_text(json.dumps(info, indent=1, default=str))
-        tmp.rename(final)
+                "note": "small GPT-2-architecture model trained from scratch by helpers/train/; not GPT-2"}
+        with atomic_path(final, directory=True) as tmp:
+            with quiet_transformers():
+                lm.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "training.json").write_text(json.dumps(info, indent=1, default=str))
     run.extra["final_dir"] = final
     run.extra["n_train_tokens"] = int(train[:, 1:].size)
     run.extra["n_val_tokens"] = int(val[:, 1:].size)
