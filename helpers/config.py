@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from helpers import CompendiumError
 
 DATASETS = ("wikitext-103", "1bw")  # the paper's test corpora (Sec. 5.1)
+MAX_FINAL_LOSS = 1.0  # the paper keeps tokens whose final loss is <= 1 for Fig. 2/4
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ partial result that looks complete). Nothing here imports torch.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -47,6 +48,13 @@ def repo_path(path: str | Path) -> Path:
 
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def config_hash(config: dict) -> str:
+    """Stable 16-hex-digit hash of a JSON-serialisable configuration."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
 
 
 def file_sha256(path: str | Path) -> str:

@@ -39,50 +39,32 @@ filtered_dir = "data/filtered"  # cache of the filtered samples, relative to the
 # %%
 from helpers.validate import validate_params
 
-# every parameter checked before anything loads or is written: a bad one is a one-line error (README: Troubleshooting)
+# every parameter checked before anything loads or is written: a bad one is a one-line error
 globals().update(validate_params(globals()))
 
 # %%
-import pandas as pd
-import plotly.graph_objects as go
 from IPython.display import Markdown, display
 
-# %%
-from helpers.corpus.samples import filtered_samples
-from helpers.lm.load import load_model
-from helpers.report import output as plots
+from helpers.experiments import corpus
 
-# the cache under filtered_dir is keyed by the corpus file (name relative to the data folder, sha256)
-# and the rules: a different corpus or rule recomputes it
-reports_, samples = [], {}
-for ds in datasets:
-    texts, rep = filtered_samples(ds, filtered_dir, data_dir, min_words=min_words, seed=seed)
-    samples[ds] = texts
-    reports_.append(rep.as_dict())
-counts = pd.DataFrame(reports_)
+# %% [markdown]
+# The cache under `filtered_dir` is keyed by the corpus file (name relative to the data folder, sha256) and the
+# rules: a different corpus or rule recomputes it.
+
+# %%
+r = corpus.run(datasets, model, filtered_dir, data_dir, min_words, seed)
+_, counts = corpus.report_counts(r, results_dir)
 counts
 
 # %%
-plots.save_table(counts, "01_filter_counts", results_dir,
-                 caption=f"Filtering counts (min {min_words} words; 1BW: 5,000 samples, seed {seed}).")
-
-# %%
-tok = load_model(model).tokenizer
-lengths = {ds: [len(r) for r in tok([t for t in texts[:2000]])["input_ids"]] for ds, texts in samples.items()}
-fig = go.Figure([go.Histogram(x=v, name=ds, opacity=0.6, nbinsx=60) for ds, v in lengths.items()])
-fig.update_layout(barmode="overlay", xaxis_title="tokens per text", yaxis_title="texts")
-plots.with_caption(fig, "Token lengths of the filtered texts",
-                   f"tokenizer: {model}; first 2,000 filtered texts per dataset; min {min_words} words")
-plots.save_figure(fig, "01_token_lengths", figures_dir)
+fig, lengths = corpus.report_lengths(r, figures_dir)
 fig
 
 # %%
-for ds, texts in samples.items():
-    display(Markdown(f"**{ds}** examples:\n\n" + "\n".join(f"> {t[:300]}\n" for t in texts[:3])))
+display(Markdown(corpus.reading(r)))
 
 # %% [markdown]
-# **Reading.** WikiText paragraphs are long (hundreds of tokens), 1BW sentences short (tens of tokens), so with the
-# default truncation the WikiText texts contribute many more tokens per text. The data are the verified copies
+# **Where the data come from.** The data are the verified copies
 # shipped in the repository's `data/` folder; `data/README.md` lists each file's sha256, source and licence
 # (WikiText: CC BY-SA 3.0, Merity et al.; 1BW: Apache-2.0, Chelba et al.). The `source` and `sha256` columns
 # above name the file read (relative to the data folder) and the first 12 hex digits of its checksum.

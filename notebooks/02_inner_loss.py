@@ -37,7 +37,7 @@ device = "cpu"
 dtype = "float32"            # "bfloat16"/"float16" on GPUs; norms and losses are reduced in float32
 device_map = None            # "auto" spreads a large model over several GPUs
 seed = 0
-shard = None                 # "i/n" runs a disjoint slice (see README: sharded runs)
+shard = None                 # "i/n" runs a disjoint slice (docs/scaling.md: sharded runs)
 data_dir = None              # None: $METALEARN_DATA, else the repo's data/ (see data/README.md)
 figures_dir = "figures"
 results_dir = "results"
@@ -47,7 +47,7 @@ filtered_dir = "data/filtered"
 # %%
 from helpers.validate import validate_params
 
-# every parameter checked before anything loads or is written: a bad one is a one-line error (README: Troubleshooting)
+# every parameter checked before anything loads or is written: a bad one is a one-line error
 globals().update(validate_params(globals()))
 
 # %%

@@ -37,7 +37,7 @@ device = "cpu"
 dtype = "float32"            # "bfloat16"/"float16" on GPUs; norms and losses are reduced in float32
 device_map = None            # "auto" spreads a large model over several GPUs
 seed = 0
-shard = None                 # "i/n" runs a disjoint slice (see README: sharded runs)
+shard = None                 # "i/n" runs a disjoint slice (docs/scaling.md: sharded runs)
 data_dir = None              # None: $METALEARN_DATA, else the repo's data/ (see data/README.md)
 figures_dir = "figures"
 results_dir = "results"
@@ -49,18 +49,16 @@ include_last = False         # True: also fit and draw layer L (the last block's
 # %%
 from helpers.validate import validate_params
 
-# every parameter checked before anything loads or is written: a bad one is a one-line error (README: Troubleshooting)
+# every parameter checked before anything loads or is written: a bad one is a one-line error
 globals().update(validate_params(globals()))
 
 # %%
 from IPython.display import Markdown, display
 
 from helpers.config import get_profile
-from helpers.experiments import pca as reports
-from helpers.report import figures, output
+from helpers.experiments import pca
 from helpers.runs.datasets import analyse_corpora
 
-prof = get_profile(profile)
 lm, runs = analyse_corpora(model, datasets, profile, device=device, dtype=dtype, device_map=device_map,
                            n_texts=n_texts, max_tokens=max_tokens, min_position=min_position, batch_size=batch_size,
                            batch_tokens=batch_tokens, lens_share=lens_share,
@@ -68,28 +66,12 @@ lm, runs = analyse_corpora(model, datasets, profile, device=device, dtype=dtype,
 tag = lm.name.replace("/", "_") + ("" if profile == "default" else f"_{profile}")  # file names say the profile
 
 # %%
-import numpy as np
-
-from helpers.stats.pca import fit_layers
-
-n_pca = pca_samples or prof.corpus.pca_samples
-explained, growth = {}, {}
-for ds, run in runs.items():
-    vec = run.records["last_vectors"][:n_pca]
-    pca = fit_layers(vec, lm.n_layers, include_last)
-    shown = pca.coords.shape[1]
-    explained[ds] = pca.explained_variance_ratio
-    fig = figures.trajectory_figure(pca.coords, pca.explained_variance_ratio)
-    output.with_caption(fig, f"Current-token trajectories across layers (PCA), {ds}",
-                       run.caption(f"last token of {len(vec)} texts; layers 0..{shown - 1}"))
-    output.save_figure(fig, f"04_pca_{tag}_{ds}", figures_dir)
+r = pca.run(runs, lm.n_layers, pca_samples or get_profile(profile).corpus.pca_samples, include_last)
+for ds in runs:
+    fig, explained = pca.report_trajectories(r, ds, figures_dir, tag)
     fig.show()
-    norms = np.linalg.norm(vec[:, :shown], axis=-1)
-    growth[ds] = float(np.mean(norms[:, lm.n_layers - 1] > norms[:, 0]))
-    fig = figures.fig_norm_lines(norms, f"Norm against layer for the same samples, {ds}",
-                               run.caption(f"last token of {len(vec)} texts; layers 0..{shown - 1}"))
-    output.save_figure(fig, f"04_pca_norms_{tag}_{ds}", figures_dir)
+    fig, norm_quartiles = pca.report_norms(r, ds, figures_dir, tag)
     fig.show()
 
 # %%
-display(Markdown(reports.reading_pca(explained, growth, lm.n_layers)))
+display(Markdown(pca.reading(r)))

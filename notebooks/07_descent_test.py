@@ -61,8 +61,7 @@ from IPython.display import Markdown, display
 
 from helpers.config import get_profile
 from helpers.corpus.samples import load_samples
-from helpers.experiments import descent, descent_tables
-from helpers.report import figures, output
+from helpers.experiments import descent
 
 if torch_threads:
     torch.set_num_threads(torch_threads)
@@ -76,23 +75,14 @@ texts = {ds: load_samples(ds, filtered_dir, data_dir) for ds in datasets}
 
 # %%
 run = descent.run_models(models, texts, prof, profile, seed, cache_dir, device)
-rec, captions, tags = run.records, run.captions, run.tags
-sfx = "" if profile == "default" else f"_{profile}"  # file names say the profile
 run.timings
 
 # %% [markdown]
 # ## Descent test: share of descent steps by layer third, model vs untrained twin vs random directions
 
 # %%
-thirds, by_layer = descent_tables.descent_by_third(rec), descent_tables.descent_by_layer(rec)
-caption = " | ".join(captions.values())
-output.save_table(thirds.round(3), f"07_descent_thirds{sfx}", results_dir,
-                 caption=f"Descent test by layer third. {caption}")
-output.save_table(by_layer.round(4), f"07_descent_by_layer{sfx}", results_dir,
-                 caption=f"Descent test per layer. {caption}")
-for model, cap in captions.items():
-    fig = figures.fig_descent(by_layer, model, cap)
-    output.save_figure(fig, f"07_descent_{tags[model]}{sfx}", figures_dir, png=profile != "smoke")  # smoke: < 60 s
+figs, thirds = descent.report_descent(run, profile, figures_dir, results_dir)
+for fig in figs:
     fig.show()
 thirds.round(2)
 
@@ -100,19 +90,10 @@ thirds.round(2)
 # ## Where the norm moves: attention vs FFN half-steps
 
 # %%
-norms, attribution = descent_tables.norm_by_layer(rec), descent_tables.norm_attribution(rec)
-output.save_table(norms.round(4), f"07_norm_by_layer{sfx}", results_dir, caption=f"Norms per half-step. {caption}")
-output.save_table(attribution.round(3), f"07_norm_attribution{sfx}", results_dir,
-                 caption=f"Which half-step decreases the norm, blocks 0..L-2; growth rate per layer beside GPT2-XL's "
-                         f"published ~1.045. {caption}")
-for model, cap in captions.items():
-    fig = figures.fig_norm_steps(norms, model, cap)
-    output.save_figure(fig, f"07_norms_{tags[model]}{sfx}", figures_dir, png=profile != "smoke")
+figs, attribution = descent.report_norms(run, profile, figures_dir, results_dir)
+for fig in figs:
     fig.show()
 attribution.round(3)
 
-# %% [markdown]
-# ## Reading
-
 # %%
-display(Markdown(descent_tables.reading(thirds, attribution)))
+display(Markdown(descent.reading_of(run)))

@@ -51,6 +51,26 @@ def tiny_model(family: str, attn: str = "sdpa", seed: int = 0) -> LoadedModel:
     return wrap_model(model, None, name=f"tiny-{family}")
 
 
+class Tok:
+    """Whitespace 'tokenizer' over small ids, enough for the tiny models."""
+
+    pad_token_id = 0
+    bos_token_id = 1
+
+    def __call__(self, texts, add_special_tokens=True):
+        return {"input_ids": [[2 + (sum(map(ord, w)) % 97) for w in t.split()] for t in texts]}
+
+
+def tiny_with_tok(family="llama"):
+    lm = tiny_model(family)
+    lm.tokenizer = Tok()
+    return lm
+
+
+TEXTS = [" ".join(f"w{i}x{j}" for j in range(6 + (i * 7) % 11)) for i in range(10)]
+
+
+
 FAMILIES = ["gpt2", "gpt_neox", "llama", "qwen2", "gemma3", "opt"]
 ATTENTIONS = ["eager", "sdpa"]
 # every supported family x attention implementation, with ids a reader can select: "gpt2-eager"

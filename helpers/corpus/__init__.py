@@ -1,4 +1,4 @@
-"""Corpora, layer 3: the paper's test corpora (sources, checksums, the paper's filter, seeded samples), natural-text
+"""Corpora: the paper's test corpora (sources, checksums, the paper's filter, seeded samples), natural-text
 training windows, and the synthetic in-context Markov tasks of the v2 training-dynamics experiments.
 
 - :mod:`helpers.corpus.sources`    where a corpus file lives (argument > $METALEARN_DATA > data/ > hub), checksums, reading

@@ -15,8 +15,7 @@ import numpy as np
 
 from helpers import CompendiumError
 from helpers.corpus.sources import ENV_VAR, corpus_file
-from helpers.paths import atomic_path, repo_path
-from helpers.runs.store import config_hash
+from helpers.paths import atomic_path, config_hash, repo_path
 
 NATURAL_FILES = (
     "1bw/news.en.heldout-00010-of-00050",

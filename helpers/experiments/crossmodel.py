@@ -10,14 +10,21 @@ cap. A row holds the Table 1 numbers at the paper's positions with 95% cluster-b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 
-from helpers.config import get_profile
+from helpers import CompendiumError
+from helpers.config import MAX_FINAL_LOSS, get_profile
 from helpers.experiments.paper import PAPER_LAYERS, PAPER_TABLE1
-from helpers.experiments.zoo import CHECKPOINT, TRAINED, TWIN, Entry
+from helpers.experiments.zoo import CHECKPOINT, NATURAL, TRAINED, TWIN, Entry, model_entries
+from helpers.lm.quantise import quantised_twin
 from helpers.paths import CACHE_DIR
-from helpers.residual.records import MAX_FINAL_LOSS
+from helpers.report.figures import fig_checkpoints, fig_cross_model
+from helpers.report.output import save_figure, save_table
 from helpers.runs.datasets import DatasetRun, analyse_dataset
 from helpers.stats.intervals import paired_difference_ci
 from helpers.stats.monotone import step_ok
@@ -257,3 +264,110 @@ def _inner_text(r: pd.Series, t: pd.DataFrame) -> str:
         return (f" No token passes the paper's filter; over a sample of all tokens the inner loss goes "
                 f"{r.inner_all_first:.2f} -> {r.inner_all_last:.2f}.")
     return ""
+
+
+@dataclass
+class CrossRun:
+    """Every entry's rows with twin columns (``table``), the same with the paper's rows (``full``), the quantisation
+    flips and per-tensor types of the project-trained model's last checkpoint, and the sample's description."""
+
+    table: pd.DataFrame
+    full: pd.DataFrame
+    flips: pd.DataFrame
+    tensors: pd.DataFrame
+    sample: str
+    suffix: str
+    datasets: list[str]
+
+
+def sample_text(profile: str) -> str:
+    """What every model of the table saw, for captions."""
+    cross = get_profile(profile).cross
+    return (f"the same texts for every model: {cross.wikitext_texts} WikiText-103 test paragraphs and "
+            f"{cross.onebw_texts} 1BW test sentences (seeded sample after the paper's filtering), first "
+            f"{cross.max_tokens} tokens of each, tokens at positions >= 5; profile {profile}")
+
+
+def _quantised(base: tuple[Entry, dict], datasets: list[str], profile: str, opts: dict) -> Iterator[tuple]:
+    """(entry, runs, flips, tensor table) of each GGUF scheme of the profile applied to the ``base`` entry."""
+    base_entry, base_runs = base
+    cross = get_profile(profile).cross
+    for scheme in cross.schemes:
+        q_lm = quantised_twin(base_entry.lm, scheme)
+        q_entry = Entry(q_lm, group=base_entry.group, role=f"{scheme} round trip", epoch=base_entry.epoch,
+                        step=base_entry.step)
+        q_runs = analyse_entry(q_entry, datasets, profile, **opts)
+        flips = [flip_table(base_runs[ds], q_runs[ds], scheme) for ds in datasets]
+        yield q_entry, q_runs, flips, q_lm.extra["tensors"].assign(scheme=scheme)
+
+
+def run(specs: list[str], datasets: list[str], profile: str, cache_dir: str = CACHE_DIR, device: str = "cpu",
+        **opts) -> CrossRun:
+    """Every model of ``specs`` with its twin (or every checkpoint of ``"natural"``) on the profile's cross-model
+    sample, then the GGUF round trips of the natural model's last checkpoint. ``opts`` go to
+    :func:`helpers.runs.datasets.analyse_dataset` (batch_tokens, data_dir, filtered_dir)."""
+    cross = get_profile(profile).cross
+    rows, runs_of, natural_last, flips, tensors = [], {}, None, [], []
+    opts = dict(opts, cache_dir=cache_dir)
+    for spec in specs:
+        for entry in model_entries(spec, profile, cache_dir, twin_seed=cross.twin_seed, device=device):
+            runs = analyse_entry(entry, datasets, profile, **opts)
+            rows += [entry_row(entry, r, n_boot=cross.n_boot) for r in runs.values()]
+            runs_of[entry_key(entry.group, entry.role, entry.epoch)] = runs
+            if entry.group == NATURAL:
+                natural_last = (entry, runs)  # checkpoints come in epoch order: the last one stays
+    if not rows:
+        raise CompendiumError(f"none of the models {specs} could be loaded (see the notes above): install them "
+                              "(make models), train the natural-text model (notebook 06) or name models that exist here")
+    for q_entry, q_runs, q_flips, q_tensors in (_quantised(natural_last, datasets, profile, opts) if natural_last else ()):
+        rows += [entry_row(q_entry, r, n_boot=cross.n_boot) for r in q_runs.values()]
+        runs_of[entry_key(q_entry.group, q_entry.role, q_entry.epoch)] = q_runs
+        flips += q_flips
+        tensors.append(q_tensors)
+    table = add_twin_columns(pd.DataFrame(rows), runs_of, n_boot=cross.n_boot)
+    full = pd.concat([table, paper_rows(datasets)], ignore_index=True)
+    return CrossRun(table, full, pd.DataFrame(flips), pd.concat(tensors, ignore_index=True) if tensors else pd.DataFrame(),
+                    sample_text(profile), "" if profile == "default" else f"_{profile}", list(datasets))
+
+
+def report_table(r: CrossRun, results_dir: str) -> tuple[None, pd.DataFrame]:
+    """The full table (``08_cross_model``) and the reader's table (``08_cross_model_readable``, returned)."""
+    shown = reader_table(r.full)
+    save_table(r.full, f"08_cross_model{r.suffix}", results_dir,
+               caption=f"Cross-model table, {r.sample}; the paper's rows (its own full-text sample) below ours.")
+    save_table(shown, f"08_cross_model_readable{r.suffix}", results_dir,
+               caption=f"Table 1 and the inner loss for every model beside its untrained twin, chance and the "
+                       f"paper. {r.sample}. 95% CIs: cluster bootstrap over texts. '-': not reported (paper) or no "
+                       f"token with final loss <= 1.")
+    return None, shown
+
+
+def report_figures(r: CrossRun, figures_dir: str) -> tuple[list[go.Figure], pd.DataFrame]:
+    """One cross-model figure per dataset (``08_cross_model_<ds>``) and, when checkpoints ran, the rate over
+    training (``08_checkpoints``)."""
+    figs = []
+    for ds in r.datasets:
+        figs.append(fig_cross_model(r.full, ds, f"Non-decreasing norms per model, {ds}",
+                                    f"{r.sample}; whiskers: 95% CI; open marker: the untrained twin; star: the paper"))
+        save_figure(figs[-1], f"08_cross_model{r.suffix}_{ds}", figures_dir)
+    if (r.table.role == CHECKPOINT).any():
+        figs.append(fig_checkpoints(r.table, "Sequence-level rate over training, project-trained model",
+                                    f"{r.sample}; dashed: the same model at initialisation (its untrained twin); "
+                                    "whiskers: 95% CI"))
+        save_figure(figs[-1], f"08_checkpoints{r.suffix}", figures_dir)
+    return figs, r.table
+
+
+def report_quantisation(r: CrossRun, results_dir: str) -> tuple[None, pd.DataFrame]:
+    """The verdict flips under each GGUF scheme (``08_quantisation``) and the per-tensor types and errors
+    (``08_quantised_tensors``); nothing when no scheme ran."""
+    if not len(r.flips):
+        return None, r.flips
+    save_table(r.flips, f"08_quantisation{r.suffix}", results_dir,
+               caption=f"The project-trained model's last checkpoint in fp32 against its weights rounded with "
+                       f"GGUF schemes (Q4_1 as SmolLM2's file, Q4_K_M as Gemma's) on the same tokens: tokens "
+                       f"whose verdict flips and the change of each rate. {r.sample}.")
+    save_table(r.tensors, f"08_quantised_tensors{r.suffix}", results_dir,
+               caption="GGUF type and relative Frobenius error of every weight of the project-trained model "
+                       "under each scheme (kept: F32).")
+    return None, r.flips

@@ -20,20 +20,30 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
 from helpers import CompendiumError
 from helpers.config import DescentProfile
 from helpers.corpus.samples import sample_texts
-from helpers.experiments.descent_tables import layer_thirds
+from helpers.experiments.descent_tables import (
+    descent_by_layer,
+    descent_by_third,
+    layer_thirds,
+    norm_attribution,
+    norm_by_layer,
+    reading,
+)
+from helpers.experiments.paper import PUBLISHED_GROWTH_GPT2XL
 from helpers.experiments.zoo import load_or_skip
 from helpers.lm.load import LoadedModel
 from helpers.lm.twin import untrained_twin
-from helpers.paths import CACHE_DIR, atomic_write_text, repo_path
+from helpers.paths import CACHE_DIR, atomic_write_text, config_hash, repo_path
+from helpers.report.figures import fig_descent, fig_norm_steps
+from helpers.report.output import save_figure, save_table
 from helpers.residual.hooks import capture_halfsteps, pad_batch
 from helpers.residual.lens import inner_loss_grad
-from helpers.runs.store import config_hash
 
 VERSION = 1  # bump when the records change meaning (cache key)
 
@@ -203,3 +213,44 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: DescentProfi
     if not parts:
         raise CompendiumError(f"none of the models {specs} is available: see the notes above")
     return DescentRun(pd.concat(parts, ignore_index=True), captions, tags, pd.DataFrame(timings))
+
+
+def _suffix(profile: str) -> str:
+    return "" if profile == "default" else f"_{profile}"  # file names say the profile
+
+
+def report_descent(run: DescentRun, profile: str, figures_dir: str, results_dir: str
+                   ) -> tuple[list[go.Figure], pd.DataFrame]:
+    """The descent tables by layer third and by layer (``07_descent_thirds``, ``07_descent_by_layer``) and one
+    figure per model (``07_descent_<model>``); returns the figures and the table by third."""
+    sfx, caption = _suffix(profile), " | ".join(run.captions.values())
+    thirds, by_layer = descent_by_third(run.records), descent_by_layer(run.records)
+    save_table(thirds.round(3), f"07_descent_thirds{sfx}", results_dir, caption=f"Descent test by layer third. {caption}")
+    save_table(by_layer.round(4), f"07_descent_by_layer{sfx}", results_dir, caption=f"Descent test per layer. {caption}")
+    figs = []
+    for model, cap in run.captions.items():
+        figs.append(fig_descent(by_layer, model, cap))
+        save_figure(figs[-1], f"07_descent_{run.tags[model]}{sfx}", figures_dir, png=profile != "smoke")
+    return figs, thirds
+
+
+def report_norms(run: DescentRun, profile: str, figures_dir: str, results_dir: str
+                 ) -> tuple[list[go.Figure], pd.DataFrame]:
+    """Norms around the half-steps per layer (``07_norm_by_layer``), which half-step decreases the norm
+    (``07_norm_attribution``, returned) and one figure per model (``07_norms_<model>``)."""
+    sfx, caption = _suffix(profile), " | ".join(run.captions.values())
+    norms, attribution = norm_by_layer(run.records), norm_attribution(run.records)
+    save_table(norms.round(4), f"07_norm_by_layer{sfx}", results_dir, caption=f"Norms per half-step. {caption}")
+    save_table(attribution.round(3), f"07_norm_attribution{sfx}", results_dir,
+               caption=f"Which half-step decreases the norm, blocks 0..L-2; growth rate per layer beside GPT2-XL's "
+                       f"published ~{PUBLISHED_GROWTH_GPT2XL}. {caption}")
+    figs = []
+    for model, cap in run.captions.items():
+        figs.append(fig_norm_steps(norms, model, cap, PUBLISHED_GROWTH_GPT2XL))
+        save_figure(figs[-1], f"07_norms_{run.tags[model]}{sfx}", figures_dir, png=profile != "smoke")
+    return figs, attribution
+
+
+def reading_of(run: DescentRun) -> str:
+    """The notebook's reading (:func:`helpers.experiments.descent_tables.reading`) of ``run``."""
+    return reading(descent_by_third(run.records), norm_attribution(run.records))

@@ -7,10 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from helpers.residual.records import MAX_FINAL_LOSS
-from helpers.stats.tokens import loss_curves
-
-PAPER_FILTER, ALL_TOKENS = "final loss <= 1 (paper)", "all tokens"
+from helpers.config import MAX_FINAL_LOSS
+from helpers.stats.tokens import ALL_TOKENS, PAPER_FILTER, loss_curves
 
 
 def inner_loss_table(runs: dict, label: str) -> pd.DataFrame:

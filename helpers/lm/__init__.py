@@ -1,4 +1,4 @@
-"""Models, layer 2: every fact a causal LM's family decides, and loading any model into one uniform view.
+"""Models: every fact a causal LM's family decides, and loading any model into one uniform view.
 
 - :mod:`helpers.lm.families`  one row per family: block/norm paths, block layout, half-step module, BOS, context
 - :mod:`helpers.lm.registry`  the models that install from PyPI and load offline (GGUF files)

@@ -1,4 +1,4 @@
-"""Reporting, layer 8: writing figures (HTML + PNG) and tables (CSV + Markdown) with captions, drawing every
+"""Reporting: writing figures (HTML + PNG) and tables (CSV + Markdown) with captions, drawing every
 figure, and the README findings rendered from ``results/``.
 
 - :mod:`helpers.report.output`            figure and table writers, captions

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from helpers.experiments.inner_loss import ALL_TOKENS, PAPER_FILTER
 from helpers.report.output import with_caption
+from helpers.stats.tokens import ALL_TOKENS, PAPER_FILTER
 
 
 def trajectory_figure(coords, explained=None):
@@ -130,7 +130,7 @@ def fig_descent(by_layer: pd.DataFrame, model: str, caption: str):
     return with_caption(fig, f"Is each layer's update a descent step on the inner loss? {model}", caption)
 
 
-def fig_norm_steps(norms: pd.DataFrame, model: str, caption: str, published: float = 1.045):
+def fig_norm_steps(norms: pd.DataFrame, model: str, caption: str, published: float):
     """Top: % of tokens whose ||z|| the attention half-step, the FFN half-step and the whole block decrease, per
     block (trained: solid; untrained twin: dashed); bottom: median growth ratio ||z^(l+1)|| / ||z^l|| per block
     with the published ~1.045 per layer of GPT2-XL and 1 as references."""

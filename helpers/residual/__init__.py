@@ -1,4 +1,4 @@
-"""Residual stream, layer 3: named capture of a model's residual stream, the lens (Eq. 14) and per-token records.
+"""Residual stream: named capture of a model's residual stream, the lens (Eq. 14) and per-token records.
 
 - :mod:`helpers.residual.hooks`    the one hook primitive (block inputs = ``resid_pre``, the state after the
   attention half-step = ``resid_mid``, the last block's output = ``resid_post``) and the captures built on it

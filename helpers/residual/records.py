@@ -12,11 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from helpers.config import MAX_FINAL_LOSS
 from helpers.lm.load import LoadedModel
 from helpers.residual.hooks import capture_residuals, pad_batch
 from helpers.residual.lens import inner_losses, logit_lens_losses, token_ce
-
-MAX_FINAL_LOSS = 1.0  # the paper keeps tokens whose final loss is <= 1 for Fig. 2/4
 
 
 def sample_mask(keys: np.ndarray, positions: np.ndarray, share: float, seed: int = 0) -> np.ndarray:

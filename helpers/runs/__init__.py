@@ -1,4 +1,4 @@
-"""Runs, layer 5: the cached, resumable, shardable analysis of a corpus, and its launchers.
+"""Runs: the cached, resumable, shardable analysis of a corpus, and its launchers.
 
 - :mod:`helpers.runs.store`     run folders keyed by a configuration hash, chunks, manifests
 - :mod:`helpers.runs.batching`  token-budget batches

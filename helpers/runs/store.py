@@ -7,7 +7,6 @@ is set only after the last chunk. Running the same configuration again reuses fi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
@@ -17,13 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers import CompendiumError
-from helpers.paths import atomic_path, atomic_write_text, repo_path
-
-
-def config_hash(config: dict) -> str:
-    """Stable 16-hex-digit hash of a JSON-serialisable configuration."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+from helpers.paths import atomic_path, atomic_write_text, config_hash, repo_path
 
 
 def package_versions() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Statistics, layer 4 (no torch): monotonicity of norm trajectories, bootstrap intervals, PCA, label metrics,
+"""Statistics (no torch): monotonicity of norm trajectories, bootstrap intervals, PCA, label metrics,
 and the per-token tables (Table 1 rows, loss curves) built from run records.
 
 - :mod:`helpers.stats.monotone`   sequence / pair level non-decrease, per-step rates

@@ -7,9 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from helpers.residual.records import MAX_FINAL_LOSS
+from helpers.config import MAX_FINAL_LOSS
 from helpers.stats.intervals import bootstrap_ci
 from helpers.stats.monotone import monotone_stats, transition_rates
+
+# the two token filters of the inner-loss tables
+PAPER_FILTER, ALL_TOKENS = "final loss <= 1 (paper)", "all tokens"
 
 
 def loss_curves(

@@ -1,4 +1,4 @@
-"""Training, layer 6: small GPT-2-architecture models trained from scratch (the v2 training-dynamics experiments
+"""Training: small GPT-2-architecture models trained from scratch (the v2 training-dynamics experiments
 and the project's own natural-text model), checkpoints, and per-checkpoint measurements.
 
 - :mod:`helpers.train.loop`         the model, schedule and resumable training loop

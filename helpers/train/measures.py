@@ -35,10 +35,9 @@ from tqdm.auto import tqdm
 from helpers.config import MeasureConfig
 from helpers.corpus.synthetic import LABEL_KINDS, SyntheticData
 from helpers.lm.load import LoadedModel
-from helpers.paths import atomic_write_text
+from helpers.paths import atomic_write_text, config_hash
 from helpers.residual.hooks import capture_residuals
 from helpers.residual.records import analyse_batch
-from helpers.runs.store import config_hash
 from helpers.stats.labels import attention_table, clustering_table
 from helpers.stats.monotone import monotone_stats
 from helpers.train.checkpoints import load_checkpoint

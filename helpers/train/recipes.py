@@ -16,8 +16,7 @@ import numpy as np
 from helpers.config import ModelConfig, TrainConfig, get_profile
 from helpers.corpus.natural import NATURAL_FILES, gpt2_bpe_tokenizer, natural_windows
 from helpers.corpus.synthetic import SyntheticConfig, SyntheticData, make_dataset
-from helpers.paths import CACHE_DIR, atomic_path, repo_path
-from helpers.runs.store import config_hash
+from helpers.paths import CACHE_DIR, atomic_path, config_hash, repo_path
 from helpers.train.checkpoints import (
     TrainRun,
     load_checkpoint,

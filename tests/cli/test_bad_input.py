@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import instrumented_env
+from conftest import (
+    REPO,  # noqa: E402
+    instrumented_env,
+)
 
 from helpers import CompendiumError
 
-REPO = Path(__file__).resolve().parents[1]
 CORPUS_1BW = "1bw/news.en.heldout-00000-of-00050"
 
 
@@ -191,7 +193,7 @@ def test_zero_byte_chunk_is_recomputed_and_a_complete_run_stays_complete(files, 
 def test_unreadable_chunk_names_the_run_folder(tmp_path):
     """A chunk that is an archive but not a readable one: a one-line error naming the folder to delete; the
     manifest of the complete run is not downgraded; a shard with a bad chunk is 'not finished' for merge."""
-    from test_pipeline import TEXTS, tiny_with_tok
+    from conftest import TEXTS, tiny_with_tok
 
     from helpers.runs.analysis import AnalysisConfig, NotFinished, run_analysis
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_model
+from conftest import TEXTS, tiny_with_tok
 
 from helpers import CompendiumError
 from helpers.corpus.samples import filter_lines, load_filtered, sample_texts
@@ -12,28 +12,6 @@ from helpers.corpus.sources import read_lines
 from helpers.lm.load import load_model
 from helpers.runs import analysis as run_module
 from helpers.runs.analysis import AnalysisConfig, merge_records, run_analysis
-from helpers.stats.intervals import bootstrap_ci
-from helpers.stats.monotone import monotone_stats, transition_rates
-from helpers.stats.pca import fit_trajectories
-
-
-class Tok:
-    """Whitespace 'tokenizer' over small ids, enough for the tiny models."""
-
-    pad_token_id = 0
-    bos_token_id = 1
-
-    def __call__(self, texts, add_special_tokens=True):
-        return {"input_ids": [[2 + (sum(map(ord, w)) % 97) for w in t.split()] for t in texts]}
-
-
-def tiny_with_tok(family="llama"):
-    lm = tiny_model(family)
-    lm.tokenizer = Tok()
-    return lm
-
-
-TEXTS = [" ".join(f"w{i}x{j}" for j in range(6 + (i * 7) % 11)) for i in range(10)]
 
 
 def test_filter_rules():
@@ -67,26 +45,8 @@ def test_missing_data_is_one_line_error(tmp_path):
         read_lines("ptb", tmp_path)
 
 
-def test_norm_stats_known_answers():
-    traj = np.array([[1, 2, 3, 4], [1, 3, 2, 4], [4, 3, 2, 1], [1, 1, 1, 1]], dtype=float)
-    s = monotone_stats(traj)
-    assert s["sequence_pct"] == 50.0 and s["pair_pct"] == pytest.approx(100 * 8 / 12)
-    assert s["chance_pct"] == 12.5 and s["steps"] == 3 and s["n"] == 4
-    np.testing.assert_allclose(transition_rates(traj), [75, 50, 75])
-    ci = bootstrap_ci(traj, n_boot=200)
-    assert ci["sequence_pct"][0] <= 50 <= ci["sequence_pct"][1]
-    assert bootstrap_ci(np.tile([[1.0, 2.0]], (5, 1)))["pair_pct"] == (100.0, 100.0)
 
 
-def test_pca_shapes_and_layer_order():
-    rng = np.random.default_rng(0)
-    base = rng.normal(size=(1, 1, 16))
-    steps = np.arange(7)[None, :, None] * rng.normal(size=(1, 1, 16))
-    vec = base + steps + 0.01 * rng.normal(size=(5, 7, 16))
-    pca = fit_trajectories(vec)
-    assert pca.coords.shape == (5, 7, 3) and pca.explained_variance_ratio[0] > 0.9
-    assert np.all(np.abs(np.diff(pca.coords[:, :, 0], axis=1)) > 0)  # layers stay in order along PC1
-    np.testing.assert_allclose(np.abs(np.diff(pca.coords[0, :, 0])), np.abs(np.diff(pca.coords[1, :, 0])), atol=0.2)
 
 
 def test_cache_reuse_resume_and_shards(tmp_path, monkeypatch):
@@ -177,20 +137,6 @@ def test_one_profile_registry_serves_every_experiment():
             get_profile(bad)
 
 
-def test_pca_leaves_the_last_layer_out_unless_asked():
-    """Fig. 3/5 (Sec. 5.3) fit and draw layers 0..L-1: the last block's output must not move the fit."""
-    from helpers.stats.pca import fit_layers
-
-    rng = np.random.default_rng(0)
-    vec = rng.standard_normal((12, 5, 8))  # L = 4 layers: states 0..4
-    base = fit_layers(vec, n_layers=4)
-    assert base.coords.shape == (12, 4, 3)
-    moved = vec.copy()
-    moved[:, 4] *= 1000.0  # a huge last-block output (as in many real models)
-    np.testing.assert_allclose(fit_layers(moved, n_layers=4).coords, base.coords)
-    assert fit_layers(vec, n_layers=4, include_last=True).coords.shape == (12, 5, 3)
-    with pytest.raises(ValueError):
-        fit_layers(vec[:, :4], n_layers=4)
 
 
 def test_readings_are_rendered_from_the_numbers():
@@ -216,10 +162,3 @@ def test_readings_are_rendered_from_the_numbers():
     assert "does not fall from 1.00" in text and "0% of layer steps go down" in text
 
 
-def test_markdown_tables_show_integers_and_no_nan():
-    import pandas as pd
-
-    from helpers.report.output import markdown_table
-
-    md = markdown_table(pd.DataFrame({"n_tokens": [34680.0, np.nan], "pct": [5.13245, 91.3], "model": ["ours", None]}))
-    assert "34,680" in md and "5.132" in md and "nan" not in md and "None" not in md and "e+04" not in md

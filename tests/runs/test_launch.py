@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO  # noqa: E402
 from test_resume_cli import cli, tiny_gpt2_dir  # noqa: F401  (fixture)
 
 from helpers import CompendiumError
 from helpers.runs.launch import Launch, from_env
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_launch_from_env():

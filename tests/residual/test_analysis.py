@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_model
-from test_pipeline import TEXTS, tiny_with_tok
+from conftest import TEXTS, tiny_model, tiny_with_tok
 
+from helpers.config import MAX_FINAL_LOSS
 from helpers.residual import records
-from helpers.residual.records import MAX_FINAL_LOSS, analyse_batch, sample_mask
+from helpers.residual.records import analyse_batch, sample_mask
 from helpers.runs.analysis import AnalysisConfig, run_analysis
 from helpers.runs.batching import make_batches, padding_share
 from helpers.stats import tokens as reports

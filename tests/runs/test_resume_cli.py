@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import instrumented_env
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import (
+    REPO,  # noqa: E402
+    instrumented_env,
+)
 
 
 @pytest.fixture(scope="module")

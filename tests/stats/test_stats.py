@@ -1,0 +1,57 @@
+"""Norm statistics against known answers, PCA shapes and layer order, Markdown tables for readers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers.stats.intervals import bootstrap_ci
+from helpers.stats.monotone import monotone_stats, transition_rates
+from helpers.stats.pca import fit_trajectories
+
+
+def test_norm_stats_known_answers():
+    traj = np.array([[1, 2, 3, 4], [1, 3, 2, 4], [4, 3, 2, 1], [1, 1, 1, 1]], dtype=float)
+    s = monotone_stats(traj)
+    assert s["sequence_pct"] == 50.0 and s["pair_pct"] == pytest.approx(100 * 8 / 12)
+    assert s["chance_pct"] == 12.5 and s["steps"] == 3 and s["n"] == 4
+    np.testing.assert_allclose(transition_rates(traj), [75, 50, 75])
+    ci = bootstrap_ci(traj, n_boot=200)
+    assert ci["sequence_pct"][0] <= 50 <= ci["sequence_pct"][1]
+    assert bootstrap_ci(np.tile([[1.0, 2.0]], (5, 1)))["pair_pct"] == (100.0, 100.0)
+
+
+def test_pca_shapes_and_layer_order():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(1, 1, 16))
+    steps = np.arange(7)[None, :, None] * rng.normal(size=(1, 1, 16))
+    vec = base + steps + 0.01 * rng.normal(size=(5, 7, 16))
+    pca = fit_trajectories(vec)
+    assert pca.coords.shape == (5, 7, 3) and pca.explained_variance_ratio[0] > 0.9
+    assert np.all(np.abs(np.diff(pca.coords[:, :, 0], axis=1)) > 0)  # layers stay in order along PC1
+    np.testing.assert_allclose(np.abs(np.diff(pca.coords[0, :, 0])), np.abs(np.diff(pca.coords[1, :, 0])), atol=0.2)
+
+
+def test_pca_leaves_the_last_layer_out_unless_asked():
+    """Fig. 3/5 (Sec. 5.3) fit and draw layers 0..L-1: the last block's output must not move the fit."""
+    from helpers.stats.pca import fit_layers
+
+    rng = np.random.default_rng(0)
+    vec = rng.standard_normal((12, 5, 8))  # L = 4 layers: states 0..4
+    base = fit_layers(vec, n_layers=4)
+    assert base.coords.shape == (12, 4, 3)
+    moved = vec.copy()
+    moved[:, 4] *= 1000.0  # a huge last-block output (as in many real models)
+    np.testing.assert_allclose(fit_layers(moved, n_layers=4).coords, base.coords)
+    assert fit_layers(vec, n_layers=4, include_last=True).coords.shape == (12, 5, 3)
+    with pytest.raises(ValueError):
+        fit_layers(vec[:, :4], n_layers=4)
+
+
+def test_markdown_tables_show_integers_and_no_nan():
+    import pandas as pd
+
+    from helpers.report.output import markdown_table
+
+    md = markdown_table(pd.DataFrame({"n_tokens": [34680.0, np.nan], "pct": [5.13245, 91.3], "model": ["ours", None]}))
+    assert "34,680" in md and "5.132" in md and "nan" not in md and "None" not in md and "e+04" not in md
