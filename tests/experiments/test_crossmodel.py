@@ -45,19 +45,6 @@ def test_entry_row_matches_hidden_states(family, one_thread):
     assert row["sequence_lo"] <= row["sequence_pct"] <= row["sequence_hi"]
 
 
-def test_untrained_twin_is_seeded_and_differs_from_the_model():
-    from helpers.lm.twin import untrained_twin
-
-    lm = tiny_model("llama", seed=3)
-    a, b, c = untrained_twin(lm, seed=0), untrained_twin(lm, seed=0), untrained_twin(lm, seed=1)
-    sa, sb, sc, so = (m.model.state_dict() for m in (a, b, c, lm))
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
-    assert any(not torch.equal(sa[k], so[k]) for k in sa)
-    assert a.fingerprint == b.fingerprint != c.fingerprint
-    assert type(a.model) is type(lm.model) and a.n_layers == lm.n_layers
-
-
 def _rows() -> pd.DataFrame:
     base = dict(layers=4, n_texts=10, n_tokens=500, steps=3, chance_pct=12.5, inner_tokens=100, inner_all_tokens=50,
                 epoch=np.nan, step=np.nan)
