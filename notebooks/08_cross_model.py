@@ -74,6 +74,20 @@ for fig in figs:
     fig.show()
 
 # %% [markdown]
+# ## Against model size
+#
+# Each statistic against the parameter count (log axis): our models with their untrained twins at the same size,
+# the paper's GPT-2 (1.5B as the paper names it), LLaMA-7B and LLaMA-13B as stars. Ours are 4-bit GGUF weights of
+# instruction (Qwen: code-instruction) fine-tunes, the paper's are full-precision base models: a confounder of any
+# trend read across the two groups.
+
+# %%
+figs, scale = crossmodel.report_scale(r, figures_dir)
+for fig in figs:
+    fig.show()
+scale
+
+# %% [markdown]
 # ## The quantisation check: the project-trained model, fp32 against its GGUF round trips
 
 # %%

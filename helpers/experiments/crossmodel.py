@@ -19,11 +19,11 @@ import plotly.graph_objects as go
 
 from helpers import CompendiumError
 from helpers.config import MAX_FINAL_LOSS, get_profile
-from helpers.experiments.paper import PAPER_LAYERS, PAPER_TABLE1
+from helpers.experiments.paper import PAPER_LAYERS, PAPER_PARAMS, PAPER_TABLE1
 from helpers.experiments.zoo import CHECKPOINT, NATURAL, TRAINED, TWIN, Entry, model_entries
 from helpers.lm.quantise import quantised_twin
 from helpers.paths import CACHE_DIR
-from helpers.report.figures import fig_checkpoints, fig_cross_model
+from helpers.report.figures import fig_checkpoints, fig_cross_model, fig_scale
 from helpers.report.output import save_figure, save_table
 from helpers.runs.datasets import DatasetRun, analyse_dataset
 from helpers.stats.intervals import paired_difference_ci
@@ -54,7 +54,7 @@ def entry_row(entry: Entry, run: DatasetRun, n_boot: int = 1000, seed: int = 0) 
     every = inner_summary(rec, None)
     return {
         "model": entry.lm.label, "group": entry.group, "role": entry.role, "epoch": entry.epoch, "step": entry.step,
-        "layers": run.n_layers, "dataset": run.dataset, "n_texts": st["n_texts"], "n_tokens": st["n"],
+        "params": entry.lm.n_params, "layers": run.n_layers, "dataset": run.dataset, "n_texts": st["n_texts"], "n_tokens": st["n"],
         "steps": st["steps"], "sequence_pct": st["sequence_pct"], "sequence_lo": st["sequence_lo"],
         "sequence_hi": st["sequence_hi"], "pair_pct": st["pair_pct"], "pair_lo": st["pair_lo"],
         "pair_hi": st["pair_hi"], "chance_pct": st["chance_pct"],
@@ -124,6 +124,7 @@ def paper_rows(datasets: list[str]) -> pd.DataFrame:
     """The paper's Table 1 rows (GPT-2, LLaMA-7B/13B) in the table's columns, with their depth and chance level."""
     p = PAPER_TABLE1[PAPER_TABLE1.dataset.isin(datasets)].copy()
     p["layers"] = p.model.map(PAPER_LAYERS)
+    p["params"] = p.model.map(PAPER_PARAMS)
     p["steps"] = p.layers - 1
     p["chance_pct"] = 100 * 2.0 ** -p.steps.astype(float)
     return p.assign(model=p.model + " (paper)", group=p.model, role="paper (Table 1)")
@@ -356,6 +357,19 @@ def report_figures(r: CrossRun, figures_dir: str) -> tuple[list[go.Figure], pd.D
                                     "whiskers: 95% CI"))
         save_figure(figs[-1], f"08_checkpoints{r.suffix}", figures_dir)
     return figs, r.table
+
+
+def report_scale(r: CrossRun, figures_dir: str) -> tuple[list[go.Figure], pd.DataFrame]:
+    """Each headline statistic against parameter count, every model beside its twin, the paper's models as stars
+    (``08_scale_<ds>``); returns the figures and the rows they draw."""
+    figs = []
+    for ds in r.datasets:
+        figs.append(fig_scale(r.full, ds, f"Non-decrease of norms and inner-loss descent against model size, {ds}",
+                              f"{r.sample}; whiskers: 95% CI (cluster bootstrap over texts); GGUF 4-bit instruction "
+                              f"fine-tunes (ours) against the paper's full-precision base models"))
+        save_figure(figs[-1], f"08_scale{r.suffix}_{ds}", figures_dir)
+    cols = ["model", "role", "dataset", "params", "layers", "sequence_pct", "pair_pct", "inner_all_down_pct"]
+    return figs, r.full[r.full.params.notna()][cols]
 
 
 def report_quantisation(r: CrossRun, results_dir: str) -> tuple[None, pd.DataFrame]:

@@ -22,6 +22,8 @@ PAPER_TABLE1 = pd.DataFrame(
 
 # depth of the paper's models (their trajectories over layers 0..L-1 have L-1 steps)
 PAPER_LAYERS = {"GPT-2": 12, "LLaMA-7B": 32, "LLaMA-13B": 40}
+# their parameter counts as the paper names them ("GPT-2, 1.5 billion parameters"; 12 layers is our reading)
+PAPER_PARAMS = {"GPT-2": 1.5e9, "LLaMA-7B": 6.7e9, "LLaMA-13B": 13.0e9}
 
 
 def with_paper_values(ours: pd.DataFrame, dataset: str) -> pd.DataFrame:

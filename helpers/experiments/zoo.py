@@ -141,8 +141,8 @@ def natural_checkpoints(profile: str, cache_dir: str | Path = CACHE_DIR, seed: i
 def model_entries(spec: str, profile: str, cache_dir: str | Path = CACHE_DIR, twin_seed: int = 0,
                   device: str = "cpu") -> Iterator[Entry]:
     """The entries of one model of a cross-model table: ``"natural"`` gives every checkpoint of the
-    project-trained model; anything else gives the model and its untrained twin, or nothing and a printed note
-    (:func:`load_or_skip`)."""
+    project-trained model; anything else gives the model and then its untrained twin, or nothing and a printed
+    note (:func:`load_or_skip`). The trained model's weights are freed when the twin is asked for."""
     if spec == NATURAL:
         yield from natural_checkpoints(profile, cache_dir, device=device)
         return
@@ -150,4 +150,5 @@ def model_entries(spec: str, profile: str, cache_dir: str | Path = CACHE_DIR, tw
     if lm is None:
         return
     yield Entry(lm, group=spec, role=TRAINED)
-    yield Entry(untrained_twin(lm, seed=twin_seed), group=spec, role=TWIN)
+    # the caller is done with the trained model when it asks for the twin: free its weights first (memory)
+    yield Entry(untrained_twin(lm, seed=twin_seed, release=True), group=spec, role=TWIN)

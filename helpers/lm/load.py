@@ -79,6 +79,11 @@ class LoadedModel:
         return int(self.model.config.hidden_size)
 
     @property
+    def n_params(self) -> int:
+        """Number of parameters (tied embeddings counted once)."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
     def context(self) -> int | None:
         """The context length from the config (:func:`helpers.lm.families.context_length`), None if unknown."""
         return context_length(self.model.config)

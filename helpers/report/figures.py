@@ -222,3 +222,43 @@ def fig_checkpoints(rows: pd.DataFrame, title: str, caption: str):
                                  text=q.role, marker={"symbol": "diamond-open", "size": 11, "color": color}))
     fig.update_layout(xaxis_title="optimiser step", yaxis_title="sequence level % (every step non-decreasing)")
     return with_caption(fig, title, caption)
+
+
+SCALE_PANELS = (("sequence_pct", "sequence level %"), ("pair_pct", "pair level % (per step)"),
+                ("inner_all_down_pct", "inner loss: layer steps down %, all tokens"))
+
+
+def fig_scale(rows: pd.DataFrame, dataset: str, title: str, caption: str):
+    """Each headline statistic against parameter count (log axis): every model (filled, with its 95% CI), its
+    untrained twin at the same size (open), the paper's models as stars at their sizes."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    t = rows[(rows.dataset == dataset) & rows.params.notna()]
+    fig = make_subplots(rows=1, cols=len(SCALE_PANELS), subplot_titles=[name for _, name in SCALE_PANELS],
+                        horizontal_spacing=0.07)
+    palette = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+    models = list(dict.fromkeys(t[t.role == "trained"].model))
+    for col, (stat, _) in enumerate(SCALE_PANELS, start=1):
+        for i, model in enumerate(models):
+            m, twin = t[(t.model == model) & (t.role == "trained")], t[(t.role == "untrained twin") & (t.group == t[t.model == model].group.iloc[0])]
+            lo, hi = (m.get(stat.replace("_pct", "_lo")), m.get(stat.replace("_pct", "_hi")))
+            err = ({"type": "data", "symmetric": False, "array": hi - m[stat], "arrayminus": m[stat] - lo}
+                   if lo is not None and hi is not None else None)
+            color = palette[i % len(palette)]
+            fig.add_trace(go.Scatter(x=m.params, y=m[stat], mode="markers", name=model, legendgroup=model,
+                                     showlegend=col == 1, error_y=err, marker={"color": color, "size": 11}), row=1, col=col)
+            fig.add_trace(go.Scatter(x=twin.params, y=twin[stat], mode="markers", name=f"{model}: untrained twin",
+                                     legendgroup=model, showlegend=False,
+                                     marker={"color": color, "size": 12, "symbol": "circle-open", "line": {"width": 2}}),
+                          row=1, col=col)
+        paper = t[t.role == "paper (Table 1)"] if stat in ("sequence_pct", "pair_pct") else t.iloc[:0]
+        fig.add_trace(go.Scatter(x=paper.params, y=paper[stat], mode="markers+text", text=paper.model,
+                                 textposition="top center", name="paper (Table 1)", showlegend=col == 1,
+                                 marker={"color": "#2ca02c", "size": 14, "symbol": "star"}), row=1, col=col)
+        fig.update_xaxes(type="log", title_text="parameters (log scale)", row=1, col=col)
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="open marker: the model's untrained twin",
+                             marker={"color": "grey", "size": 12, "symbol": "circle-open"}))
+    fig.update_yaxes(range=[-2, 102])
+    fig.update_layout(width=1300, height=560, legend={"orientation": "h", "y": -0.25})
+    return with_caption(fig, title, caption)

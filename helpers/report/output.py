@@ -26,44 +26,72 @@ def browser_available() -> bool:
     return any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome"))
 
 
-def short_provenance(caption: str, width: int = 130) -> str:
-    """One short line from a provenance caption ``model; note | data: counts | filter``: the first clause
-    of each part, joined with ' · ', cut at ``width`` characters."""
-    parts = [p.split(";")[0].strip() for p in caption.split(" | ") if p.strip()]
-    line = " · ".join(parts)
-    return line if len(line) <= width else line[: width - 1] + "…"
+SUBTITLE_WIDTH = 150  # characters per subtitle line at the PNG's 1000-pixel width
+CSV_DIGITS = 6  # significant digits of every number written to a CSV: a rerun that changes nothing changes no line
+
+
+def subtitle_lines(caption: str, width: int = SUBTITLE_WIDTH, max_lines: int = 2) -> list[str]:
+    """A provenance caption ``model; note | data: counts | filter | ...`` as at most ``max_lines`` lines of at most
+    ``width`` characters, nothing cut: the parts go in order, joined with ' · '; a part that does not fit keeps its
+    first clause (up to the first ';') and, if even that is too long, wraps at spaces onto a further line."""
+    parts = [p.strip() for p in caption.split(" | ") if p.strip()]
+    for keep_all in (True, False):
+        pieces = parts if keep_all else [p.split(";")[0].strip() for p in parts]
+        lines: list[str] = []
+        for piece in pieces:
+            cur = lines[-1] if lines else None
+            if cur is not None and len(cur) + 3 + len(piece) <= width:
+                lines[-1] = f"{cur} · {piece}"
+            else:
+                lines += _wrap(piece, width)
+        if len(lines) <= max_lines:
+            return lines
+    return lines
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, cur = [], ""
+    for word in text.split():
+        if cur and len(cur) + 1 + len(word) > width:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = f"{cur} {word}".strip()
+    return lines + ([cur] if cur else [])
 
 
 def with_caption(fig, title: str, caption: str):
-    """Title line + one short provenance line on ``fig``; the full caption (model, weights, data, sample
-    count, filter) is on the hover of a '[provenance: hover]' note in the HTML, and in the table captions."""
-    full = caption.replace(" | ", "<br>")
+    """Title and a provenance subtitle (model, data, sample, filter, profile) of at most two lines that fit the
+    figure (:func:`subtitle_lines`); the full caption is kept in the figure's metadata and the table captions."""
+    lines = subtitle_lines(caption)
     fig.update_layout(
-        title={"text": f"{title}<br><sup>{short_provenance(caption)}</sup>", "x": 0.01, "y": 0.97,
+        title={"text": f"{title}<br><sup>{'<br>'.join(lines)}</sup>", "x": 0.01, "y": 0.98,
                "yref": "container", "yanchor": "top"},
-        margin={"t": 95},
+        margin={"t": 80 + 16 * len(lines)},
         template="plotly_white",
         meta={"caption": caption},
     )
-    fig.add_annotation(text="[provenance: hover]", hovertext=full, showarrow=False, xref="paper", yref="paper",
-                       x=1.0, y=1.07, xanchor="right", yanchor="bottom", font={"size": 10, "color": "#777"})
     return fig
 
 
 def save_figure(fig, name: str, figures_dir: str | Path, caption: str | None = None, png: bool = True) -> list[Path]:
-    """Write ``figures_dir/name.html`` (interactive) and, with ``png``, ``name.png`` (static; skipped with one
-    warning saying what to install when no browser exists). Returns the paths written."""
+    """Write ``figures_dir/name.html`` (interactive; plotly.js is stored once beside the figures, so they open
+    offline, and the plot's element id is its name, so a rerun that changes nothing changes no byte) and, with
+    ``png``, ``name.png`` (static; skipped with one warning saying what to install when no browser exists)."""
     global _png_warned
     out = repo_path(figures_dir)
     out.mkdir(parents=True, exist_ok=True)
     if caption and not (fig.layout.meta and "caption" in fig.layout.meta):  # not already put there by with_caption
         with_caption(fig, fig.layout.title.text or "", caption)
     html = out / f"{name}.html"
-    fig.write_html(html, include_plotlyjs="cdn")
+    atomic_write_text(html, fig.to_html(include_plotlyjs="directory", div_id=name.replace(".", "_")))
+    if not (out / "plotly.min.js").is_file():
+        fig.write_html(out / ".plotly-js-writer.html", include_plotlyjs="directory")  # writes plotly.min.js once
+        (out / ".plotly-js-writer.html").unlink()
     paths = [html]
     if png and browser_available():
         png = out / f"{name}.png"
-        fig.write_image(png, width=1000, height=680, scale=1)
+        fig.write_image(png, width=int(fig.layout.width or 1000), height=int(fig.layout.height or 680), scale=1)
         paths.append(png)
     elif png and not _png_warned:
         warnings.warn(_PNG_HINT, stacklevel=2)
@@ -92,7 +120,7 @@ def save_table(df: pd.DataFrame, name: str, results_dir: str | Path, caption: st
     out.mkdir(parents=True, exist_ok=True)
     csv = out / f"{name}.csv"
     md = out / f"{name}.md"
-    atomic_write_text(csv, df.to_csv(index=False))
+    atomic_write_text(csv, df.to_csv(index=False, float_format=f"%.{CSV_DIGITS}g"))
     body = (f"{caption}\n\n" if caption else "") + markdown_table(df) + "\n"
     atomic_write_text(md, body)
     return [csv, md]

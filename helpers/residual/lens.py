@@ -18,12 +18,17 @@ from torch.utils._pytree import tree_map
 from helpers.lm.load import LoadedModel
 from helpers.residual.hooks import Capture
 
+LOGIT_BUDGET = 1 << 26  # logits per LM-head call (256 MiB in float32): 441 rows of a 152k, 256 of a 262k vocabulary
+MAX_ROWS = 1024  # rows per LM-head call for small vocabularies
 
-def token_ce(lm: LoadedModel, h: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+
+def token_ce(lm: LoadedModel, h: torch.Tensor, targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """Per-token cross-entropy (float32) of residual states ``h`` [N, D] against ``targets`` [N].
 
-    The LM head runs in chunks of ``chunk`` rows so the [rows, vocab] logits stay small.
+    The LM head runs on ``chunk`` rows at a time (default: :data:`LOGIT_BUDGET` logits per call, whatever the
+    vocabulary), so no [tokens x layers x vocabulary] tensor is ever whole.
     """
+    chunk = chunk or max(16, min(MAX_ROWS, LOGIT_BUDGET // int(lm.lm_head.weight.shape[0])))
     out = torch.empty(h.shape[0], dtype=torch.float32, device=targets.device)
     for s in range(0, h.shape[0], chunk):
         logits = lm.logits(h[s : s + chunk]).float()
