@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from pathlib import Path
 
 from helpers import CompendiumError
@@ -24,7 +25,7 @@ from helpers.lm.registry import REGISTRY
 from helpers.notebooks import PER_MODEL, execute, sources
 from helpers.paths import CACHE_DIR, RESULTS_DIR, atomic_write_text, repo_path, repo_root
 from helpers.report import figures, output
-from helpers.report.findings import render
+from helpers.report.findings import render, tables_markdown
 from helpers.runs.analysis import NotFinished, merge_records
 from helpers.runs.datasets import analyse_dataset
 from helpers.runs.launch import barrier_and_close, from_env, init_group
@@ -190,34 +191,23 @@ def cmd_requirements(args) -> None:
 
 
 def cmd_readme(args) -> None:
-    """Write the findings (rendered from results/*.csv) and the latest tables (results/*.md) into README.md
-    between the results markers."""
-
+    """Write the findings (rendered from results/*.csv) with the headline figure into README.md between the results
+    markers, and every latest table (results/*.md) into results/README.md."""
     root = repo_root()
     readme = root / "README.md"
-
-    pieces = [render(root / "results", root / "figures"), "### Tables\n"]
-    for pattern in ("08_cross_model_readable.md", "08_quantisation.md", "01_filter_counts.md", "03_table1_*.md",
-                    "02_inner_loss_summary_*.md", "05_table2_overall.md", "05_surrogate_agreement.md",
-                    "06_losses_synthetic_*.md", "06_outer_natural_*.md"):
-        for md in sorted((root / "results").glob(pattern)):
-            pieces.append(f"#### `results/{md.name}`\n\n{md.read_text().strip()}\n")
-    for png in sorted((root / "figures").glob("02_inner_loss_*.png")):
-        pieces.append(f"![{png.stem}](figures/{png.name})\n")
     text = readme.read_text()
     if MARK_START not in text:
         raise CompendiumError("README.md has no results markers; add <!-- results:start --> and <!-- results:end -->")
-    new = re.sub(f"{MARK_START}.*{MARK_END}", lambda _: f"{MARK_START}\n" + "\n".join(pieces) + MARK_END, text,
-                 flags=re.S)
-    readme.write_text(new)
-    print(f"README.md: {len(pieces)} result blocks")
+    atomic_write_text(root / "results" / "README.md", tables_markdown(root / "results"))
+    block = render(root / "results", root / "figures")
+    new = re.sub(f"{MARK_START}.*{MARK_END}", lambda _: f"{MARK_START}\n{block}\n{MARK_END}", text, flags=re.S)
+    atomic_write_text(readme, new)
+    print(f"README.md: findings ({len(block):,} characters); results/README.md: every table")
 
 
 def cmd_notebook(args) -> None:
     """Build every (or the named) notebook source and execute it with papermill into notebooks/executed/;
     notebooks 02-04 run once more for each further model of the profile (on that model's own sample)."""
-    import time
-
     from papermill.exceptions import PapermillExecutionError
 
 

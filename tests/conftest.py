@@ -92,34 +92,68 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-_SITECUSTOMIZE = '''"""Test instrumentation, installed by tests/conftest.py's instrumented_env for a child process."""
+_SITECUSTOMIZE = '''"""Test instrumentation, installed by tests/conftest.py's instrumented_env for a child process: it patches a
+module right after it is first imported (nothing is imported early, so a child that never loads a model stays fast)."""
+import importlib.abc
+import importlib.util
 import os
 import signal
+import sys
 
 LOAD_LOG = {load_log!r}
 KILL_AFTER_CHUNK = {kill_after_chunk!r}
-if LOAD_LOG:
-    import helpers.lm.load as _load
 
-    _real_load = _load.load_model
 
-    def _logged_load(spec="smollm2-135m", *args, **kwargs):
+def _patch_load(module):
+    real = module.load_model
+
+    def logged(spec="smollm2-135m", *args, **kwargs):
         with open(LOAD_LOG, "a", encoding="utf-8") as fh:
             fh.write(f"{{spec}}\\n")
-        return _real_load(spec, *args, **kwargs)
+        return real(spec, *args, **kwargs)
 
-    _load.load_model = _logged_load
-if KILL_AFTER_CHUNK is not None:
-    from helpers.runs.store import RunStore
+    module.load_model = logged
 
-    _real_save = RunStore.save_chunk
 
-    def _save_then_die(self, index, arrays):
-        _real_save(self, index, arrays)
+def _patch_store(module):
+    real = module.RunStore.save_chunk
+
+    def save_then_die(self, index, arrays):
+        real(self, index, arrays)
         if index == KILL_AFTER_CHUNK:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    RunStore.save_chunk = _save_then_die
+    module.RunStore.save_chunk = save_then_die
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    def __init__(self, patches):
+        self.patches = patches
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in self.patches:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        run, patch = spec.loader.exec_module, self.patches[fullname]
+
+        def exec_module(module):
+            run(module)
+            patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+_patches = {{}}
+if LOAD_LOG:
+    _patches["helpers.lm.load"] = _patch_load
+if KILL_AFTER_CHUNK is not None:
+    _patches["helpers.runs.store"] = _patch_store
+sys.meta_path.insert(0, _AfterImport(_patches))
 '''
 
 
