@@ -216,7 +216,7 @@ class CrossModelProfile:
     wikitext_texts: int
     onebw_texts: int
     max_tokens: int = 64
-    models: tuple[str, ...] = ("smollm2-135m", "gemma-3-270m", "natural")
+    models: tuple[str, ...] = ("smollm2-135m", "gemma-3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "natural")
     schemes: tuple[str, ...] = ("Q4_1", "Q4_K_M")
     twin_seed: int = 0
     n_boot: int = 1000
@@ -272,7 +272,9 @@ PROFILES: dict[str, Profile] = {
         # whole texts: 240 WikiText-103 paragraphs (~36k SmolLM2 tokens) + 800 1BW sentences (~25k), 4x the
         # tokens of the first default (120 + 240 texts cut at 64 tokens); Gemma-3-270M (262k-word head) on a subsample
         corpus=CorpusProfile(wikitext_texts=240, onebw_texts=800, max_tokens=None, n_vectors=150, pca_samples=50,
-                             n_boot=1000, models=(ModelSample("gemma-3-270m", wikitext_texts=16, onebw_texts=60),)),
+                             n_boot=1000, models=(ModelSample("gemma-3-270m", wikitext_texts=16, onebw_texts=60),
+                                                  ModelSample("qwen2.5-coder-0.5b", wikitext_texts=16, onebw_texts=60),
+                                                  ModelSample("qwen2.5-coder-1.5b", wikitext_texts=16, onebw_texts=60))),
         eigen=EigenProfile(n_samples=5, max_tokens=32, min_tokens=8, layer_stride=1, spectra_samples=1,
                            ablation_samples=2, ablation_layer_stride=1),
         synthetic=TrainingProfile(
@@ -320,7 +322,8 @@ PROFILES: dict[str, Profile] = {
         eq1=Eq1Profile(64, 10, 2000, 500),
         descent=DescentProfile(n_texts=500, max_tokens=128, n_random=32),
         cross=CrossModelProfile(wikitext_texts=400, onebw_texts=1000, max_tokens=128,
-                                models=("smollm2-135m", "gemma-3-270m", "natural", "gpt2", "meta-llama/Llama-2-7b-hf")),
+                                models=("smollm2-135m", "gemma-3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b",
+                                        "natural", "gpt2", "meta-llama/Llama-2-7b-hf")),
     ),
 }
 

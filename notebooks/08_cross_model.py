@@ -66,6 +66,7 @@ specs = list(models if models is not None else get_profile(profile).cross.models
 r = crossmodel.run(specs, datasets, profile, cache_dir, device, batch_tokens=batch_tokens, data_dir=data_dir,
                    filtered_dir=filtered_dir)
 _, shown = crossmodel.report_table(r, results_dir)
+display(r.timings)  # wall time per entry (its load included) and the run's peak resident memory so far
 shown
 
 # %%

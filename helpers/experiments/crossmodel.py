@@ -10,6 +10,8 @@ cap. A row holds the Table 1 numbers at the paper's positions with 95% cluster-b
 
 from __future__ import annotations
 
+import resource
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -279,6 +281,7 @@ class CrossRun:
     sample: str
     suffix: str
     datasets: list[str]
+    timings: pd.DataFrame  # per entry: seconds (load, analysis of every dataset) and the process's peak RSS so far
 
 
 def sample_text(profile: str) -> str:
@@ -308,15 +311,19 @@ def run(specs: list[str], datasets: list[str], profile: str, cache_dir: str = CA
     sample, then the GGUF round trips of the natural model's last checkpoint. ``opts`` go to
     :func:`helpers.runs.datasets.analyse_dataset` (batch_tokens, data_dir, filtered_dir)."""
     cross = get_profile(profile).cross
-    rows, runs_of, natural_last, flips, tensors = [], {}, None, [], []
+    rows, runs_of, natural_last, flips, tensors, timings = [], {}, None, [], [], []
     opts = dict(opts, cache_dir=cache_dir)
     for spec in specs:
+        start = time.time()
         for entry in model_entries(spec, profile, cache_dir, twin_seed=cross.twin_seed, device=device):
             runs = analyse_entry(entry, datasets, profile, **opts)
             rows += [entry_row(entry, r, n_boot=cross.n_boot) for r in runs.values()]
             runs_of[entry_key(entry.group, entry.role, entry.epoch)] = runs
             if entry.group == NATURAL:
                 natural_last = (entry, runs)  # checkpoints come in epoch order: the last one stays
+            timings.append({"model": entry.lm.label, "role": entry.role, "seconds": round(time.time() - start, 1),
+                            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)})
+            start = time.time()
     if not rows:
         raise CompendiumError(f"none of the models {specs} could be loaded (see the notes above): install them "
                               "(make models), train the natural-text model (notebook 06) or name models that exist here")
@@ -328,12 +335,17 @@ def run(specs: list[str], datasets: list[str], profile: str, cache_dir: str = CA
     table = add_twin_columns(pd.DataFrame(rows), runs_of, n_boot=cross.n_boot)
     full = pd.concat([table, paper_rows(datasets)], ignore_index=True)
     return CrossRun(table, full, pd.DataFrame(flips), pd.concat(tensors, ignore_index=True) if tensors else pd.DataFrame(),
-                    sample_text(profile), "" if profile == "default" else f"_{profile}", list(datasets))
+                    sample_text(profile), "" if profile == "default" else f"_{profile}", list(datasets),
+                    pd.DataFrame(timings))
 
 
 def report_table(r: CrossRun, results_dir: str) -> tuple[None, pd.DataFrame]:
-    """The full table (``08_cross_model``) and the reader's table (``08_cross_model_readable``, returned)."""
+    """The full table (``08_cross_model``), the reader's table (``08_cross_model_readable``, returned) and the
+    wall time and peak memory per entry (``08_timings``)."""
     shown = reader_table(r.full)
+    save_table(r.timings, f"08_timings{r.suffix}", results_dir,
+               caption=f"Wall time per entry (load and every dataset) and the run's peak resident memory after it. "
+                       f"{r.sample}.")
     save_table(r.full, f"08_cross_model{r.suffix}", results_dir,
                caption=f"Cross-model table, {r.sample}; the paper's rows (its own full-text sample) below ours.")
     save_table(shown, f"08_cross_model_readable{r.suffix}", results_dir,
