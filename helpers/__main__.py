@@ -213,6 +213,7 @@ def cmd_notebook(args) -> None:
 
     extra = [m.model for m in get_profile(args.profile).corpus.models]
     chosen = [s for s in sources() if not args.only or s.name[:2] in args.only]
+    times: list[tuple[str, float]] = []
     if not chosen:
         raise CompendiumError(f"no notebook source matches {args.only}: use the two-digit numbers of notebooks/*.py")
     for src in chosen:
@@ -232,8 +233,11 @@ def cmd_notebook(args) -> None:
                      if f.stat().st_mtime >= start]
             tables = sum(f.suffix == ".csv" for f in wrote)
             figures = sum(f.suffix == ".html" for f in wrote)
-            print(f"== {name}: {time.time() - start:.0f} s; wrote {tables} tables and {figures} figures "
+            times.append((name, time.time() - start))
+            print(f"== {name}: {times[-1][1]:.0f} s; wrote {tables} tables and {figures} figures "
                   f"(results/, figures/) and {out.relative_to(repo_root())}", flush=True)
+    print("== wall time per notebook: " + ", ".join(f"{n} {t:.0f} s" for n, t in times)
+          + f"; total {sum(t for _, t in times):.0f} s ({sum(t for _, t in times) / 60:.1f} min)", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
