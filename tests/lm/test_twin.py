@@ -35,3 +35,12 @@ def test_twin_runs_through_capture_and_lens(family):
     assert np.isfinite(rec["inner_loss"][has]).all()
     # the lens at the last layer is the twin's own loss (Eq. 14 by construction)
     np.testing.assert_allclose(rec["inner_loss"][has, -1], rec["final_loss"][has], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("std", [0.005, 0.02, 0.0417])
+def test_twin_built_with_a_given_sigma_has_weights_of_that_scale(std):
+    lm = tiny_model("llama")
+    twin = untrained_twin(lm, seed=0, init_std=std)
+    w = torch.cat([twin.blocks[i].mlp.up_proj.weight.detach().flatten() for i in range(twin.n_layers)])
+    assert abs(float(w.std()) / std - 1) < 0.1 and abs(float(w.mean())) < 0.1 * std
+    assert twin.fingerprint != untrained_twin(lm, seed=0).fingerprint
