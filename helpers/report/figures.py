@@ -162,39 +162,55 @@ def fig_norm_steps(norms: pd.DataFrame, model: str, caption: str, published: flo
 
 
 def fig_cross_model(rows: pd.DataFrame, dataset: str, title: str, caption: str):
-    """Sequence and pair level per model (whiskers: 95% CI), the untrained twin as an open marker, the paper's rows
-    as stars and chance as a cross; project-trained checkpoints appear as their own rows."""
+    """Per model: the sequence level (0-100%), the pair level (zoomed to where the models are; chance is 50%) with
+    the untrained twin as an open marker and the paper's rows as stars, and the verdict: model minus twin in
+    percentage points with its paired 95% CI (sequence and pair level). Checkpoints of the project model are rows."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     t = rows[(rows.dataset == dataset) & (rows.role != "untrained twin")]
     t = t[~((t.role == "checkpoint") & (t.epoch == 0))]  # the project model's initialisation is its twin marker
+
     def short(m, g, r, e):
         if g != "natural":
             return m
         return f"project GPT-2 arch., epoch {int(e)}" + (f", {r.replace(' round trip', '')}" if "round trip" in r else "")
 
     names = [short(*v) for v in zip(t.model, t.group, t.role, t.epoch, strict=True)]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("sequence level %", "pair level %"), shared_yaxes=True,
-                        horizontal_spacing=0.04)
+    paper = (t.role == "paper (Table 1)").to_numpy()
+    ours = [n for n, p in zip(names, paper, strict=True) if not p]
+    fig = make_subplots(
+        rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.03, column_widths=[0.36, 0.32, 0.32],
+        subplot_titles=("sequence level % (chance 2^-n: x)", "pair level % (chance 50%)",
+                        "model minus twin, pp (95% CI)"))
     for col, stat in enumerate(("sequence", "pair"), start=1):
         v, lo, hi = t[f"{stat}_pct"], t.get(f"{stat}_lo"), t.get(f"{stat}_hi")
-        paper = t.role == "paper (Table 1)"
-        fig.add_trace(go.Scatter(x=v[~paper], y=[n for n, p in zip(names, paper, strict=True) if not p], mode="markers",
-                                 name="model", marker={"color": "#1f77b4", "size": 9}, showlegend=col == 1,
-                                 error_x={"type": "data", "symmetric": False, "array": (hi - v)[~paper],
-                                          "arrayminus": (v - lo)[~paper]}), row=1, col=col)
-        fig.add_trace(go.Scatter(x=t[f"twin_{stat}_pct"][~paper], y=[n for n, p in zip(names, paper, strict=True) if not p],
-                                 mode="markers", name="untrained twin", showlegend=col == 1,
-                                 marker={"color": "#d62728", "size": 10, "symbol": "circle-open"}), row=1, col=col)
+        err = {"type": "data", "symmetric": False, "array": (hi - v)[~paper], "arrayminus": (v - lo)[~paper]}
+        fig.add_trace(go.Scatter(x=v[~paper], y=ours, mode="markers", name="model (95% CI)", showlegend=col == 1,
+                                 marker={"color": "#1f77b4", "size": 9}, error_x=err), row=1, col=col)
+        fig.add_trace(go.Scatter(x=t[f"twin_{stat}_pct"][~paper], y=ours, mode="markers", name="untrained twin",
+                                 showlegend=col == 1, marker={"color": "#d62728", "size": 10, "symbol": "circle-open"}),
+                      row=1, col=col)
         fig.add_trace(go.Scatter(x=v[paper], y=[n for n, p in zip(names, paper, strict=True) if p], mode="markers",
                                  name="paper (Table 1)", showlegend=col == 1,
                                  marker={"color": "#2ca02c", "size": 12, "symbol": "star"}), row=1, col=col)
-        chance = t.chance_pct if stat == "sequence" else pd.Series(50.0, index=t.index)  # one step: a coin flip
-        fig.add_trace(go.Scatter(x=chance, y=names, mode="markers", name="chance (2^-n; pair: 50%)", showlegend=col == 1,
-                                 marker={"color": "grey", "size": 7, "symbol": "x"}), row=1, col=col)
-    fig.update_xaxes(range=[-2, 102])
-    fig.update_layout(height=max(350, 40 * len(names) + 150), width=1100, margin={"l": 260})
+    fig.add_trace(go.Scatter(x=t.chance_pct, y=names, mode="markers", name="chance", showlegend=False,
+                             marker={"color": "grey", "size": 7, "symbol": "x"}), row=1, col=1)
+    for stat, color in (("sequence", "#1f77b4"), ("pair", "#9467bd")):
+        d = t[~paper]
+        if f"vs_twin_{stat}_pp" not in d:
+            continue
+        fig.add_trace(go.Scatter(
+            x=d[f"vs_twin_{stat}_pp"], y=ours, mode="markers", name=f"{stat} level: model - twin",
+            marker={"color": color, "size": 8, "symbol": "diamond"},
+            error_x={"type": "data", "symmetric": False, "array": d[f"vs_twin_{stat}_hi"] - d[f"vs_twin_{stat}_pp"],
+                     "arrayminus": d[f"vs_twin_{stat}_pp"] - d[f"vs_twin_{stat}_lo"]}), row=1, col=3)
+    fig.add_vline(x=0, line={"color": "grey", "dash": "dot"}, row=1, col=3)
+    pair_vals = pd.concat([t.pair_pct, t.get("twin_pair_pct", t.pair_pct)]).dropna()
+    fig.update_xaxes(range=[-2, 102], row=1, col=1)
+    fig.update_xaxes(range=[max(0.0, float(pair_vals.min()) - 2), 100.5], row=1, col=2)
+    fig.update_layout(height=max(420, 40 * len(names) + 220), width=1300, margin={"l": 260},
+                      legend={"orientation": "h", "y": -0.12})
     return with_caption(fig, title, caption)
 
 
@@ -213,14 +229,18 @@ def fig_checkpoints(rows: pd.DataFrame, title: str, caption: str):
                                  error_y={"type": "data", "symmetric": False, "array": ck.sequence_hi - ck.sequence_pct,
                                           "arrayminus": ck.sequence_pct - ck.sequence_lo}))
         init = ck[ck.epoch == 0]
-        if len(init):
-            fig.add_hline(y=float(init.sequence_pct.iloc[0]), line={"dash": "dash", "color": color},
-                          annotation_text=f"untrained, {ds}",
-                          annotation_position="top left" if i % 2 == 0 else "bottom left")
+        if len(init):  # the twin's level as a dashed line across the run, named in the legend (no overlapping labels)
+            y0 = float(init.sequence_pct.iloc[0])
+            fig.add_trace(go.Scatter(x=[ck.step.min(), ck.step.max()], y=[y0, y0], mode="lines",
+                                     name=f"{ds}, at initialisation (its untrained twin)",
+                                     line={"dash": "dash", "color": color, "width": 1.5}))
         q = t[t.role.str.endswith("round trip")]
         fig.add_trace(go.Scatter(x=q.step, y=q.sequence_pct, mode="markers", name=f"{ds}, GGUF round trips (Q4_1, Q4_K_M)",
                                  text=q.role, marker={"symbol": "diamond-open", "size": 11, "color": color}))
-    fig.update_layout(xaxis_title="optimiser step", yaxis_title="sequence level % (every step non-decreasing)")
+    lows = rows[rows.group == "natural"].sequence_lo.dropna()
+    fig.update_layout(xaxis_title="optimiser step", yaxis_title="sequence level % (every step non-decreasing)",
+                      yaxis={"range": [max(0.0, float(lows.min()) - 3) if len(lows) else 0, 102]},
+                      legend={"orientation": "h", "y": -0.18})
     return with_caption(fig, title, caption)
 
 

@@ -65,9 +65,9 @@ def with_caption(fig, title: str, caption: str):
     figure (:func:`subtitle_lines`); the full caption is kept in the figure's metadata and the table captions."""
     lines = subtitle_lines(caption)
     fig.update_layout(
-        title={"text": f"{title}<br><sup>{'<br>'.join(lines)}</sup>", "x": 0.01, "y": 0.98,
-               "yref": "container", "yanchor": "top"},
-        margin={"t": 80 + 16 * len(lines)},
+        title={"text": f"{title}<br><sup>{'<br>'.join(lines)}</sup>", "x": 0.01, "y": 0.97,
+               "yref": "container", "yanchor": "top", "pad": {"t": 6}},
+        margin={"t": 90 + 18 * len(lines)},
         template="plotly_white",
         meta={"caption": caption},
     )
