@@ -89,11 +89,15 @@ def norms_section(cross: pd.DataFrame) -> list[str]:
         if len(compared) and len(twins):
             lines += [f"In short: the untrained twins are {twins.min():.1f}-{twins.max():.1f}% sequence-level "
                       f"non-decreasing; of {len(compared)} trained (model, dataset) pairs, {below} are below their twin "
-                      f"and {above} above it (95% CI of the paired difference). Non-decreasing norms are what the "
-                      "architecture does before training; training lowers them.", ""] if below == len(compared) else [
-                      f"In short: the untrained twins are {twins.min():.1f}-{twins.max():.1f}% sequence-level "
-                      f"non-decreasing; of {len(compared)} trained (model, dataset) pairs, {below} are below their twin "
-                      f"and {above} above it (95% CI of the paired difference).", ""]
+                      f"and {above} above it (95% CI of the paired difference). A twin's own rate is fixed by its width, "
+                      "depth and initialisation scale (a random update direction keeps the norm when cos >= -|dz|/2|z|), "
+                      "so 'below the twin' does not by itself say what training does to the update directions; "
+                      "`helpers.stats.nulls` holds the direction-randomised null that separates the two.", ""]
+    tuned = sorted({m for m in subjects.model if "Instruct" in str(m)})
+    if tuned:
+        lines += [f"Confounders: {', '.join(tuned)} are instruction fine-tunes (the Qwen models code-instruction), and "
+                  "every registry model here is a 4-bit GGUF dequantised to float; the paper used full-precision base "
+                  "models.", ""]
     for _, r in subjects.iterrows():
         key = ("GPT-2 (paper)", r.dataset)
         ref = (f"paper GPT-2 {paper.loc[key].sequence_pct:.1f}% / {paper.loc[key].pair_pct:.1f}%; "
