@@ -61,11 +61,20 @@ def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str)
     return with_caption(fig, title, caption)
 
 
+DATASET_COLORS = {"wikitext-103": "#1f77b4", "1bw": "#ff7f0e"}  # one colour per corpus in every figure
+
+
+def dataset_color(name: str) -> str | None:
+    """The corpus colour of a series named after a dataset (its name starts with it), else None (plotly's)."""
+    return next((c for ds, c in DATASET_COLORS.items() if str(name).startswith(ds)), None)
+
+
 def fig_transitions(trans: pd.DataFrame, title: str, caption: str):
     """Share of tokens whose norm does not decrease at each layer step, one bar group per dataset."""
     import plotly.graph_objects as go
 
-    fig = go.Figure([go.Bar(x=t.step, y=t.non_decreasing_pct, name=ds) for ds, t in trans.groupby("dataset")])
+    fig = go.Figure([go.Bar(x=t.step, y=t.non_decreasing_pct, name=ds, marker_color=dataset_color(ds))
+                     for ds, t in trans.groupby("dataset", sort=False)])
     fig.update_layout(xaxis_title="layer step", yaxis_title="% of tokens non-decreasing", barmode="group")
     return with_caption(fig, title, caption)
 
@@ -79,7 +88,7 @@ def fig_norm_quantiles(norms: dict, title: str, caption: str):
     for name, traj in norms.items():
         med, lo, hi = np.median(traj, 0), np.percentile(traj, 10, 0), np.percentile(traj, 90, 0)
         fig.add_trace(go.Scatter(x=list(range(traj.shape[1])), y=med, mode="lines+markers", name=f"{name} median",
-                                 error_y={"type": "data", "symmetric": False, "array": hi - med, "arrayminus": med - lo}))
+                                 line={"color": dataset_color(name)}, error_y={"type": "data", "symmetric": False, "array": hi - med, "arrayminus": med - lo}))
     fig.update_layout(xaxis_title="layer l (input of block l)", yaxis_title="||z_l|| (median, 10-90%)")
     return with_caption(fig, title, caption)
 
@@ -95,6 +104,21 @@ def fig_norm_lines(norms, title: str, caption: str):
 
 
 _STEP_COLORS = {"block": "#1f77b4", "attn": "#d62728", "ffn": "#2ca02c"}
+
+
+def _panel_legends(fig, titles: tuple[str, ...], n_layers: int) -> None:
+    """One titled legend group per stacked panel (entries of the top panel under its title, of the bottom under
+    its own), each name once, and whole-number layer ticks."""
+    seen = set()
+    for trace in fig.data:
+        row = 0 if trace.yaxis in (None, "y") else 1
+        trace.legendgroup, trace.legendgrouptitle = f"panel{row}", {"text": titles[row]}
+        key = (row, trace.name)
+        if trace.showlegend is not False and key in seen:
+            trace.showlegend = False
+        seen.add(key)
+    fig.update_xaxes(tickmode="linear", tick0=0, dtick=max(1, round(n_layers / 15)), tickformat="d")
+    fig.update_layout(legend={"tracegroupgap": 24, "groupclick": "toggleitem"})
 
 
 def fig_descent(by_layer: pd.DataFrame, model: str, caption: str):
@@ -127,6 +151,7 @@ def fig_descent(by_layer: pd.DataFrame, model: str, caption: str):
     fig.add_hline(y=0, line={"color": "black", "width": 1}, row=2, col=1)
     fig.update_xaxes(title_text="layer l (update of block l)", row=2, col=1)
     fig.update_layout(height=760)
+    _panel_legends(fig, ("descent directions (top)", "cosine with -g (bottom)"), int(d.layer.max()) + 1)
     return with_caption(fig, f"Is each layer's update a descent step on the inner loss? {model}", caption)
 
 
@@ -155,9 +180,10 @@ def fig_norm_steps(norms: pd.DataFrame, model: str, caption: str, published: flo
     fig.add_hline(y=1, line={"color": "grey", "width": 1}, row=2, col=1)
     top = max(1.3, 1.1 * float(d[d.layer > 0].ratio_median.max()))  # block 0 (from the embeddings) may be far above
     fig.update_yaxes(type="log", range=[math.log10(0.8), math.log10(top)], row=2, col=1)
-    fig.layout.annotations[1].text = "median ||z^(l+1)|| / ||z^l|| (axis clipped above block 1's range; tables: all)"
+    fig.layout.annotations[1].text = "median ||z^(l+1)|| / ||z^l||, log axis (clipped above block 1's range; tables: all)"
     fig.update_xaxes(title_text="block l", row=2, col=1)
     fig.update_layout(height=760)
+    _panel_legends(fig, ("norm decreases (top)", "growth ratio (bottom)"), int(d.layer.max()) + 1)
     return with_caption(fig, f"Where the norm moves: attention vs FFN half-steps, {model}", caption)
 
 
@@ -224,7 +250,7 @@ def fig_checkpoints(rows: pd.DataFrame, title: str, caption: str):
     palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
     for i, (ds, t) in enumerate(rows[rows.group == "natural"].groupby("dataset", sort=False)):
         ck = t[t.role == "checkpoint"].sort_values("step")
-        color = palette[i % len(palette)]
+        color = dataset_color(ds) or palette[i % len(palette)]
         fig.add_trace(go.Scatter(x=ck.step, y=ck.sequence_pct, mode="lines+markers", name=f"{ds}", line={"color": color},
                                  error_y={"type": "data", "symmetric": False, "array": ck.sequence_hi - ck.sequence_pct,
                                           "arrayminus": ck.sequence_pct - ck.sequence_lo}))
