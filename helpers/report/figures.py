@@ -11,25 +11,24 @@ from helpers.stats.tokens import ALL_TOKENS, PAPER_FILTER
 
 
 def trajectory_figure(coords, explained=None):
-    """Interactive 3-D figure: one line per sample through its layers in order, layer index on hover."""
-    import plotly.colors as pc
+    """Interactive 3-D figure: one thin line per sample through its layers in order, points coloured by layer
+    (colour bar; a larger point marks layer 0), sample and layer on hover; the camera keeps the whole cloud in view."""
     import plotly.graph_objects as go
 
-    palette = pc.qualitative.Dark24
     fig = go.Figure()
+    n_layers = coords.shape[1]
     for i, traj in enumerate(coords):
-        fig.add_trace(
-            go.Scatter3d(
-                x=traj[:, 0], y=traj[:, 1], z=traj[:, 2], mode="lines+markers",
-                line={"color": palette[i % len(palette)], "width": 3},
-                marker={"size": [6] + [2] * (len(traj) - 2) + [5], "color": palette[i % len(palette)]},
-                customdata=list(range(len(traj))), hovertemplate="sample " + str(i) + "<br>layer %{customdata}<extra></extra>",
-                showlegend=False,
-            )
-        )
+        fig.add_trace(go.Scatter3d(
+            x=traj[:, 0], y=traj[:, 1], z=traj[:, 2], mode="lines+markers", showlegend=False,
+            line={"color": "rgba(90,90,90,0.55)", "width": 2.5},
+            marker={"size": [6] + [3] * (n_layers - 1), "color": list(range(n_layers)), "colorscale": "Viridis",
+                    "cmin": 0, "cmax": n_layers - 1, "showscale": i == 0,
+                    "colorbar": {"title": {"text": "layer"}, "len": 0.7}},
+            customdata=list(range(n_layers)), hovertemplate=f"sample {i}<br>layer %{{customdata}}<extra></extra>"))
     labels = [f"PC{j + 1}" + (f" ({100 * explained[j]:.1f}%)" if explained is not None else "") for j in range(3)]
     fig.update_layout(scene={"xaxis_title": labels[0], "yaxis_title": labels[1], "zaxis_title": labels[2],
-                             "domain": {"x": [0, 1], "y": [0, 1]}, "aspectmode": "cube"},
+                             "domain": {"x": [0, 0.92], "y": [0, 1]}, "aspectmode": "cube",
+                             "camera": {"eye": {"x": 1.55, "y": 1.55, "z": 0.75}, "center": {"x": 0, "y": 0, "z": -0.12}}},
                       height=680, margin={"l": 0, "r": 0, "b": 0})
     return fig
 
