@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from helpers.corpus.synthetic import LABEL_KINDS
+from helpers.report.figures import dataset_color
 from helpers.report.output import with_caption
 
 
@@ -149,13 +150,15 @@ def fig_eigen_per_layer(records: pd.DataFrame, model: str, caption: str):
 
     first = records[records.model == model]
     fig = go.Figure()
-    for (name, ds), g in first.groupby(["construction", "dataset"]):
+    symbols = ("circle", "square", "diamond", "triangle-up")
+    for i, ((name, ds), g) in enumerate(first.groupby(["construction", "dataset"])):
         pct = g.groupby("layer")["meets"].mean() * 100
-        fig.add_trace(go.Scatter(x=pct.index, y=pct.values, mode="lines+markers", name=f"{name} meets ({ds})"))
+        fig.add_trace(go.Scatter(x=pct.index, y=pct.values, mode="lines+markers", name=f"{name} surrogate meets ({ds})",
+                                 line={"color": dataset_color(ds)}, marker={"symbol": symbols[i % len(symbols)]}))
     for ds, g in first.groupby("dataset"):
         pct = g.groupby("layer")["real_grows"].mean() * 100
-        fig.add_trace(go.Scatter(x=pct.index, y=pct.values, mode="lines", line=dict(dash="dot", color="black"),
-                                 name=f"real block grows ({ds})"))
+        fig.add_trace(go.Scatter(x=pct.index, y=pct.values, mode="lines", line=dict(dash="dot", color=dataset_color(ds)),
+                                 name=f"real block grows the norm ({ds})"))
     fig.add_hline(y=100, line=dict(color="grey", dash="dash"), annotation_text="paper (GPT-2): 100%")
     fig.update_layout(xaxis_title="block l", yaxis_title="% of samples", yaxis_range=[-5, 105])
     return with_caption(fig, f"Proposition 1 per layer vs the real block: {model}", caption)
@@ -194,7 +197,11 @@ def fig_eigen_spectra(spectra: pd.DataFrame, constructions: list[str], dataset: 
             fig.add_trace(go.Scatter(x=g["rank"], y=g.eigenvalue, mode="lines", line=dict(color=color, width=1),
                                      name=f"block {layer}", legendgroup=str(layer), showlegend=(j == 1)), row=1, col=j)
         fig.add_hline(y=1, line=dict(color="red", dash="dash"), row=1, col=j)
-    fig.update_yaxes(type="log", exponentformat="power")
-    fig.update_yaxes(title_text="eigenvalue of W^T W (log)", row=1, col=1)
+    for j, name in enumerate(names, start=1):  # a log axis only where the eigenvalues span a decade or more
+        vals = spectra[(spectra.construction == name) & (spectra["sample"] == 0)].eigenvalue
+        log = bool(len(vals)) and vals.min() > 0 and vals.max() / vals.min() >= 10
+        fig.update_yaxes(type="log" if log else "linear", exponentformat="power", row=1, col=j)
+        fig.layout.annotations[j - 1].text = f"{name} ({'log' if log else 'linear'} axis)"
+    fig.update_yaxes(title_text="eigenvalue of W^T W", row=1, col=1)
     fig.update_xaxes(title_text="rank (0 = largest)")
     return with_caption(fig, f"Eigenvalue spectra of W^T W, first sample, {dataset}", caption)
