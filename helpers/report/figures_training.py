@@ -47,7 +47,8 @@ def fig_losses(outer: pd.DataFrame, inner: pd.DataFrame, floors: dict[str, float
     inn = inner[inner["subset"] == subset]
     layers = sorted(inn["layer"].unique())
     fig = make_subplots(rows=1, cols=2, subplot_titles=("losses over training", "inner loss across layers"))
-    for c, layer in zip(_epoch_colors(len(layers)), layers, strict=True):
+    layer_colors = ["#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf", "#17becf", "#999999"]  # no red: outer
+    for c, layer in zip(layer_colors * (len(layers) // len(layer_colors) + 1), layers, strict=False):
         d = inn[inn["layer"] == layer]
         fig.add_scatter(x=d["epoch"], y=d["mean"], mode="lines+markers", name=f"inner, layer {layer}",
                         line={"color": c}, legendgroup="layers", legendgrouptitle_text="left: by layer", row=1, col=1)
@@ -67,14 +68,20 @@ def fig_losses(outer: pd.DataFrame, inner: pd.DataFrame, floors: dict[str, float
     for c, ep in zip(_epoch_colors(len(epochs)), epochs, strict=True):
         d = inn[inn["epoch"] == ep]
         fig.add_scatter(x=d["layer"], y=d["mean"], mode="lines+markers", name=f"epoch {ep}", line={"color": c},
-                        legendgroup="epochs", legendgrouptitle_text="right: by epoch", row=1, col=2)
+                        showlegend=False, hovertemplate=f"epoch {ep}<br>layer %{{x}}: %{{y:.3f}}<extra></extra>",
+                        row=1, col=2)
         if own is not None:
             fig.add_scatter(x=[max(layers)], y=[own[ep]], mode="markers", marker={"symbol": "star-open", "size": 13,
                             "color": c}, name=f"epoch {ep}: model's own loss", legendgroup="epochs",
                             showlegend=False, row=1, col=2)
-    fig.update_yaxes(type="log", title_text="cross-entropy (nats)")
+    # the epochs of the right panel as a colour bar (Viridis), not as legend entries: the layers keep the legend
+    fig.add_scatter(x=[None], y=[None], mode="markers", showlegend=False, row=1, col=2,
+                    marker={"color": [min(epochs), max(epochs)], "colorscale": "Viridis", "showscale": True,
+                            "colorbar": {"title": {"text": "epoch (right)"}, "x": 1.02, "len": 0.6, "y": 0.3}})
+    fig.update_yaxes(type="log", title_text="cross-entropy (nats, log axis)")
     fig.update_xaxes(title_text="epoch", row=1, col=1)
     fig.update_xaxes(title_text="layer l (states fed to the last block)", row=1, col=2, dtick=1)
+    fig.update_layout(legend={"y": 1.0, "yanchor": "top", "x": 1.02})
     return fig
 
 
