@@ -74,7 +74,8 @@ def _outputs(lm, run, args) -> list[Path]:
     paths = (output.save_table(table, f"cli_table1_{tag}", args.results_dir, cap)
              + output.save_table(curves, f"cli_inner_loss_{tag}", args.results_dir, cap)
              + output.save_table(trans, f"cli_transitions_{tag}", args.results_dir, cap))
-    paths += output.save_figure(figures.fig_inner_loss(curves, run.dataset, f"Inner loss across layers, {run.dataset}", cap),
+    paths += output.save_figure(figures.fig_inner_loss(curves, run.dataset, f"Inner loss across layers, {run.dataset}", cap,
+                                                       lm.lm_head.weight.shape[0]),
                                f"cli_inner_loss_{tag}", figures_dir, png=args.png)
     paths += output.save_figure(figures.fig_transitions(trans, "Which layer steps break the non-decreasing pattern", cap),
                                f"cli_transitions_{tag}", figures_dir, png=args.png)

@@ -81,7 +81,7 @@ for ds, run in runs.items():
     kept = summary.set_index("dataset").loc[ds, "share kept %"]
     fig = figures.fig_inner_loss(curves, ds, f"Inner loss across layers, {ds}",
                                run.caption(f"positions >= {min_position + 1}; {kept:.1f}% of tokens have final loss <= 1; "
-                                           f"lens on {run.lens_tokens}"))
+                                           f"lens on {run.lens_tokens}"), vocab_size=lm.lm_head.weight.shape[0])
     output.save_figure(fig, f"02_inner_loss_{tag}_{ds}", figures_dir)
     fig.show()
 

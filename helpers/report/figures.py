@@ -33,12 +33,14 @@ def trajectory_figure(coords, explained=None):
     return fig
 
 
-def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str):
-    """Fig. 2/4: inner loss (last-block lens) and logit lens per layer, mean +- std, for the paper's filter
-    (final loss <= 1) and for every token, log y-axis."""
+def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str, vocab_size: int | None = None):
+    """Fig. 2/4: inner loss (last-block lens) and logit lens per layer, mean with a 10-90% band, for the paper's
+    filter (final loss <= 1) and for every token, log y-axis; with ``vocab_size``, ln|V| (a uniform guess) as a
+    reference line: a lens above it does worse than guessing."""
+    import math
+
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("final loss <= 1 (paper's filter)", "all tokens (sampled)"))
     for col, filt in enumerate((PAPER_FILTER, ALL_TOKENS), start=1):
@@ -54,8 +56,19 @@ def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str)
                                          showlegend=False), row=1, col=col)
             fig.add_trace(go.Scatter(x=t.layer, y=t["mean"], mode="lines+markers", name=f"{name}, mean",
                                      line={"color": color}, showlegend=col == 1), row=1, col=col)
+    shown = curves[curves.dataset == dataset]
+    if vocab_size and len(shown):
+        ln_v, span = math.log(vocab_size), [float(shown.layer.min()), float(shown.layer.max())]
+        for col in (1, 2):
+            fig.add_trace(go.Scatter(x=span, y=[ln_v, ln_v], mode="lines", line={"color": "grey", "dash": "dash"},
+                                     name=f"ln|V| = {ln_v:.1f} nats (a uniform guess)", showlegend=col == 1),
+                          row=1, col=col)
+    lo = shown["q10"] if "q10" in shown else shown["mean"]
+    hi = shown["q90"] if "q90" in shown else shown["mean"]
+    if len(shown) and lo.notna().any():  # the band's lower end can reach 1e-6 nats: keep the axis on the curves
+        fig.update_yaxes(range=[math.log10(max(1e-3, float(lo.min()))), math.log10(2 * float(hi.max()))])
     fig.update_yaxes(type="log")
-    fig.update_yaxes(title_text="cross-entropy (nats); band: 10-90% of tokens", row=1, col=1)
+    fig.update_yaxes(title_text="cross-entropy (nats, log axis); band: 10-90% of tokens", row=1, col=1)
     fig.update_xaxes(title_text="layer l (input of block l)")
     return with_caption(fig, title, caption)
 
