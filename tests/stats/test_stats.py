@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers.stats.intervals import bootstrap_ci
-from helpers.stats.monotone import monotone_stats, transition_rates
+from helpers.stats.monotone import monotone_stats, step_ok, tolerance_sweep, transition_rates
 from helpers.stats.pca import fit_trajectories
 
 
@@ -55,3 +55,15 @@ def test_markdown_tables_show_integers_and_no_nan():
 
     md = markdown_table(pd.DataFrame({"n_tokens": [34680.0, np.nan], "pct": [5.13245, 91.3], "model": ["ours", None]}))
     assert "34,680" in md and "5.132" in md and "nan" not in md and "None" not in md and "e+04" not in md
+
+
+def test_tolerance_counts_small_falls_as_non_decreasing():
+    traj = np.array([[1.0, 0.995, 1.2], [1.0, 0.97, 1.1], [1.0, 0.9, 1.0]])
+    strict, one, five = (monotone_stats(traj, t) for t in (0.0, 0.01, 0.05))
+    assert strict["sequence_pct"] == 0.0
+    assert one["sequence_pct"] == pytest.approx(100 / 3)  # the 0.5% fall passes at 1%
+    assert five["sequence_pct"] == pytest.approx(200 / 3)  # the 3% fall passes at 5%, the 10% one never
+    assert strict["pair_pct"] <= one["pair_pct"] <= five["pair_pct"]
+    sweep = tolerance_sweep(traj)
+    assert [row["tolerance_pct"] for row in sweep] == [0.0, 1.0, 5.0]
+    np.testing.assert_array_equal(step_ok(traj), np.diff(traj, axis=1) >= 0)  # tolerance 0 is the paper's rule
