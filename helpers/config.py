@@ -223,6 +223,24 @@ class CrossModelProfile:
 
 
 @dataclass(frozen=True)
+class GeometryProfile:
+    """Notebook 09 (what is learned and what is geometry in Conjecture 4.1): WikiText-103 texts (one sample for
+    every model, its twins and the perturbed copies), tokens kept per text, the models, the initialisation scales of
+    the twins (the released model's own scale is added where the registry knows it), whether a twin with
+    zero-initialised output projections runs too, the models whose weights are perturbed (quantisation study), the
+    twins' seed and the bootstrap resamples."""
+
+    n_texts: int = 40
+    max_tokens: int = 64
+    models: tuple[str, ...] = ("smollm2-135m", "gemma-3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "natural")
+    twin_scales: tuple[float, ...] = (0.005, 0.02)
+    zero_output: bool = True
+    perturbed: tuple[str, ...] = ("smollm2-135m", "natural")
+    twin_seed: int = 0
+    n_boot: int = 1000
+
+
+@dataclass(frozen=True)
 class Profile:
     """Every run size of one profile."""
 
@@ -235,11 +253,12 @@ class Profile:
     eq1: Eq1Profile = field(default_factory=lambda: Eq1Profile(16, 5, 200, 100))
     descent: DescentProfile = field(default_factory=lambda: DescentProfile(20, 24, 8))
     cross: CrossModelProfile = field(default_factory=lambda: CrossModelProfile(40, 100))
+    geometry: GeometryProfile = field(default_factory=GeometryProfile)
 
     def model_names(self) -> set[str]:
         """Every model the profile's notebooks run: the notebooks' own defaults (SmolLM2, Gemma), the further models
         of 02-04, and the descent and cross-model lists (``make reproduce`` installs the registry ones)."""
-        names = {"smollm2-135m", "gemma-3-270m"} | set(self.cross.models)
+        names = {"smollm2-135m", "gemma-3-270m"} | set(self.cross.models) | set(self.geometry.models)
         return names | {m.model for m in self.corpus.models} | {m.model for m in self.descent.models}
 
 
@@ -266,6 +285,8 @@ PROFILES: dict[str, Profile] = {
         descent=DescentProfile(n_texts=3, max_tokens=12, n_random=4, models=(ModelSample("gemma-3-270m", 0, 0),)),
         cross=CrossModelProfile(wikitext_texts=3, onebw_texts=4, max_tokens=24, models=("smollm2-135m", "natural"),
                                 n_boot=50),
+        geometry=GeometryProfile(n_texts=4, max_tokens=24, models=("smollm2-135m", "natural"), twin_scales=(0.02,),
+                                 perturbed=("natural",), n_boot=50),
     ),
     "default": Profile(
         name="default",
@@ -324,6 +345,7 @@ PROFILES: dict[str, Profile] = {
         cross=CrossModelProfile(wikitext_texts=400, onebw_texts=1000, max_tokens=128,
                                 models=("smollm2-135m", "gemma-3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b",
                                         "natural", "gpt2", "meta-llama/Llama-2-7b-hf")),
+        geometry=GeometryProfile(n_texts=400, max_tokens=128),
     ),
 }
 

@@ -33,6 +33,7 @@ class QuantNames:
     matrices: re.Pattern
     embeddings: tuple[str, ...]
     kept_2d: tuple[str, ...] = ()
+    conv1d: bool = False  # block matrices stored [in, out] (GPT-2's Conv1D), transposed for GGUF
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,13 @@ _LLAMA_LAYOUT = BlockLayout("self_attn", "mlp", "input_layernorm", "post_attenti
 _GEMMA_LAYOUT = BlockLayout("self_attn", "mlp", "input_layernorm", "pre_feedforward_layernorm",
                             "post_attention_layernorm", "post_feedforward_layernorm")
 _GPT2_QUANT = QuantNames(re.compile(r"(^|\.)h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$"),
-                         ("transformer.wte.weight", "lm_head.weight"), ("transformer.wpe.weight",))
+                         ("transformer.wte.weight", "lm_head.weight"), ("transformer.wpe.weight",), conv1d=True)
+_LLAMA_QUANT = QuantNames(re.compile(r"(^|\.)layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$"),
+                          ("model.embed_tokens.weight", "lm_head.weight"))
 
 
 def _llama_like(name: str) -> Family:
-    return Family(name, "model.layers", "model.norm", _LLAMA_LAYOUT, "post_attention_layernorm")
+    return Family(name, "model.layers", "model.norm", _LLAMA_LAYOUT, "post_attention_layernorm", quant=_LLAMA_QUANT)
 
 
 def _gemma(name: str, layout: BlockLayout | None, mid: str) -> Family:

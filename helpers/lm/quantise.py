@@ -27,6 +27,7 @@ from gguf.quants import dequantize, quantize
 from helpers import CompendiumError
 from helpers.lm.families import FAMILIES
 from helpers.lm.load import LoadedModel, wrap_model
+from helpers.paths import config_hash
 
 QK_K = 256
 
@@ -237,7 +238,13 @@ SCHEMES: dict[str, Scheme] = {
 
 
 
-_GPT2 = FAMILIES["gpt2"].quant  # the one family with a round trip here
+def _names(family: str):
+    """The round-trip names of ``family`` (GPT-2 and the Llama-like families have them) or a one-line error."""
+    row = FAMILIES.get(family)
+    if row is None or row.quant is None:
+        known = sorted(n for n, f in FAMILIES.items() if f.quant is not None)
+        raise CompendiumError(f"no GGUF round trip for model family '{family}': supported are {', '.join(known)}")
+    return row.quant
 
 
 def _scheme(scheme: str) -> Scheme:
@@ -258,37 +265,38 @@ def _fit(qtype: str, n: int, name: str) -> str:
                           f"cannot store it as {qtype}")
 
 
-def tensor_type(name: str, shape: Sequence[int], scheme: str) -> str | None:
+def tensor_type(name: str, shape: Sequence[int], scheme: str, family: str = "gpt2") -> str | None:
     """The GGUF type of the HF GPT-2 parameter ``name`` (of HF ``shape``) under ``scheme``; ``None`` when it is
     kept in F32 (1-D tensors, the position embedding). Block matrices are GPT-2 ``Conv1D`` weights ``[in, out]``,
     whose GGUF rows have length ``in = shape[0]``; embeddings ``[vocab, d]`` have rows of length ``d``. An untied
     ``lm_head.weight`` gets the embedding's type (llama.cpp's Q4_K_M would give ``output.weight`` Q6_K, which
     ``gguf`` cannot quantise)."""
-    plan = _scheme(scheme)
-    if len(shape) < 2 or name in _GPT2.kept_2d:
+    plan, names = _scheme(scheme), _names(family)
+    if len(shape) < 2 or name in names.kept_2d:
         return None
-    if name in _GPT2.embeddings:
+    if name in names.embeddings:
         return _fit(plan.embedding, int(shape[-1]), name)
-    if _GPT2.matrices.search(name):
-        return _fit(plan.matrix, int(shape[0]), name)
-    raise CompendiumError(f"parameter '{name}' is not a GPT-2 parameter this module knows: quantise_model supports "
-                          "GPT-2-architecture models (transformers' GPT2LMHeadModel)")
+    if names.matrices.search(name):
+        return _fit(plan.matrix, int(shape[0] if names.conv1d else shape[-1]), name)
+    raise CompendiumError(f"parameter '{name}' is not a {family} parameter this module knows: add it to the "
+                          f"family's QuantNames in helpers/lm/families.py")
 
 
-def _is_conv1d(name: str) -> bool:
+def _is_conv1d(name: str, family: str = "gpt2") -> bool:
     """Whether ``name`` is a GPT-2 ``Conv1D`` weight (stored ``[in, out]``, transposed for GGUF)."""
-    return bool(_GPT2.matrices.search(name))
+    names = _names(family)
+    return names.conv1d and bool(names.matrices.search(name))
 
 
-def _gguf_layout(name: str, p: torch.Tensor) -> np.ndarray:
+def _gguf_layout(name: str, p: torch.Tensor, family: str = "gpt2") -> np.ndarray:
     """Parameter ``p`` as a float32 array in GGUF's layout (rows along the input dimension)."""
     w = p.detach().to(device="cpu", dtype=torch.float32).numpy()
-    return np.ascontiguousarray(w.T if _is_conv1d(name) else w)
+    return np.ascontiguousarray(w.T if _is_conv1d(name, family) else w)
 
 
-def _hf_layout(name: str, w: np.ndarray) -> np.ndarray:
+def _hf_layout(name: str, w: np.ndarray, family: str = "gpt2") -> np.ndarray:
     """The inverse of :func:`_gguf_layout`."""
-    return np.ascontiguousarray(w.T if _is_conv1d(name) else w)
+    return np.ascontiguousarray(w.T if _is_conv1d(name, family) else w)
 
 
 def _rel_error(w: np.ndarray, w_hat: np.ndarray) -> float:
@@ -304,7 +312,8 @@ def quantise_model(model: torch.nn.Module, scheme: str) -> tuple[torch.nn.Module
     ``rel_error`` (relative Frobenius error). ``model`` is not modified; a tied LM head follows the token
     embedding (it is the same tensor)."""
     _scheme(scheme)
-    plan = [(name, tensor_type(name, tuple(p.shape), scheme)) for name, p in model.named_parameters()]
+    family = model.config.model_type
+    plan = [(name, tensor_type(name, tuple(p.shape), scheme, family)) for name, p in model.named_parameters()]
     quantised = copy.deepcopy(model)
     params = dict(quantised.named_parameters())
     rows = []
@@ -314,10 +323,10 @@ def quantise_model(model: torch.nn.Module, scheme: str) -> tuple[torch.nn.Module
             if qtype is None:
                 rows.append({"name": name, "shape": tuple(p.shape), "type": "F32", "rel_error": 0.0})
                 continue
-            w = _gguf_layout(name, p)
+            w = _gguf_layout(name, p, family)
             w_hat = roundtrip(w, qtype)
             rows.append({"name": name, "shape": tuple(p.shape), "type": qtype, "rel_error": _rel_error(w, w_hat)})
-            p.copy_(torch.from_numpy(_hf_layout(name, w_hat)).to(device=p.device, dtype=p.dtype))
+            p.copy_(torch.from_numpy(_hf_layout(name, w_hat, family)).to(device=p.device, dtype=p.dtype))
     return quantised, pd.DataFrame(rows, columns=["name", "shape", "type", "rel_error"])
 
 
@@ -335,3 +344,22 @@ def quantised_twin(lm: LoadedModel, scheme: str) -> LoadedModel:
                       fingerprint=f"{lm.fingerprint}:{scheme}:gguf{version('gguf')}:code1", note=note)
     twin.extra["tensors"] = table  # per-tensor type and relative error
     return twin
+
+
+def noisy_twin(lm: LoadedModel, rel_error: dict[str, float], seed: int = 0, name: str = "noise") -> LoadedModel:
+    """``lm`` with Gaussian noise added to each parameter named in ``rel_error`` (e.g. a round trip's per-tensor
+    table), scaled so that its relative Frobenius error is that value: the same size of perturbation as the
+    rounding, in a random direction. ``lm`` is not modified; the noise is seeded."""
+    model = copy.deepcopy(lm.model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            err = rel_error.get(pname, 0.0)
+            if err > 0 and p.numel() > 0:
+                noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+                noise *= err * float(p.double().norm()) / float(noise.norm())
+                p.add_(noise.to(device=p.device, dtype=p.dtype))
+    table = ",".join(f"{k}={v:.3e}" for k, v in sorted(rel_error.items()) if v > 0)
+    return wrap_model(model, lm.tokenizer, name=f"{lm.name}-{name}", label=f"{lm.label}, {name}",
+                      fingerprint=f"{lm.fingerprint}:{name}:seed{seed}:{config_hash({'rel_error': table})}",
+                      note=f"Gaussian noise of each tensor's relative error ({name}, seed {seed})")

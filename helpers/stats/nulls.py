@@ -23,6 +23,12 @@ def nondecrease_margin(z: np.ndarray, dz: np.ndarray) -> dict[str, np.ndarray]:
     return {"cos": cos, "r": r, "nondecreasing": cos >= -r / 2}
 
 
+def nondecreasing(dot: np.ndarray, dz: np.ndarray) -> np.ndarray:
+    """Whether ``|z + dz| >= |z|`` from ``<z, dz>`` and ``|dz|`` (exact: ``2 <z, dz> + |dz|^2 >= 0``); NaN in, False
+    out (callers mask missing partners)."""
+    return 2 * np.asarray(dot) + np.asarray(dz) ** 2 >= 0
+
+
 def p_nondecrease_random_direction(r: np.ndarray | float, d: int) -> np.ndarray:
     """P(|z + dz| >= |z|) when ``|dz| = r |z|`` and the direction of ``dz`` is uniform on the sphere of ``R^d``:
     P(cos >= -r/2) with ``(1 + cos) / 2 ~ Beta((d-1)/2, (d-1)/2)``; 1 for ``r >= 2``."""

@@ -61,8 +61,10 @@ def norm_trajectories(records: dict[str, np.ndarray], n_layers: int) -> np.ndarr
 def norm_variants(records: dict[str, np.ndarray], min_position: int) -> dict[str, np.ndarray]:
     """Boolean token masks for the Table 1 variants.
 
-    The paper's protocol (every position >= ``min_position + 1``, 1-based), the last token of each
-    text, and every position with and without position 0 (which carries 'massive activations').
+    The paper's protocol as we read it (every position >= ``min_position + 1``, 1-based: the paper states it for
+    Sec. 5.2, not for Table 1), the same tokens restricted to the paper's loss filter (final loss <= 1, when the
+    records have final losses), the last token of each text, and every position with and without position 0
+    (which carries 'massive activations').
     """
     text = records["text_id"]
     pos = records["position"]
@@ -70,12 +72,18 @@ def norm_variants(records: dict[str, np.ndarray], min_position: int) -> dict[str
     if len(text):
         ends = np.r_[np.nonzero(np.diff(text))[0], len(text) - 1]
         last[ends] = True
-    return {
-        f"positions >= {min_position + 1} (paper)": pos >= min_position,
+    variants = {f"positions >= {min_position + 1} (paper)": pos >= min_position}
+    if "final_loss" in records:
+        variants[f"positions >= {min_position + 1}, {PAPER_FILTER}"] = (
+            (pos >= min_position) & (records["final_loss"] <= MAX_FINAL_LOSS))
+    return variants | {
         "last token of each text": last,
         "all positions, with position 0": pos >= 0,
         "all positions, without position 0": pos >= 1,
     }
+
+
+TOLERANCES = (0.01, 0.05)  # "approximately non-decreasing": a step may fall by this share of the norm
 
 
 def table1(
@@ -87,7 +95,10 @@ def table1(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Our Table 1 rows (sequence %, pair %, n, chance, 95% cluster-bootstrap CIs) per variant."""
+    """Our Table 1 rows per variant: sequence % and pair % (the per-step rate) with 95% intervals (cluster
+    bootstrap, Wilson with the design effect where it degenerates: ``interval``), the depth-free per-step rate
+    implied by the sequence level (``sequence_per_step_pct`` = sequence^(1/steps)), chance 2^-steps, and both
+    levels when a step may fall by 1% or 5% of the norm (``*_tol1_pct``, ``*_tol5_pct``)."""
     rows = []
     for variant, mask in norm_variants(records, min_position).items():
         if not mask.any():
@@ -105,7 +116,10 @@ def table1(
                 "sequence_ci95": f"[{st['sequence_lo']:.1f}, {st['sequence_hi']:.1f}]",
                 "pair_pct": st["pair_pct"],
                 "pair_ci95": f"[{st['pair_lo']:.1f}, {st['pair_hi']:.1f}]",
+                "interval": st["interval"],
+                "sequence_per_step_pct": st["sequence_per_step_pct"],
                 "chance_pct": st["chance_pct"],
+                **{k: st[k] for k in st if "_tol" in k},
             }
         )
     return pd.DataFrame(rows)
@@ -113,14 +127,20 @@ def table1(
 
 def norm_stats(records: dict[str, np.ndarray], n_layers: int, mask: np.ndarray, n_boot: int = 1000,
                seed: int = 0) -> dict[str, float]:
-    """Table 1 numbers of the tokens in ``mask``: n, n_texts, steps, sequence/pair % with 95% cluster-bootstrap
-    bounds (``*_lo``, ``*_hi``; texts are the clusters) and chance %."""
+    """Table 1 numbers of the tokens in ``mask``: n, n_texts, steps, sequence/pair % with 95% bounds (``*_lo``,
+    ``*_hi``; texts are the clusters; ``interval`` names the method), the per-step rate implied by the sequence
+    level, chance %, and sequence/pair % at each of :data:`TOLERANCES` (``sequence_tol1_pct``, ...)."""
     traj = norm_trajectories(records, n_layers)[mask]
     stats = monotone_stats(traj)
     ci = bootstrap_ci(traj, groups=records["text_id"][mask], n_boot=n_boot, seed=seed)
+    tol = {}
+    for t in TOLERANCES:
+        st = monotone_stats(traj, t)
+        tol |= {f"sequence_tol{100 * t:g}_pct": st["sequence_pct"], f"pair_tol{100 * t:g}_pct": st["pair_pct"]}
     return {**stats, "n_texts": int(len(np.unique(records["text_id"][mask]))),
             "sequence_lo": ci["sequence_pct"][0], "sequence_hi": ci["sequence_pct"][1],
-            "pair_lo": ci["pair_pct"][0], "pair_hi": ci["pair_pct"][1]}
+            "pair_lo": ci["pair_pct"][0], "pair_hi": ci["pair_pct"][1], "interval": ci["method"],
+            "sequence_per_step_pct": 100 * (stats["sequence_pct"] / 100) ** (1 / max(1, stats["steps"])), **tol}
 
 
 def transitions(records: dict[str, np.ndarray], n_layers: int, min_position: int) -> pd.DataFrame:

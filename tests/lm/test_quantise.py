@@ -194,8 +194,10 @@ def test_bad_type_and_row_length():
         tensor_type("transformer.h.0.mlp.c_fc.weight", (64, 256), "Q2_K")
     with pytest.raises(CompendiumError, match="not a multiple of 32"):
         tensor_type("transformer.h.0.mlp.c_fc.weight", (48, 192), "Q4_1")
-    with pytest.raises(CompendiumError, match="not a GPT-2 parameter"):
+    with pytest.raises(CompendiumError, match="not a gpt2 parameter"):
         tensor_type("model.layers.0.mlp.down_proj.weight", (64, 256), "Q4_1")
+    with pytest.raises(CompendiumError, match="no GGUF round trip for model family 'opt'"):
+        tensor_type("model.decoder.layers.0.fc1.weight", (64, 256), "Q4_1", family="opt")
 
 
 # ------------------------------------------------------------------------------------------ tiny models
@@ -315,3 +317,25 @@ def test_quantised_twin():
     for (name, p), q in zip(twin.model.named_parameters(), quantised.parameters(), strict=True):
         assert torch.equal(p, q), name
     assert set(SCHEMES) == {"Q4_1", "Q4_K_M"}
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_llama_like_round_trip_rounds_every_matrix_and_keeps_the_rest(family):
+    """SmolLM2 and Qwen are Llama-like: nn.Linear matrices [out, in] (rows of length in, not transposed)."""
+    from conftest import tiny_model
+
+    from helpers.lm.quantise import quantise_model
+
+    lm = tiny_model(family)
+    model, table = quantise_model(lm.model, "Q4_1")
+    types = dict(zip(table.name, table.type, strict=True))
+    assert types["model.layers.0.self_attn.q_proj.weight"] == "Q4_1"
+    assert types["model.embed_tokens.weight"] == "Q8_0" and types["model.norm.weight"] == "F32"
+    mats = table[table.type == "Q4_1"]
+    assert len(mats) == 7 * lm.n_layers and mats.rel_error.between(0.01, 0.3).all()
+    before, after = dict(lm.model.named_parameters()), dict(model.named_parameters())
+    name = "model.layers.1.mlp.down_proj.weight"
+    w, w_hat = before[name].detach().numpy(), after[name].detach().numpy()
+    # each GGUF block of 32 along the input dimension takes at most 16 levels
+    assert all(len(np.unique(row)) <= 16 for row in w_hat.reshape(-1, 32)[:20])
+    assert not np.array_equal(w, w_hat)

@@ -24,6 +24,7 @@ EXPECTED = {
     "06": ("06_norms_natural_smoke.csv", "sequence_pct", _between(0.0, 100.0)),
     "07": ("07_descent_thirds_smoke.csv", "descent_pct", _between(0.0, 100.0)),
     "08": ("08_cross_model_smoke.csv", "pair_pct", _between(0.0, 100.0)),
+    "09": ("09_geometry_rates_smoke.csv", "null_pair_pct", _between(0.0, 100.0)),
 }
 
 

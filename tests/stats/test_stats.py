@@ -18,7 +18,25 @@ def test_norm_stats_known_answers():
     np.testing.assert_allclose(transition_rates(traj), [75, 50, 75])
     ci = bootstrap_ci(traj, n_boot=200)
     assert ci["sequence_pct"][0] <= 50 <= ci["sequence_pct"][1]
-    assert bootstrap_ci(np.tile([[1.0, 2.0]], (5, 1)))["pair_pct"] == (100.0, 100.0)
+    assert ci["method"] == "Wilson"  # 4 clusters: the bootstrap is not trusted
+
+
+def test_intervals_never_collapse_to_a_point():
+    """Every step non-decreasing on 40 texts: the bootstrap gives [100, 100]; the table must not."""
+    from helpers.stats.intervals import paired_difference_ci
+
+    traj = np.tile([[1.0, 2.0, 3.0]], (80, 1))
+    groups = np.repeat(np.arange(40), 2)
+    ci = bootstrap_ci(traj, groups, n_boot=200)
+    for name in ("sequence_pct", "pair_pct"):
+        lo, hi = ci[name]
+        assert 90.0 < lo < hi and hi == pytest.approx(100.0)
+    assert ci["method"] == "Wilson"
+    d, lo, hi = paired_difference_ci(traj, traj, groups, n_boot=200)["sequence_pct"]
+    assert d == 0.0 and lo < 0.0 < hi
+    rng = np.random.default_rng(0)  # a non-degenerate case keeps the bootstrap
+    noisy = np.cumsum(rng.normal(0.2, 1.0, (400, 6)), axis=1)
+    assert bootstrap_ci(noisy, np.repeat(np.arange(100), 4), n_boot=200)["method"] == "bootstrap"
 
 
 def test_pca_shapes_and_layer_order():
