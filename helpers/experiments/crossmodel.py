@@ -59,7 +59,9 @@ def entry_row(entry: Entry, run: DatasetRun, n_boot: int = 1000, seed: int = 0) 
         "params": entry.lm.n_params, "layers": run.n_layers, "dataset": run.dataset, "n_texts": st["n_texts"], "n_tokens": st["n"],
         "steps": st["steps"], "sequence_pct": st["sequence_pct"], "sequence_lo": st["sequence_lo"],
         "sequence_hi": st["sequence_hi"], "pair_pct": st["pair_pct"], "pair_lo": st["pair_lo"],
-        "pair_hi": st["pair_hi"], "chance_pct": st["chance_pct"],
+        "pair_hi": st["pair_hi"], "interval": st["interval"], "sequence_per_step_pct": st["sequence_per_step_pct"],
+        "sequence_tol1_pct": st["sequence_tol1_pct"], "sequence_tol5_pct": st["sequence_tol5_pct"],
+        "chance_pct": st["chance_pct"],
         "inner_first": paper["first"], "inner_last": paper["last"], "inner_down_pct": paper["down_pct"],
         "inner_tokens": paper["tokens"], "inner_all_first": every["first"], "inner_all_last": every["last"],
         "inner_all_down_pct": every["down_pct"], "inner_all_tokens": every["tokens"],
@@ -129,6 +131,7 @@ def paper_rows(datasets: list[str]) -> pd.DataFrame:
     p["params"] = p.model.map(PAPER_PARAMS)
     p["steps"] = p.layers - 1
     p["chance_pct"] = 100 * 2.0 ** -p.steps.astype(float)
+    p["sequence_per_step_pct"] = 100 * (p.sequence_pct / 100) ** (1 / p.steps.astype(float))
     return p.assign(model=p.model + " (paper)", group=p.model, role="paper (Table 1)")
 
 
@@ -154,6 +157,7 @@ def reader_table(rows: pd.DataFrame) -> pd.DataFrame:
                                                      col("sequence_hi"), strict=True)],
         "pair % [95% CI]": [ci(*v) for v in zip(rows.pair_pct, col("pair_lo"),
                                                  col("pair_hi"), strict=True)],
+        "per step, sequence^(1/n) %": [num(v, "{:.1f}") for v in col("sequence_per_step_pct")],
         "chance %": [f"{v:.3g}" for v in rows.chance_pct],
         "untrained twin: sequence / pair %": [
             "-" if pd.isna(s) else f"{s:.1f} / {p:.1f}"

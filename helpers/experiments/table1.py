@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from helpers.experiments.paper import PAPER_TABLE1, with_paper_values
+from helpers.experiments.paper import PAPER_READING_NOTES, PAPER_TABLE1, with_paper_values
 from helpers.stats.tokens import table1, transitions
 
 TWIN_VARIANT = "untrained twin (the null)"
@@ -45,10 +45,20 @@ def reading_table1(table: pd.DataFrame, trans: pd.DataFrame, min_position: int, 
         twin = table[(table.dataset == ds) & (table.variant == TWIN_VARIANT)]
         twin_txt = (f"; the untrained twin {twin.sequence_pct.iloc[0]:.1f}% {twin.sequence_ci95.iloc[0]} / "
                     f"{twin.pair_pct.iloc[0]:.1f}% {twin.pair_ci95.iloc[0]}" if len(twin) else "")
+        filt = table[(table.dataset == ds) & table.variant.str.contains("final loss", regex=False)]
+        filt_txt = (f" On the paper's loss filter (final loss <= 1, {int(filt.n_tokens.iloc[0]):,} tokens): "
+                    f"{filt.sequence_pct.iloc[0]:.1f}% {filt.sequence_ci95.iloc[0]} / {filt.pair_pct.iloc[0]:.1f}% "
+                    f"{filt.pair_ci95.iloc[0]}." if len(filt) else "")
+        tol_txt = (f" Allowing a step to fall by 1% (5%) of the norm: sequence {r.sequence_tol1_pct:.1f}% "
+                   f"({r.sequence_tol5_pct:.1f}%)." if "sequence_tol1_pct" in r and pd.notna(r.sequence_tol1_pct)
+                   else "")
         lines.append(
             f"- **{ds}** ({int(r.n_tokens):,} tokens, {int(r.n_texts)} texts, {int(r.steps)} steps): sequence level "
-            f"{r.sequence_pct:.1f}% {r.sequence_ci95}, pair level {r.pair_pct:.1f}% {r.pair_ci95}; chance "
-            f"2^-{int(r.steps)} = {r.chance_pct:.1e}%{twin_txt}; paper GPT-2 {gpt2.sequence_pct}/{gpt2.pair_pct}. "
-            f"Weakest steps: {worst_txt}.")
+            f"{r.sequence_pct:.1f}% {r.sequence_ci95}, pair level {r.pair_pct:.1f}% {r.pair_ci95}"
+            f" ({r.interval} interval); per step as implied by the sequence level, sequence^(1/{int(r.steps)}) = "
+            f"{r.sequence_per_step_pct:.1f}%; chance 2^-{int(r.steps)} = {r.chance_pct:.1e}%{twin_txt}; paper "
+            f"GPT-2 {gpt2.sequence_pct}/{gpt2.pair_pct}.{filt_txt}{tol_txt} Weakest steps: {worst_txt}.")
     return (f"**Reading ({label}).** The pair level is what Conjecture 4.1 predicts step by step; the sequence "
-            "level compounds every step, so it is much stricter for a deep model.\n" + "\n".join(lines))
+            "level compounds every step, so it is much stricter for a deep model (sequence^(1/n) puts models of "
+            f"different depth on one per-step scale). {PAPER_READING_NOTES} Notebook 09 asks which part of these "
+            "rates is learned direction and which is step size and geometry.\n" + "\n".join(lines))
