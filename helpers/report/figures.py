@@ -286,6 +286,9 @@ SCALE_PANELS = (("sequence_pct", "sequence level %"), ("pair_pct", "pair level %
                 ("inner_all_down_pct", "inner loss: layer steps down %, all tokens"))
 
 
+PAPER_SYMBOLS = ("star", "star-square", "star-diamond")
+
+
 def fig_scale(rows: pd.DataFrame, dataset: str, title: str, caption: str):
     """Each headline statistic against parameter count (log axis): every model (filled, with its 95% CI), its
     untrained twin at the same size (open), the paper's models as stars at their sizes."""
@@ -293,6 +296,7 @@ def fig_scale(rows: pd.DataFrame, dataset: str, title: str, caption: str):
     from plotly.subplots import make_subplots
 
     t = rows[(rows.dataset == dataset) & rows.params.notna()]
+    twin_all = t[t.role == "untrained twin"]
     fig = make_subplots(rows=1, cols=len(SCALE_PANELS), subplot_titles=[name for _, name in SCALE_PANELS],
                         horizontal_spacing=0.07)
     palette = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
@@ -311,12 +315,16 @@ def fig_scale(rows: pd.DataFrame, dataset: str, title: str, caption: str):
                                      marker={"color": color, "size": 12, "symbol": "circle-open", "line": {"width": 2}}),
                           row=1, col=col)
         paper = t[t.role == "paper (Table 1)"] if stat in ("sequence_pct", "pair_pct") else t.iloc[:0]
-        fig.add_trace(go.Scatter(x=paper.params, y=paper[stat], mode="markers+text", text=paper.model,
-                                 textposition="top center", name="paper (Table 1)", showlegend=col == 1,
-                                 marker={"color": "#2ca02c", "size": 14, "symbol": "star"}), row=1, col=col)
-        fig.update_xaxes(type="log", title_text="parameters (log scale)", row=1, col=col)
+        for j, (_, p) in enumerate(paper.iterrows()):  # one legend entry per paper model: no labels to collide
+            fig.add_trace(go.Scatter(x=[p.params], y=[p[stat]], mode="markers", legendgroup=p.model,
+                                     name=f"{p.model.replace(' (paper)', '')}, paper Table 1 ({p.params / 1e9:.1f}B as named)", showlegend=col == 1,
+                                     marker={"color": "#2ca02c", "size": 14, "line": {"width": 1, "color": "black"},
+                                             "symbol": PAPER_SYMBOLS[j % len(PAPER_SYMBOLS)]}), row=1, col=col)
+        fig.update_xaxes(type="log", range=[7.8, 10.4], title_text="parameters (log scale)", row=1, col=col)
+        values = pd.concat([t[stat], twin_all[stat]]).dropna() if stat in t else pd.Series(dtype=float)
+        low = 0.0 if stat != "pair_pct" or values.empty else max(0.0, 5 * float((values.min() - 3) // 5))
+        fig.update_yaxes(range=[low - 2, 102], row=1, col=col)
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="open marker: the model's untrained twin",
                              marker={"color": "grey", "size": 12, "symbol": "circle-open"}))
-    fig.update_yaxes(range=[-2, 102])
-    fig.update_layout(width=1300, height=560, legend={"orientation": "h", "y": -0.25})
+    fig.update_layout(width=1300, height=600, legend={"orientation": "h", "y": -0.22})
     return with_caption(fig, title, caption)
