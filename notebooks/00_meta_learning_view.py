@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 00 · The meta-learning view in one small, exact example
 #
+# *Read with:* the README's [the notebook table](../README.md#the-notebooks), which states the result in numbers.
+#
 # Wu & Varshney build on one identity (their Eq. 1): a weight matrix trained by stochastic gradient
 # descent is its initial value minus a sum of outer products of output gradients and inputs,
 #

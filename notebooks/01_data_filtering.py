@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 01 · Data filtering
 #
+# *Read with:* the README's [Data and profiles](../README.md#data-and-profiles), which states the result in numbers.
+#
 # The paper (Sec. 5.1) evaluates on the **WikiText-103 test split** and the **One Billion Word (1BW) test set**,
 # keeping texts of at least 10 words and drawing 5,000 random 1BW samples. This notebook applies those rules,
 # reports counts before and after each rule, shows token-length histograms for the model, and saves the filtered

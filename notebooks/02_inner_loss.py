@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 02 · Inner-loss curves (Eq. 14, Fig. 2/4)
 #
+# *Read with:* the README's [Findings, Claim 1](../README.md#findings), which states the result in numbers.
+#
 # The paper approximates the *inner* optimisation loss at layer *l* by feeding the layer-*l* residual states of the
 # whole prefix through the **last block**, the final norm and the LM head, and taking the cross-entropy with the
 # true next token (Eq. 14). At the last layer this is the model's own loss. Protocol: tokens at the 5th position

@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 03 · Norm statistics (Conjecture 4.1, Table 1)
 #
+# *Read with:* the README's [Findings, Claim 2](../README.md#findings), which states the result in numbers.
+#
 # For every token, its trajectory of residual-stream norms over layers 0..L-1 (the input of every block; the last
 # block's output is excluded, as in the paper). **Sequence level**: the share of trajectories that never decrease;
 # **pair level**: the share of neighbouring-layer steps that do not decrease. Chance for *n* steps is 2^-n.

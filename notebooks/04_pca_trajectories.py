@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 04 · PCA trajectories (Fig. 3/5)
 #
+# *Read with:* the README's [Findings, Claim 2](../README.md#findings), which states the result in numbers.
+#
 # A PCA fitted on current-token representations at every layer (the last token of each sampled text, layers
 # 0..L-1: the inputs of every block, as in the paper's Sec. 5.3, which leaves the last layer out; set
 # `include_last = True` to add the last block's output before the final norm), then each token's trajectory

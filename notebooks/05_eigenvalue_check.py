@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 05 · Eigenvalue check of linear block surrogates (Eq. 10-12, Proposition 1, Table 2)
 #
+# *Read with:* the README's [Findings, Claim 3](../README.md#findings), which states the result in numbers.
+#
 # The paper explains the growing norm of the current token's representation with a linear surrogate of each block,
 # `W_linear = (I + W_FFN)(I + W_MHSA)` with `W_MHSA = sum_h sum_i W_O^h W_V^h z_i z_i^T (W_K^h)^T W_Q^h` (linear
 # attention over the context) and `W_FFN = W_2 W_1` (activation removed), and Proposition 1: if

@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 06 · Training dynamics of the inner optimisation (v2 experiments, reconstructed)
 #
+# *Read with:* the README's [Findings, Claim 4](../README.md#findings), which states the result in numbers.
+#
 # The second version of Wu & Varshney's paper watches the *inner* optimisation form while a
 # Transformer is trained from scratch on synthetic data:
 #

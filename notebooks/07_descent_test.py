@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 07 · Is each layer's update a descent step on the inner loss? Which sublayer moves the norm?
 #
+# *Read with:* the README's [Findings, Claim 1b](../README.md#findings), which states the result in numbers.
+#
 # Section 2 of the paper reads each attention and FFN sublayer with its residual connection as a (transformed)
 # gradient step on the current token's representation `z_n`; the paper only shows that the inner loss (Eq. 14)
 # falls across layers on average. The direct test (as Jastrzebski et al., ICLR 2018, did for ResNets): compare

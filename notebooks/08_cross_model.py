@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 08 · Every model beside its null; does 4-bit rounding change the answer?
 #
+# *Read with:* the README's [Findings, Claims 1-2 and the scale figure](../README.md#findings), which states the result in numbers.
+#
 # Table 1 compares with chance, `2^-n`, but that is not the null. Residual streams grow by adding nearly
 # orthogonal updates, so an **untrained** network of the same architecture already has mostly non-decreasing norms.
 # Here every model runs on the **same texts with one token cap**, beside its **untrained twin**: the same

@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 09 · Conjecture 4.1 read honestly: what is learned and what is geometry
 #
+# *Read with:* the README's [Findings, Claim 2: what is learned and what is geometry](../README.md#findings), which states the result in numbers.
+#
 # A step `z -> z + dz` keeps the norm from falling exactly when `cos(z, dz) >= -|dz| / (2|z|)`. So a non-decrease
 # rate has two parts: how large the steps are against the stream (`r = |dz|/|z|`) and where they point. This
 # notebook separates them on every model, with nulls built from the model's own numbers (README: "Findings").
