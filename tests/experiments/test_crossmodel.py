@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from helpers.experiments import crossmodel, zoo
+from helpers.experiments import cross_rows, crossmodel, zoo
 from helpers.report import findings
 from helpers.residual.records import analyse_batch
 from helpers.runs.datasets import DatasetRun
@@ -29,7 +29,7 @@ def test_entry_row_matches_hidden_states(family, one_thread):
     """Sequence and pair level of a row equal a recomputation from the model's own hidden states (block inputs
     0..L-1, positions >= min_position), and chance is 2^-(L-1)."""
     lm = tiny_model(family, "eager")
-    row = crossmodel.entry_row(crossmodel.Entry(lm, group="g", role=crossmodel.TRAINED), _run(lm), n_boot=20)
+    row = cross_rows.entry_row(zoo.Entry(lm, group="g", role=zoo.TRAINED), _run(lm), n_boot=20)
     seq, pair = [], []
     with torch.no_grad():
         for r in ROWS:
@@ -45,19 +45,25 @@ def test_entry_row_matches_hidden_states(family, one_thread):
     assert row["sequence_lo"] <= row["sequence_pct"] <= row["sequence_hi"]
 
 
+CAL = dict(cal_tokens=50, cal_ln_vocab=10.8, cal_unigram_entropy=7.2, cal_median_first=30.0, cal_median_mid=20.0,
+           cal_median_last=3.0, cal_worse_than_uniform_mid_pct=90.0, cal_last_k_below_uniform=2.0)
+
+
 def _rows() -> pd.DataFrame:
     base = dict(layers=4, n_texts=10, n_tokens=500, steps=3, chance_pct=12.5, inner_tokens=100, inner_all_tokens=50,
                 epoch=np.nan, step=np.nan)
     rows = [
         dict(base, model="M", group="m", role="trained", dataset="1bw", sequence_pct=70.0, sequence_lo=65.0,
              sequence_hi=75.0, pair_pct=90.0, pair_lo=88.0, pair_hi=92.0, inner_first=5.0, inner_last=1.0,
-             inner_down_pct=100.0, inner_all_first=6.0, inner_all_last=3.0, inner_all_down_pct=100.0),
+             inner_down_pct=100.0, inner_all_first=6.0, inner_all_last=3.0, inner_all_down_pct=100.0,
+             **CAL, cal_tau=-0.4, cal_tau_lo=-0.5, cal_tau_hi=-0.3),
         dict(base, model="M twin", group="m", role="untrained twin", dataset="1bw", sequence_pct=99.0, sequence_lo=98.0,
              sequence_hi=100.0, pair_pct=99.5, pair_lo=99.0, pair_hi=100.0, inner_first=np.nan, inner_last=np.nan,
-             inner_down_pct=np.nan, inner_tokens=0, inner_all_first=9.0, inner_all_last=9.1, inner_all_down_pct=33.0),
+             inner_down_pct=np.nan, inner_tokens=0, inner_all_first=9.0, inner_all_last=9.1, inner_all_down_pct=33.0,
+             **CAL, cal_tau=0.01, cal_tau_lo=-0.02, cal_tau_hi=0.04),
     ]
-    table = crossmodel.add_twin_columns(pd.DataFrame(rows))
-    return pd.concat([table, crossmodel.paper_rows(["1bw"])], ignore_index=True)
+    table = cross_rows.add_twin_columns(pd.DataFrame(rows))
+    return pd.concat([table, cross_rows.paper_rows(["1bw"])], ignore_index=True)
 
 
 def test_twin_columns_paper_rows_and_reader_table():
@@ -66,7 +72,7 @@ def test_twin_columns_paper_rows_and_reader_table():
     assert trained.twin_sequence_pct == 99.0 and trained.twin_pair_pct == 99.5
     gpt2 = full[full.model == "GPT-2 (paper)"].iloc[0]
     assert gpt2.layers == 12 and gpt2.chance_pct == pytest.approx(100 * 2.0**-11)
-    shown = crossmodel.reader_table(full)
+    shown = cross_rows.reader_table(full)
     text = shown.to_markdown()
     assert "nan" not in text.lower()
     assert shown.loc[0, "sequence % [95% CI]"] == "70.0 [65.0, 75.0]"
@@ -82,14 +88,14 @@ def test_flip_table_counts_flipped_tokens():
     other = dict(rec, norms=np.array([[1, 2, 3, 9], [2, 1, 0, 9], [3, 2, 4, 9], [1, 2, 3, 9]], dtype=np.float32))
     a = DatasetRun(rec, "1bw", 2, 3, 4, "m", "")
     b = DatasetRun(other, "1bw", 2, 3, 4, "m", "")
-    f = crossmodel.flip_table(a, b, "Q4_1")
+    f = cross_rows.flip_table(a, b, "Q4_1")
     assert f["tokens"] == 4
     assert f["sequence flips %"] == 25.0  # token 1 goes from monotone to not
     assert f["step flips %"] == pytest.approx(100 * 2 / 8)  # both of its steps flip
     assert f["sequence change (pp)"] == -25.0 and f["pair change (pp)"] == pytest.approx(-25.0)
     shifted = DatasetRun(dict(rec, position=rec["position"] + 1), "1bw", 2, 3, 4, "m", "")
     with pytest.raises(ValueError, match="different tokens"):
-        crossmodel.flip_table(a, shifted, "Q4_1")
+        cross_rows.flip_table(a, shifted, "Q4_1")
 
 
 def test_reading_and_findings_follow_the_numbers(tmp_path):
@@ -103,15 +109,16 @@ def test_reading_and_findings_follow_the_numbers(tmp_path):
 
     full.to_csv(tmp_path / "08_cross_model.csv", index=False)
     md = findings.render(tmp_path, tmp_path)
-    # claim 1 is read on the all-tokens sample (the filter makes the last layer low by construction)
-    assert "M, 1bw: **holds**: all tokens 6.00 -> 3.00" in md and "untrained twin 9.00 -> 9.10" in md
+    # claim 1 is read on the interior layers of the all-tokens sample (both ends are fixed by construction)
+    assert "M, 1bw: **falls across layers**: interior tau -0.40 [-0.50, -0.30] (twin +0.01)" in md
+    assert "90% of tokens do worse than uniform at the middle layer" in md
     assert "Sequence level **not distinguishable from** the twin (-29.0 pp [-3.0, +1.0])" in md
     assert "pair level **below** the twin (-9.5 pp [-12.0, -7.0])" in md and "nan" not in md.lower()
     assert "of 1 trained (model, dataset) pairs, 0 are below their twin and 0 above it" in md
     assert "training lowers them" not in md
-    full.loc[0, "inner_all_last"] = 7.0
+    full.loc[1, "cal_tau"] = -0.3  # the null falls as well: the rule cannot say 'across layers'
     full.to_csv(tmp_path / "08_cross_model.csv", index=False)
-    assert "M, 1bw: **does not hold**: all tokens 6.00 -> 7.00" in findings.render(tmp_path, tmp_path)
+    assert "M, 1bw: **falls only in the last 2 layers**" in findings.render(tmp_path, tmp_path)
     quant = pd.DataFrame([{"dataset": "1bw", "weights": "Q4_1", "tokens": 10, "sequence flips %": 3.0,
                            "step flips %": 1.0, "sequence change (pp)": -2.5, "pair change (pp)": 0.4}])
     quant.to_csv(tmp_path / "08_quantisation.csv", index=False)
@@ -124,12 +131,12 @@ def test_reading_and_findings_follow_the_numbers(tmp_path):
 def test_no_twin_and_no_null_leave_no_nan(tmp_path):
     """A trained row without a twin (e.g. the twin failed) and the paper's empty columns never show 'nan'."""
     full = _rows()
-    full = crossmodel.add_twin_columns(full[full.role != "untrained twin"])
+    full = cross_rows.add_twin_columns(full[full.role != "untrained twin"])
     assert full.twin_sequence_pct.isna().all()
     full.to_csv(tmp_path / "08_cross_model.csv", index=False)
     md = findings.render(tmp_path, tmp_path)
     text = crossmodel.reading(pd.read_csv(tmp_path / "08_cross_model.csv"), pd.DataFrame())
-    shown = crossmodel.reader_table(pd.read_csv(tmp_path / "08_cross_model.csv")).to_markdown()
+    shown = cross_rows.reader_table(pd.read_csv(tmp_path / "08_cross_model.csv")).to_markdown()
     for out in (md, text, shown):
         assert "nan" not in out.lower()
     assert "not compared with the twin" in md and "no untrained twin" in text
@@ -142,15 +149,15 @@ def test_add_twin_columns_pairs_model_and_twin_on_the_same_tokens(tmp_path, one_
 
     lm = tiny_model("llama", "eager", seed=5)
     twin = untrained_twin(lm, seed=0)
-    entries = [crossmodel.Entry(lm, "m", crossmodel.TRAINED), crossmodel.Entry(twin, "m", crossmodel.TWIN),
-               crossmodel.Entry(twin, "nat", crossmodel.CHECKPOINT, epoch=0, step=0),
-               crossmodel.Entry(lm, "nat", crossmodel.CHECKPOINT, epoch=2, step=40)]
+    entries = [zoo.Entry(lm, "m", zoo.TRAINED), zoo.Entry(twin, "m", zoo.TWIN),
+               zoo.Entry(twin, "nat", zoo.CHECKPOINT, epoch=0, step=0),
+               zoo.Entry(lm, "nat", zoo.CHECKPOINT, epoch=2, step=40)]
     runs_of, rows = {}, []
     for e in entries:
-        runs_of[crossmodel.entry_key(e.group, e.role, e.epoch)] = {"1bw": _run(e.lm)}
-        rows.append(crossmodel.entry_row(e, runs_of[crossmodel.entry_key(e.group, e.role, e.epoch)]["1bw"], n_boot=50))
+        runs_of[cross_rows.entry_key(e.group, e.role, e.epoch)] = {"1bw": _run(e.lm)}
+        rows.append(cross_rows.entry_row(e, runs_of[cross_rows.entry_key(e.group, e.role, e.epoch)]["1bw"], n_boot=50))
     pd.DataFrame(rows).to_csv(tmp_path / "rows.csv", index=False)
-    table = crossmodel.add_twin_columns(pd.read_csv(tmp_path / "rows.csv"), runs_of, n_boot=200)
+    table = cross_rows.add_twin_columns(pd.read_csv(tmp_path / "rows.csv"), runs_of, n_boot=200)
     for i in (0, 3):
         r = table.iloc[i]
         assert r.twin_sequence_pct == table.iloc[1].sequence_pct
@@ -182,7 +189,7 @@ def test_table1_puts_the_twin_beside_the_model(one_thread):
     runs, twins = {"1bw": _run(lm)}, {"1bw": _run(twin)}
     table = reports.table1_with_paper(runs, lm.n_layers, 2, lm.label, n_boot=20, twins=twins, twin_label="twin")
     row = table[table.variant == reports.TWIN_VARIANT].iloc[0]
-    ref = crossmodel.entry_row(crossmodel.Entry(twin, "g", crossmodel.TWIN), twins["1bw"], n_boot=20)
+    ref = cross_rows.entry_row(zoo.Entry(twin, "g", zoo.TWIN), twins["1bw"], n_boot=20)
     assert row.model == "twin" and row.sequence_pct == ref["sequence_pct"] and row.pair_pct == ref["pair_pct"]
     assert f"the untrained twin {row.sequence_pct:.1f}%" in reports.reading_table1(
         table, reports.transitions_table(runs, lm.n_layers, 2), 2, lm.label)

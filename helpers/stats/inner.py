@@ -1,0 +1,77 @@
+"""The inner loss (Eq. 14) calibrated: is it falling *across* the layers, or only at the end, and is it better than a
+uniform guess along the way?
+
+Two references: ``ln |V|`` (the loss of a uniform guess over the vocabulary) and the sample's unigram entropy (the
+loss of a guess that knows only token frequencies). The trend is read per token, robust to outliers: Kendall's
+tau between layer index and inner loss over the *interior* layers 1..L-2 (layer 0 feeds the last block states it
+never sees, layer L-1 is the predictor itself, so both ends are fixed by construction), averaged over tokens with a
+cluster-bootstrap interval over texts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from helpers.stats.intervals import cluster_bootstrap
+
+
+def unigram_entropy(tokens: np.ndarray) -> float:
+    """Entropy (nats) of the empirical token distribution of ``tokens`` (the targets of a sample)."""
+    _, counts = np.unique(np.asarray(tokens), return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def kendall_tau_rows(values: np.ndarray) -> np.ndarray:
+    """Kendall's tau-a of each row of ``values`` [N, K] against its column index (K >= 2): +1 rising, -1 falling
+    at every pair of columns; NaN for rows with a NaN."""
+    v = np.asarray(values, dtype=np.float64)
+    k = v.shape[1]
+    i, j = np.triu_indices(k, 1)
+    return np.sign(v[:, j] - v[:, i]).sum(axis=1) / len(i)
+
+
+def interior_trend(inner: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Mean per-token Kendall tau of the inner loss over interior layers 1..L-2 with a 95% cluster-bootstrap CI
+    (``tau``, ``tau_lo``, ``tau_hi``; NaN with fewer than 4 layers or no token)."""
+    if inner.shape[1] < 4 or not len(inner):
+        return {"tau": np.nan, "tau_lo": np.nan, "tau_hi": np.nan}
+    tau = kendall_tau_rows(inner[:, 1:-1])
+    lo, hi = cluster_bootstrap({"tau": tau}, groups, n_boot, seed=seed)["tau"]
+    return {"tau": float(tau.mean()), "tau_lo": lo / 100, "tau_hi": hi / 100}
+
+
+def calibration(inner: np.ndarray, groups: np.ndarray, targets: np.ndarray, vocab_size: int, n_boot: int = 1000,
+                seed: int = 0) -> dict[str, float]:
+    """The calibrated summary of inner losses [N, L] (tokens with a lens): median and IQR at layer 0, at the middle
+    layer and at the last, ``ln|V|``, the unigram entropy of ``targets``, the share of tokens worse than uniform at
+    the middle layer, the first layer whose median falls below ``ln|V|`` (and stays below), and the interior trend
+    (:func:`interior_trend`)."""
+    out: dict[str, float] = {"tokens": int(len(inner)), "ln_vocab": float(np.log(vocab_size)),
+                             "unigram_entropy": unigram_entropy(targets) if len(targets) else np.nan}
+    if not len(inner):
+        return out
+    n_layers = inner.shape[1]
+    med = np.median(inner, axis=0)
+    for name, layer in (("first", 0), ("mid", n_layers // 2), ("last", n_layers - 1)):
+        q25, q50, q75 = np.quantile(inner[:, layer], [0.25, 0.5, 0.75])
+        out |= {f"median_{name}": float(q50), f"q25_{name}": float(q25), f"q75_{name}": float(q75)}
+    out["worse_than_uniform_mid_pct"] = 100 * float(np.mean(inner[:, n_layers // 2] > out["ln_vocab"]))
+    below = med < out["ln_vocab"]
+    stays = [layer for layer in range(n_layers) if below[layer:].all()]
+    out["first_layer_below_uniform"] = float(stays[0]) if stays else np.nan
+    out["last_k_below_uniform"] = float(n_layers - stays[0]) if stays else 0.0
+    return out | interior_trend(inner, groups, n_boot, seed)
+
+
+def trend_verdict(tau_lo: float, tau_hi: float, twin_tau: float, last_k: float) -> str:
+    """Claim 1's rule: "falls across layers" when the interior tau's CI lies below 0 and the twin's tau is within
+    +-0.05 (flat: the null has no trend of its own); "rises across layers" when the CI lies above 0; otherwise "falls
+    only in the last k layers" with k measured (the layers whose median is below ln|V|)."""
+    if np.isnan(tau_lo):
+        return "no interior layers"
+    if tau_hi < 0 and (np.isnan(twin_tau) or abs(twin_tau) <= 0.05):
+        return "falls across layers"
+    if tau_lo > 0:
+        return f"rises across the interior layers; below ln|V| only in the last {int(last_k)}"
+    return f"falls only in the last {int(last_k)} layers"

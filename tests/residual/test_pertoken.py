@@ -1,0 +1,117 @@
+"""Per-token gradients in one backward pass (own-path attention) against one backward per token."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FAMILY_ATTN, tiny_model
+
+from helpers.residual import pertoken
+from helpers.residual.hooks import pad_batch
+from helpers.residual.pertoken import own_path_attention, per_token_grads, per_token_grads_naive
+
+# three rows of different lengths (right padding); longer than gemma3's sliding window of 4
+ROWS = [[5, 9, 3, 7, 11, 2, 40, 17], [8, 1, 33, 4], [6, 60, 70, 2, 2, 9]]
+TOL = 1e-5
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    """Within TOL, relative per element and absolute relative to the largest entry."""
+    scale = float(expected.abs().max()) or 1.0
+    torch.testing.assert_close(actual, expected, rtol=TOL, atol=TOL * scale, msg=lambda m: f"{what}: {m}")
+
+
+def _own_losses(lm, rows) -> torch.Tensor:
+    """Next-token losses of every real token with a next token, from a plain forward pass (own attention)."""
+    ids, mask = pad_batch(rows)
+    with torch.no_grad():
+        logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+    return torch.cat([F.cross_entropy(logits[b, : len(r) - 1], ids[b, 1 : len(r)], reduction="none")
+                      for b, r in enumerate(rows)])
+
+
+def _naive(lm, rows) -> tuple[torch.Tensor, torch.Tensor]:
+    refs = [per_token_grads_naive(lm, r) for r in rows]
+    return torch.cat([r["loss"] for r in refs]), torch.cat([r["grads"] for r in refs])
+
+
+@pytest.mark.parametrize("family, attn", FAMILY_ATTN)
+def test_one_pass_equals_one_backward_per_token(family, attn, one_thread):
+    lm = tiny_model(family, attn)
+    out = per_token_grads(lm, ROWS)
+    n = sum(len(r) - 1 for r in ROWS)
+    assert out["grads"].shape == (n, lm.n_layers + 1, lm.d_model)
+    assert out["layers"] == list(range(lm.n_layers + 1))
+    assert out["row"].tolist() == [b for b, r in enumerate(ROWS) for _ in range(len(r) - 1)]
+    assert out["pos"].tolist() == [t for r in ROWS for t in range(len(r) - 1)]
+    loss, grads = _naive(lm, ROWS)
+    for i, layer in enumerate(out["layers"]):
+        _close(out["grads"][:, i], grads[:, i], f"{family}-{attn} layer {layer}")
+    assert grads.abs().amax(dim=-1).min() > 0, "every token has a non-zero gradient at every layer"
+    _close(out["loss"], _own_losses(lm, ROWS), f"{family}-{attn} losses vs the model's own")
+    _close(loss, out["loss"], f"{family}-{attn} naive losses")
+
+
+@pytest.mark.parametrize("family, attn", FAMILY_ATTN)
+def test_layer_subset(family, attn, one_thread):
+    lm = tiny_model(family, attn)
+    full = per_token_grads(lm, ROWS[1:])
+    part = per_token_grads(lm, ROWS[1:], layers=[lm.n_layers, 1])
+    assert part["layers"] == [lm.n_layers, 1]
+    _close(part["grads"], full["grads"][:, [lm.n_layers, 1]], f"{family}-{attn} layer subset")
+
+
+@pytest.mark.parametrize("family, attn", FAMILY_ATTN)
+def test_context_manager_restores_model(family, attn, one_thread):
+    lm = tiny_model(family, attn)
+    ids, mask = pad_batch(ROWS)
+    with torch.no_grad():
+        before = lm.model(input_ids=ids, attention_mask=mask).logits
+    with own_path_attention(lm):
+        assert lm.model.config._attn_implementation == pertoken.OWN_PATH
+        with torch.no_grad():
+            inside = lm.model(input_ids=ids, attention_mask=mask).logits
+    assert lm.model.config._attn_implementation == attn
+    per_token_grads(lm, ROWS)
+    assert lm.model.config._attn_implementation == attn
+    with torch.no_grad():
+        after = lm.model(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(before, after)
+    real = mask.bool()
+    _close(inside[real], before[real], f"{family}-{attn} own-path forward values")
+    assert all(p.grad is None and p.requires_grad for p in lm.model.parameters())
+
+
+def test_context_manager_restores_on_error():
+    lm = tiny_model("llama", "eager")
+    with pytest.raises(RuntimeError, match="boom"), own_path_attention(lm):
+        raise RuntimeError("boom")
+    assert lm.model.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("family, attn", FAMILY_ATTN)
+def test_plain_summed_loss_is_not_per_token(family, attn, one_thread, monkeypatch):
+    """Without the own-path attention the summed-loss gradient mixes in later tokens' losses: the test above
+    would fail. Only the last scored token of a row (no later loss) keeps its own gradient."""
+    lm = tiny_model(family, attn)
+    row = ROWS[0]
+    ref = per_token_grads_naive(lm, row)
+    monkeypatch.setattr(pertoken, "own_path_attention", lambda lm: nullcontext(lm))
+    plain = per_token_grads(lm, [row])
+    _close(plain["loss"], ref["loss"], "losses")
+    _close(plain["grads"][-1], ref["grads"][-1], "last scored token")
+    gap = (plain["grads"][:-1] - ref["grads"][:-1]).abs().amax()
+    assert gap > 100 * TOL * float(ref["grads"].abs().max())
+
+
+def test_bad_input():
+    lm = tiny_model("llama", "sdpa")
+    with pytest.raises(ValueError, match="layers"):
+        per_token_grads(lm, ROWS, layers=[lm.n_layers + 1])
+    with pytest.raises(ValueError, match="2 tokens"):
+        per_token_grads(lm, [[3, 4], [5]])
+    with pytest.raises(ValueError, match="2 tokens"):
+        per_token_grads_naive(lm, [5])
