@@ -79,11 +79,14 @@ curves.pivot_table(index="layer", columns=["dataset", "filter", "lens"], values=
 
 # %%
 summary = reports.inner_loss_summary(curves)
+cal = reports.calibration_table(runs, lm.lm_head.weight.shape[0], prof.corpus.n_boot)
 for ds, run in runs.items():
     kept = summary.set_index("dataset").loc[ds, "share kept %"]
+    unigram = cal.set_index("dataset").loc[ds].get("unigram_entropy")
     fig = figures.fig_inner_loss(curves, ds, f"Inner loss across layers, {ds}",
                                run.caption(f"positions >= {min_position + 1}; {kept:.1f}% of tokens have final loss <= 1; "
-                                           f"lens on {run.lens_tokens}"), vocab_size=lm.lm_head.weight.shape[0])
+                                           f"lens on {run.lens_tokens}"), vocab_size=lm.lm_head.weight.shape[0],
+                               unigram=unigram)
     output.save_figure(fig, f"02_inner_loss_{tag}_{ds}", figures_dir)
     fig.show()
 
@@ -94,5 +97,10 @@ for ds, run in runs.items():
 output.save_table(summary, f"02_inner_loss_summary_{tag}", results_dir,
                  caption=f"Inner loss (Eq. 14), tokens with final loss <= 1: first vs last layer. {lm.describe()}; "
                          f"profile {profile}. Paper (Fig. 2/4): decreasing across layers for GPT-2, LLaMA-7B/13B.")
+output.save_table(cal, f"02_inner_calibrated_{tag}", results_dir,
+                 caption=f"Inner loss calibrated, sample of all tokens: medians and IQR, ln|V|, unigram entropy, the "
+                         f"interior Kendall tau (layers 1..L-2) with a 95% cluster-bootstrap CI. {lm.describe()}; "
+                         f"profile {profile}.")
 display(summary)
-display(Markdown(reports.reading_inner_loss(summary, curves, lm.describe())))
+display(cal.round(3))
+display(Markdown(reports.reading_inner_loss(summary, curves, lm.describe(), cal)))

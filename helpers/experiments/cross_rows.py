@@ -13,7 +13,7 @@ from helpers.experiments.paper import PAPER_LAYERS, PAPER_PARAMS, PAPER_TABLE1
 from helpers.experiments.zoo import CHECKPOINT, TWIN, Entry
 from helpers.paths import CACHE_DIR
 from helpers.runs.datasets import DatasetRun, analyse_dataset
-from helpers.stats.inner import calibration
+from helpers.stats.inner import sample_calibration
 from helpers.stats.intervals import paired_difference_ci
 from helpers.stats.monotone import step_ok
 from helpers.stats.tokens import loss_curves, norm_stats, norm_trajectories
@@ -40,7 +40,7 @@ def entry_row(entry: Entry, run: DatasetRun, n_boot: int = 1000, seed: int = 0) 
     st = norm_stats(rec, run.n_layers, rec["position"] >= run.min_position, n_boot=n_boot, seed=seed)
     paper = inner_summary(rec, MAX_FINAL_LOSS)
     every = inner_summary(rec, None)
-    cal = inner_calibration(rec, run.min_position, int(entry.lm.model.config.vocab_size), n_boot, seed)
+    cal = sample_calibration(rec, run.min_position, int(entry.lm.model.config.vocab_size), n_boot, seed)
     return {
         "model": entry.lm.label, "group": entry.group, "role": entry.role, "epoch": entry.epoch, "step": entry.step,
         "params": entry.lm.n_params, "layers": run.n_layers, "dataset": run.dataset, "n_texts": st["n_texts"], "n_tokens": st["n"],
@@ -54,17 +54,6 @@ def entry_row(entry: Entry, run: DatasetRun, n_boot: int = 1000, seed: int = 0) 
         "inner_all_down_pct": every["down_pct"], "inner_all_tokens": every["tokens"],
         **{f"cal_{k}": v for k, v in cal.items()},
     }
-
-
-def inner_calibration(rec: dict[str, np.ndarray], min_position: int, vocab_size: int, n_boot: int = 1000,
-                      seed: int = 0) -> dict[str, float]:
-    """:func:`helpers.stats.inner.calibration` on the seeded "all tokens" sample of the inner loss."""
-    if "inner_loss" not in rec:
-        return {}
-    keep = (rec["target"] >= 0) & (rec["position"] >= min_position) & np.isfinite(rec["inner_loss"]).all(axis=1)
-    if "lens_sampled" in rec:
-        keep &= rec["lens_sampled"]
-    return calibration(rec["inner_loss"][keep], rec["text_id"][keep], rec["target"][keep], vocab_size, n_boot, seed)
 
 
 def same_tokens(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:

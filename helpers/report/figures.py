@@ -33,10 +33,12 @@ def trajectory_figure(coords, explained=None):
     return fig
 
 
-def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str, vocab_size: int | None = None):
-    """Fig. 2/4: inner loss (last-block lens) and logit lens per layer, mean with a 10-90% band, for the paper's
-    filter (final loss <= 1) and for every token, log y-axis; with ``vocab_size``, ln|V| (a uniform guess) as a
-    reference line: a lens above it does worse than guessing."""
+def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str, vocab_size: int | None = None,
+                   unigram: float | None = None):
+    """Fig. 2/4: inner loss (last-block lens) and logit lens per layer, mean and median with a 10-90% band, for the
+    paper's filter (final loss <= 1) and for every token, log y-axis; with ``vocab_size``, ln|V| (a uniform guess)
+    as a reference line (a lens above it does worse than guessing), with ``unigram`` the sample's unigram entropy
+    (a guess that knows only token frequencies)."""
     import math
 
     import plotly.graph_objects as go
@@ -56,13 +58,18 @@ def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str,
                                          showlegend=False), row=1, col=col)
             fig.add_trace(go.Scatter(x=t.layer, y=t["mean"], mode="lines+markers", name=f"{name}, mean",
                                      line={"color": color}, showlegend=col == 1), row=1, col=col)
+            if "median" in t:
+                fig.add_trace(go.Scatter(x=t.layer, y=t["median"], mode="lines", name=f"{name}, median",
+                                         line={"color": color, "dash": "dot"}, showlegend=col == 1), row=1, col=col)
     shown = curves[curves.dataset == dataset]
-    if vocab_size and len(shown):
-        ln_v, span = math.log(vocab_size), [float(shown.layer.min()), float(shown.layer.max())]
+    span = [float(shown.layer.min()), float(shown.layer.max())] if len(shown) else []
+    refs = ([(math.log(vocab_size), f"ln|V| = {math.log(vocab_size):.1f} nats (a uniform guess)", "dash")]
+            if vocab_size else []) + ([(unigram, f"unigram entropy of the sample = {unigram:.1f} nats", "dashdot")]
+                                      if unigram else [])
+    for value, label, dash in refs if span else []:
         for col in (1, 2):
-            fig.add_trace(go.Scatter(x=span, y=[ln_v, ln_v], mode="lines", line={"color": "grey", "dash": "dash"},
-                                     name=f"ln|V| = {ln_v:.1f} nats (a uniform guess)", showlegend=col == 1),
-                          row=1, col=col)
+            fig.add_trace(go.Scatter(x=span, y=[value, value], mode="lines", line={"color": "grey", "dash": dash},
+                                     name=label, showlegend=col == 1), row=1, col=col)
     lo = shown["q10"] if "q10" in shown else shown["mean"]
     hi = shown["q90"] if "q90" in shown else shown["mean"]
     if len(shown) and lo.notna().any():  # the band's lower end can reach 1e-6 nats: keep the axis on the curves

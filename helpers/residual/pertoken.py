@@ -187,8 +187,8 @@ def _targets(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.T
             row_idx.append(b)
             pos.append(t)
             nxt.append(int(row[t + 1]))
-    as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
-    return as_long(row_idx), as_long(pos), as_long(nxt)
+    row_t, pos_t, nxt_t = (torch.tensor(x, dtype=torch.long) for x in (row_idx, pos, nxt))
+    return row_t, pos_t, nxt_t
 
 
 def per_token_grads(lm: LoadedModel, rows: list[list[int]], layers: list[int] | None = None,

@@ -75,3 +75,17 @@ def trend_verdict(tau_lo: float, tau_hi: float, twin_tau: float, last_k: float) 
     if tau_lo > 0:
         return f"rises across the interior layers; below ln|V| only in the last {int(last_k)}"
     return f"falls only in the last {int(last_k)} layers"
+
+
+def sample_calibration(records: dict[str, np.ndarray], min_position: int, vocab_size: int, n_boot: int = 1000,
+                       seed: int = 0) -> dict[str, float]:
+    """:func:`calibration` of a run's records on its seeded "all tokens" sample of the inner loss (``lens_sampled``;
+    every token with a lens when the run has no sample); {} without an inner loss."""
+    if "inner_loss" not in records:
+        return {}
+    keep = ((records["target"] >= 0) & (records["position"] >= min_position)
+            & np.isfinite(records["inner_loss"]).all(axis=1))
+    if "lens_sampled" in records:
+        keep &= records["lens_sampled"]
+    return calibration(records["inner_loss"][keep], records["text_id"][keep], records["target"][keep], vocab_size,
+                       n_boot, seed)

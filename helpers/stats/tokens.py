@@ -18,7 +18,7 @@ PAPER_FILTER, ALL_TOKENS = "final loss <= 1 (paper)", "all tokens"
 def loss_curves(
     records: dict[str, np.ndarray], max_final_loss: float | None = MAX_FINAL_LOSS
 ) -> pd.DataFrame:
-    """Mean and std per layer of the inner loss (Eq. 14) and the logit lens.
+    """Mean, std, median and quantiles (10, 25, 75, 90%) per layer of the inner loss (Eq. 14) and the logit lens.
 
     Rows: one per (lens, layer). ``max_final_loss`` keeps tokens whose final loss is <= it (the
     paper's filter); None stands for every token with a target: all of them, or, when the lens ran on a
@@ -45,6 +45,9 @@ def loss_curves(
                     "mean": float(col.mean()) if len(col) else np.nan,
                     "std": float(col.std()) if len(col) else np.nan,
                     "q10": float(np.quantile(col, 0.1)) if len(col) else np.nan,
+                    "q25": float(np.quantile(col, 0.25)) if len(col) else np.nan,
+                    "median": float(np.median(col)) if len(col) else np.nan,
+                    "q75": float(np.quantile(col, 0.75)) if len(col) else np.nan,
                     "q90": float(np.quantile(col, 0.9)) if len(col) else np.nan,
                     "n_tokens": int(len(col)),
                     "share_kept": float(keep.sum() / max(1, has_target.sum())),
