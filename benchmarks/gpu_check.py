@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import FAMILIES, tiny_model  # noqa: E402
 
-from helpers.corpus.natural import gpt2_bpe_tokenizer  # noqa: E402
-from helpers.lm.load import load_model, wrap_model  # noqa: E402
+from helpers.lm.load import wrap_model  # noqa: E402
 from helpers.residual.geometry import step_geometry  # noqa: E402
 from helpers.residual.pertoken import per_token_grads, per_token_grads_naive  # noqa: E402
 from helpers.residual.records import analyse_batch  # noqa: E402
@@ -84,8 +83,8 @@ def device_map_check() -> None:
     lm = tiny_model("llama")
     with tempfile.TemporaryDirectory() as tmp:
         lm.model.save_pretrained(tmp)
-        gpt2_bpe_tokenizer(1024).save_pretrained(tmp)  # a folder model needs tokenizer files
-        mapped = load_model(tmp, device_map="auto") if DEVICE == "cuda" else load_model(tmp)
+        model = AutoModelForCausalLM.from_pretrained(tmp, device_map="auto" if DEVICE == "cuda" else None)
+        mapped = wrap_model(model, None, name="mapped")
         err = rel(analyse_batch(mapped, ROWS, 2)["inner_loss"], analyse_batch(on_device(lm, DEVICE), ROWS, 2)["inner_loss"])
     check("device_map=auto vs .to(cuda)", err < 1e-4, f"max rel diff {err:.1e}")
 

@@ -40,6 +40,28 @@ def best_of(repeats: int, fn):
     return best, out
 
 
+def random_rows(count: int, tokens: int, vocab: int, seed: int = 1) -> list[list[int]]:
+    """``count`` random texts of ``tokens`` token ids below ``vocab`` (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (tokens,), generator=gen).tolist() for _ in range(count)]
+
+
+def compare(lm, rows: list[list[int]], repeats: int = 3) -> dict:
+    """Time, on the same texts, ``per_token_grads`` (one pass per text) and ``per_token_grads_naive`` (one backward
+    per token), fastest of ``repeats`` calls each, and check that they agree: seconds ``fast_s``, ``naive_s``,
+    ``grad_gap`` (max |difference| / max |gradient|), ``loss_gap``, ``scored`` tokens, ``layers``, ``agree``."""
+    per_token_grads(lm, [rows[0][:8]])  # warm-up
+    fast_s, fast = best_of(repeats, lambda: [per_token_grads(lm, [r]) for r in rows])
+    naive_s, naive = best_of(repeats, lambda: [per_token_grads_naive(lm, r) for r in rows])
+    g_fast, g_naive = (torch.cat([x["grads"] for x in out]) for out in (fast, naive))
+    l_fast, l_naive = (torch.cat([x["loss"] for x in out]) for out in (fast, naive))
+    grad_gap = float((g_fast - g_naive).abs().max()) / float(g_naive.abs().max())
+    loss_gap = float((l_fast - l_naive).abs().max())
+    return {"fast_s": fast_s, "naive_s": naive_s, "grad_gap": grad_gap, "loss_gap": loss_gap,
+            "scored": g_fast.shape[0], "layers": len(fast[0]["layers"]),
+            "agree": grad_gap < 1e-4 and loss_gap < 1e-4}
+
+
 def main() -> None:
     """Time both ways, check agreement, print the ratio."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,24 +74,16 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     lm = tiny_llama(args.layers, args.d, args.vocab, max(args.tokens, 128))
-    gen = torch.Generator().manual_seed(1)
-    row = torch.randint(0, args.vocab, (args.tokens,), generator=gen).tolist()
-    per_token_grads(lm, [row[:8]])  # warm-up
-    fast_s, fast = best_of(args.repeats, lambda: per_token_grads(lm, [row]))
-    naive_s, naive = best_of(args.repeats, lambda: per_token_grads_naive(lm, row))
-    scale = float(naive["grads"].abs().max())
-    grad_gap = float((fast["grads"] - naive["grads"]).abs().max()) / scale
-    loss_gap = float((fast["loss"] - naive["loss"]).abs().max())
-    n = fast["grads"].shape[0]
+    out = compare(lm, random_rows(1, args.tokens, args.vocab), args.repeats)
     print(f"{lm.describe()}: d={args.d}, vocab {args.vocab}, {lm.n_params / 1e6:.1f} M parameters; one text of "
-          f"{args.tokens} tokens ({n} scored), gradients at {len(fast['layers'])} layers; "
+          f"{args.tokens} tokens ({out['scored']} scored), gradients at {out['layers']} layers; "
           f"{torch.get_num_threads()} threads; best of {args.repeats}")
-    print(f"{'one pass per text (own-path attention)':42s} {fast_s:8.3f} s")
-    print(f"{'one backward per token':42s} {naive_s:8.3f} s")
-    print(f"max |difference| / max |gradient| = {grad_gap:.2e}; max loss difference = {loss_gap:.2e}")
-    if not (grad_gap < 1e-4 and loss_gap < 1e-4):
+    print(f"{'one pass per text (own-path attention)':42s} {out['fast_s']:8.3f} s")
+    print(f"{'one backward per token':42s} {out['naive_s']:8.3f} s")
+    print(f"max |difference| / max |gradient| = {out['grad_gap']:.2e}; max loss difference = {out['loss_gap']:.2e}")
+    if not out["agree"]:
         raise SystemExit("the two ways disagree")
-    print(f"ratio grad_per_text_vs_per_token = {naive_s / fast_s:.1f}")
+    print(f"ratio grad_per_text_vs_per_token = {out['naive_s'] / out['fast_s']:.1f}")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,14 @@ only, (c) the analysis users get (capture, norms, the model's own loss, then the
 lens only on the tokens the tables need: final loss <= 1 plus a seeded random 10% share), (c_full) the same
 with the lenses on every token (the previous default), (d) a naive reference computing the same reported
 numbers (per text, per layer: last block, final norm and LM head on every token in a Python loop, batch
-size 1; the tables then keep the tokens they need). Each mode runs in its own subprocess so its peak memory (RSS on CPU, allocated on GPU) is
-its own. Prints tokens/s, analytical multiply-accumulates per token, GMAC/s and the ratios; then the peak
-memory of (c) with 4x the texts (the pipeline streams, so it should stay flat).
+size 1; the tables then keep the tokens they need), (c_paper) the analysis in the paper profile's settings (the
+last-block lens on final loss <= 1 plus a seeded 2% share, no logit lens). Each mode runs in its own subprocess so
+its peak memory (RSS on CPU, allocated on GPU) is its own. Prints tokens/s, analytical multiply-accumulates per
+token, GMAC/s and the ratios; then the peak memory of (c) with 4x the texts (the pipeline streams, so it should
+stay flat). The last two ratios: ``forward_equivalents`` = time of (c_paper) / time of (a) on the same batches, and
+``grad_per_text_vs_per_token`` = one backward per token / one pass per text for the per-token loss gradients at
+every layer (:func:`benchmarks.grad_per_text.compare`; ``--grad-texts`` random texts of ``--grad-tokens``
+tokens, on ``grad_per_text``'s small random Llama or, with ``--grad-model same``, on the model under test).
 """
 
 from __future__ import annotations
@@ -121,11 +126,11 @@ def run_mode(args, mode: str, n_texts: int, queue) -> None:
             for b in batches:
                 ids, mask = pad_batch(b, pad, dev)
                 capture_residuals(lm, ids, mask)
-        elif mode in ("c_analysis", "c_full"):
-            share = args.lens_share if mode == "c_analysis" else None
+        elif mode in ("c_analysis", "c_full", "c_paper"):
+            share = {"c_analysis": args.lens_share, "c_full": None, "c_paper": args.paper_lens_share}[mode]
             for i, b in enumerate(batches):
                 rec = analyse_batch(lm, b, min_position=4, token_budget=args.token_budget, lens_share=share,
-                                    keys=[1000 * i + j for j in range(len(b))])
+                                    logit_lens=mode != "c_paper", keys=[1000 * i + j for j in range(len(b))])
                 lens_tokens += int((~np.isnan(rec["inner_loss"][:, 0])).sum())
         elif mode == "d_naive":
             last = lm.n_layers - 1
@@ -162,6 +167,22 @@ def measure(args, mode: str, n_texts: int) -> dict:
     return out
 
 
+def measure_grads(args) -> dict:
+    """Per-token loss gradients at every layer, one pass per text against one backward per token, on the same
+    ``--grad-texts`` random texts of ``--grad-tokens`` tokens (:func:`benchmarks.grad_per_text.compare`)."""
+    import torch
+
+    from benchmarks.grad_per_text import compare, random_rows, tiny_llama
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    lm = tiny_llama(4, 256, 4096, max(args.grad_tokens, 128)) if args.grad_model == "tiny" else load(args)
+    rows = random_rows(args.grad_texts, args.grad_tokens, int(lm.model.config.vocab_size))
+    out = compare(lm, rows, repeats=1)
+    if not out["agree"]:
+        raise SystemExit(f"per-token gradients: one pass per text and one backward per token disagree ({out})")
+    return {**out, "label": lm.describe()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -174,7 +195,12 @@ def main() -> None:
     ap.add_argument("--lens-share", type=float, default=0.1)
     ap.add_argument("--token-budget", type=int, default=8192)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--modes", default="a_forward,b_capture,c_analysis,c_full,d_naive")
+    ap.add_argument("--paper-lens-share", type=float, default=0.02, help="random lens share of (c_paper)")
+    ap.add_argument("--modes", default="a_forward,b_capture,c_analysis,c_full,d_naive,c_paper")
+    ap.add_argument("--grad-texts", type=int, default=1, help="texts for the gradient ratio (0: skip it)")
+    ap.add_argument("--grad-tokens", type=int, default=128)
+    ap.add_argument("--grad-model", choices=["tiny", "same"], default="tiny",
+                    help="gradient ratio on grad_per_text's random Llama (4 x 256) or on the model under test")
     ap.add_argument("--json", default=None, help="also write the measurements to this file")
     args = ap.parse_args()
 
@@ -189,14 +215,14 @@ def main() -> None:
                                                   "num_hidden_layers": "n_layer"}.get(key, key)))
     L = cfg.num_hidden_layers
     mac = macs_per_token(cfg, args.max_tokens)
-    def analysis_macs(r: dict) -> float:
-        """capture + the model's own loss (one head on the kept tokens) + L last-block passes + 2L heads on the
-        tokens that get the lenses (L inner-loss + L logit-lens layers)."""
+    def analysis_macs(r: dict, heads: int) -> float:
+        """capture + the model's own loss (one head on the kept tokens) + L last-block passes + ``heads`` heads
+        on the tokens that get the lenses (L inner-loss + L logit-lens layers, or L without the logit lens)."""
         return (2 * L * mac["block"] + mac["head"] * r["kept"] / r["tokens"]
-                + 2 * L * mac["head"] * r["lens_tokens"] / r["tokens"])
+                + heads * mac["head"] * r["lens_tokens"] / r["tokens"])
 
     per_token = {m: (L * mac["block"] + mac["head"] if m == "a_forward" else L * mac["block"] if m == "b_capture"
-                     else analysis_macs(r)) for m, r in results.items()}
+                     else analysis_macs(r, L if m == "c_paper" else 2 * L)) for m, r in results.items()}
     print(f"model: {first['label']}; device {args.device}, dtype {args.dtype}; {args.texts} texts x <= "
           f"{args.max_tokens} tokens = {first['tokens']} tokens ({first['kept']} with a loss at position >= 5); "
           f"torch threads {args.threads or 'default'}")
@@ -222,11 +248,19 @@ def main() -> None:
         ratios["analysis_over_forward_tokens_per_s"] = rate["c_analysis"][0] / rate["a_forward"][0]
     if {"a_forward", "b_capture"} <= rate.keys():
         ratios["capture_over_forward_tokens_per_s (target >= 0.9)"] = rate["b_capture"][0] / rate["a_forward"][0]
+    if {"a_forward", "c_paper"} <= results.keys():
+        ratios["forward_equivalents"] = results["c_paper"]["seconds"] / results["a_forward"]["seconds"]
+    grads = measure_grads(args) if args.grad_texts > 0 else None
+    if grads is not None:
+        print(f"per-token gradients ({grads['label']}; {args.grad_texts} x {args.grad_tokens} tokens, "
+              f"{grads['scored']} scored, {grads['layers']} layers): one pass per text {grads['fast_s']:.3f} s, "
+              f"one backward per token {grads['naive_s']:.2f} s, max gap {grads['grad_gap']:.1e}")
+        ratios["grad_per_text_vs_per_token"] = grads["naive_s"] / grads["fast_s"]
     for name, value in ratios.items():
         print(f"ratio {name} = {value:.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({m: {k: v for k, v in r.items() if k != "cfg"} for m, r in results.items()},
-                                              indent=2))
+        data = {m: {k: v for k, v in r.items() if k != "cfg"} for m, r in results.items()}
+        Path(args.json).write_text(json.dumps({**data, "grads": grads, "ratios": ratios}, indent=2))
 
 
 if __name__ == "__main__":

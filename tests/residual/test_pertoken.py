@@ -10,8 +10,14 @@ import torch.nn.functional as F
 from conftest import FAMILY_ATTN, tiny_model
 
 from helpers.residual import pertoken
-from helpers.residual.hooks import pad_batch
-from helpers.residual.pertoken import own_path_attention, per_token_grads, per_token_grads_naive
+from helpers.residual.hooks import capture_residuals, pad_batch
+from helpers.residual.lens import inner_loss_grad, inner_losses
+from helpers.residual.pertoken import (
+    inner_loss_grads_per_text,
+    own_path_attention,
+    per_token_grads,
+    per_token_grads_naive,
+)
 
 # three rows of different lengths (right padding); longer than gemma3's sliding window of 4
 ROWS = [[5, 9, 3, 7, 11, 2, 40, 17], [8, 1, 33, 4], [6, 60, 70, 2, 2, 9]]
@@ -115,3 +121,59 @@ def test_bad_input():
         per_token_grads(lm, [[3, 4], [5]])
     with pytest.raises(ValueError, match="2 tokens"):
         per_token_grads_naive(lm, [5])
+
+
+def _scored(rows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, column, next token) of every real token that has a next token."""
+    picked = [(b, t, r[t + 1]) for b, r in enumerate(rows) for t in range(len(r) - 1)]
+    return tuple(torch.tensor(x) for x in zip(*picked, strict=True))
+
+
+def _cut_reference(lm, rows, r, c, t, layers):
+    """inner_loss_grad on one row per selected token, cut right after it (the row ends at the token)."""
+    cut = [rows[b][: p + 1] for b, p in zip(r.tolist(), c.tolist(), strict=True)]
+    ref = capture_residuals(lm, *pad_batch(cut))
+    last = torch.tensor([len(x) - 1 for x in cut])
+    return inner_loss_grad(lm, ref.states[layers], ref.block_kwargs, last, t)
+
+
+@pytest.mark.parametrize("family, attn", FAMILY_ATTN)
+def test_inner_loss_grads_per_text_equal_one_row_per_token(family, attn, one_thread):
+    lm = tiny_model(family, attn)
+    cap = capture_residuals(lm, *pad_batch(ROWS))
+    r, c, t = _scored(ROWS)
+    loss, grads = inner_loss_grads_per_text(lm, cap, r, c, t)
+    assert loss.shape == (lm.n_layers, r.numel()) and grads.shape == (lm.n_layers, r.numel(), lm.d_model)
+    assert lm.model.config._attn_implementation == attn
+    _close(loss, inner_losses(lm, cap, r, c, t), f"{family}-{attn} losses vs inner_losses")
+    ref_loss, ref_grads = _cut_reference(lm, ROWS, r, c, t, list(range(lm.n_layers)))
+    _close(loss, ref_loss, f"{family}-{attn} losses vs inner_loss_grad")
+    for layer in range(lm.n_layers):
+        _close(grads[layer], ref_grads[layer], f"{family}-{attn} inner-loss gradient, layer {layer}")
+    assert grads.abs().amax(dim=-1).min() > 0, "every token has a non-zero gradient at every layer"
+    assert all(p.grad is None and p.requires_grad for p in lm.model.parameters())
+
+
+@pytest.mark.parametrize("family, attn", FAMILY_ATTN)
+def test_inner_loss_grads_per_text_subset_unpadded(family, attn, one_thread):
+    """One unpadded row (SDPA then captures no mask), some tokens, a layer subset, one layer per call."""
+    lm = tiny_model(family, attn)
+    rows = [ROWS[0]]
+    cap = capture_residuals(lm, *pad_batch(rows))
+    r, c, t = (x[[6, 1, 4]] for x in _scored(rows))
+    layers = [lm.n_layers - 1, 0]
+    with torch.inference_mode():
+        loss, grads = inner_loss_grads_per_text(lm, cap, r, c, t, layers=layers, token_budget=1)
+    assert loss.shape == (2, 3) and grads.shape == (2, 3, lm.d_model)
+    _close(loss, inner_losses(lm, cap, r, c, t)[layers], f"{family}-{attn} subset losses")
+    ref_loss, ref_grads = _cut_reference(lm, rows, r, c, t, layers)
+    _close(loss, ref_loss, f"{family}-{attn} subset losses vs inner_loss_grad")
+    _close(grads, ref_grads, f"{family}-{attn} subset gradients")
+
+
+def test_inner_loss_grads_per_text_bad_layers():
+    lm = tiny_model("llama", "sdpa")
+    cap = capture_residuals(lm, *pad_batch(ROWS))
+    r, c, t = _scored(ROWS)
+    with pytest.raises(ValueError, match="layers"):
+        inner_loss_grads_per_text(lm, cap, r, c, t, layers=[lm.n_layers])
