@@ -274,8 +274,9 @@ def headline(cross: pd.DataFrame | None, rates: pd.DataFrame | None) -> list[str
     across = sum(v == "falls across layers" for v in verdicts)
     paper = cross[(cross.role == PAPER_ROLE) & (cross.dataset == wt.dataset.iloc[0])]
     twins = cross[(cross.role == TWIN) & (cross.dataset == wt.dataset.iloc[0])]
-    text = (f"**In brief** (WikiText-103, notebook 08's sample; {len(wt)} real models of "
-            f"{wt.params.min() / 1e6:,.0f}M-{wt.params.max() / 1e9:.1f}B parameters). ")
+    size = (f" of {wt.params.min() / 1e6:,.0f}M-{wt.params.max() / 1e9:.1f}B parameters"
+            if "params" in wt and wt.params.notna().any() else "")
+    text = f"**In brief** ({wt.dataset.iloc[0]}, notebook 08's sample; {len(wt)} real models{size}). "
     if verdicts:
         text += (f"Claim 1: the inner loss falls across the interior layers for {across} of {len(verdicts)} models; "
                  "for the others it falls only in the last layers. ")
