@@ -174,7 +174,7 @@ def measure_grads(args) -> dict:
 
     from benchmarks.grad_per_text import compare, random_rows, tiny_llama
 
-    torch.set_num_threads(args.threads or torch.get_num_threads())
+    torch.set_num_threads(args.grad_threads or torch.get_num_threads())
     lm = tiny_llama(4, 256, 4096, max(args.grad_tokens, 128)) if args.grad_model == "tiny" else load(args)
     rows = random_rows(args.grad_texts, args.grad_tokens, int(lm.model.config.vocab_size))
     out = compare(lm, rows, repeats=1)
@@ -201,6 +201,8 @@ def main() -> None:
     ap.add_argument("--grad-tokens", type=int, default=128)
     ap.add_argument("--grad-model", choices=["tiny", "same"], default="tiny",
                     help="gradient ratio on grad_per_text's random Llama (4 x 256) or on the model under test")
+    ap.add_argument("--grad-threads", type=int, default=1,
+                    help="torch threads of the gradient ratio (0: default; many small ops, so 1 is fastest on CPU)")
     ap.add_argument("--json", default=None, help="also write the measurements to this file")
     args = ap.parse_args()
 

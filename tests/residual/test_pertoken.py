@@ -14,6 +14,7 @@ from helpers.residual.hooks import capture_residuals, pad_batch
 from helpers.residual.lens import inner_loss_grad, inner_losses
 from helpers.residual.pertoken import (
     inner_loss_grads_per_text,
+    inner_losses_selected,
     own_path_attention,
     per_token_grads,
     per_token_grads_naive,
@@ -177,3 +178,20 @@ def test_inner_loss_grads_per_text_bad_layers():
     r, c, t = _scored(ROWS)
     with pytest.raises(ValueError, match="layers"):
         inner_loss_grads_per_text(lm, cap, r, c, t, layers=[lm.n_layers])
+
+
+@pytest.mark.parametrize("family, attn", FAMILY_ATTN)
+def test_inner_losses_selected_equal_inner_losses(family, attn, one_thread):
+    """The last block at the selected positions only: every token, a few tokens in some rows (a row with none),
+    one unpadded row (SDPA then captures no mask), one layer per call."""
+    lm = tiny_model(family, attn)
+    cap = capture_residuals(lm, *pad_batch(ROWS))
+    r, c, t = _scored(ROWS)
+    _close(inner_losses_selected(lm, cap, r, c, t), inner_losses(lm, cap, r, c, t), f"{family}-{attn} all tokens")
+    some = torch.tensor([9, 0, 5, 3, 6])  # rows 0 and 1 only, out of order
+    sel = (r[some], c[some], t[some])
+    _close(inner_losses_selected(lm, cap, *sel, token_budget=1), inner_losses(lm, cap, *sel),
+           f"{family}-{attn} some tokens")
+    one = capture_residuals(lm, *pad_batch(ROWS[:1]))
+    sel = tuple(x[[6, 2, 4]] for x in _scored(ROWS[:1]))
+    _close(inner_losses_selected(lm, one, *sel), inner_losses(lm, one, *sel), f"{family}-{attn} unpadded row")
