@@ -14,7 +14,7 @@ from helpers.experiments.zoo import CHECKPOINT, TWIN, Entry
 from helpers.paths import CACHE_DIR
 from helpers.runs.datasets import DatasetRun, analyse_dataset
 from helpers.stats.inner import sample_calibration
-from helpers.stats.intervals import paired_difference_ci
+from helpers.stats.intervals import ci_text, paired_difference_ci
 from helpers.stats.monotone import step_ok
 from helpers.stats.tokens import loss_curves, norm_stats, norm_trajectories
 
@@ -127,7 +127,7 @@ def reader_table(rows: pd.DataFrame) -> pd.DataFrame:
     """The table readers see: CIs as text, the twin's value beside each row, '-' where a value does not exist
     (the paper did not report it, or no token has final loss <= 1)."""
     def ci(v, lo, hi):
-        return "-" if pd.isna(v) else (f"{v:.1f}" if pd.isna(lo) else f"{v:.1f} [{lo:.1f}, {hi:.1f}]")
+        return "-" if pd.isna(v) else (f"{v:.1f}" if pd.isna(lo) else f"{v:.1f} {ci_text(lo, hi)}")
 
     def num(v, fmt="{:.2f}"):
         return "-" if pd.isna(v) else fmt.format(v)
@@ -151,7 +151,7 @@ def reader_table(rows: pd.DataFrame) -> pd.DataFrame:
             "-" if pd.isna(s) else f"{s:.1f} / {p:.1f}"
             for s, p in zip(col("twin_sequence_pct"), col("twin_pair_pct"), strict=True)],
         "sequence: model - twin, pp [95% CI]": [
-            "-" if pd.isna(d) else f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+            "-" if pd.isna(d) else f"{d:+.1f} {ci_text(lo, hi, sign=True)}"
             for d, lo, hi in zip(col("vs_twin_sequence_pp"), col("vs_twin_sequence_lo"), col("vs_twin_sequence_hi"),
                                  strict=True)],
         "inner loss, layer 0 -> last (final loss <= 1)": [

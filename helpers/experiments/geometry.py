@@ -37,6 +37,7 @@ from helpers.stats.geometry import (
     table1_steps,
     verdict,
 )
+from helpers.stats.intervals import ci_text
 
 DATASET = "wikitext-103"
 TRAINED = "trained"
@@ -257,9 +258,9 @@ def report(r: GeometryRun, results_dir: str, figures_dir: str) -> dict[str, pd.D
 
 
 def _fmt(row: pd.Series, stat: str) -> str:
-    return (f"{row[f'{stat}_pct']:.1f}% [{row[f'{stat}_lo']:.1f}, {row[f'{stat}_hi']:.1f}] vs. null "
+    return (f"{row[f'{stat}_pct']:.1f}% {ci_text(row[f'{stat}_lo'], row[f'{stat}_hi'])} vs. null "
             f"{row[f'null_{stat}_pct']:.1f}%: {row[f'vs_null_{stat}_pp']:+.1f} pp "
-            f"[{row[f'vs_null_{stat}_lo']:+.1f}, {row[f'vs_null_{stat}_hi']:+.1f}], {row[f'verdict_{stat}']}")
+            f"{ci_text(row[f'vs_null_{stat}_lo'], row[f'vs_null_{stat}_hi'], sign=True)}, {row[f'verdict_{stat}']}")
 
 
 def reading(tables: dict[str, pd.DataFrame]) -> str:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from helpers.paths import FIGURES_DIR
 from helpers.stats.inner import trend_verdict
+from helpers.stats.intervals import ci_text
 
 PAPER_ROLE, TRAINED, TWIN, CHECKPOINT = "paper (Table 1)", "trained", "untrained twin", "checkpoint"
 
@@ -30,7 +31,7 @@ def _subjects(cross: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ci(r: pd.Series, stat: str) -> str:
-    return f"{r[f'{stat}_pct']:.1f}% [{r[f'{stat}_lo']:.1f}, {r[f'{stat}_hi']:.1f}]"
+    return f"{r[f'{stat}_pct']:.1f}% {ci_text(r[f'{stat}_lo'], r[f'{stat}_hi'])}"
 
 
 def _twin_of(cross: pd.DataFrame, r: pd.Series) -> pd.DataFrame:
@@ -57,7 +58,7 @@ def inner_loss_section(cross: pd.DataFrame) -> list[str]:
         verdict = trend_verdict(r.cal_tau_lo, r.cal_tau_hi, twin_tau, r.cal_last_k_below_uniform)
         lines.append(
             f"- {r.model}, {r.dataset}: **{verdict}**: interior tau {r.cal_tau:+.2f} [{r.cal_tau_lo:+.2f}, "
-            f"{r.cal_tau_hi:+.2f}] (twin {twin_tau:+.2f}); median {r.cal_median_first:.1f} -> {r.cal_median_mid:.1f} "
+            f"{r.cal_tau_hi:+.2f}] ({'no twin' if np.isnan(twin_tau) else f'twin {twin_tau:+.2f}'}); median {r.cal_median_first:.1f} -> {r.cal_median_mid:.1f} "
             f"-> {r.cal_median_last:.2f} nats (layer 0, middle, last) against ln|V| = {r.cal_ln_vocab:.1f} and a "
             f"unigram entropy of {r.cal_unigram_entropy:.1f}; {r.cal_worse_than_uniform_mid_pct:.0f}% of tokens do "
             f"worse than uniform at the middle layer ({int(r.cal_tokens):,} sampled tokens).")
@@ -69,7 +70,7 @@ def _vs(r: pd.Series, stat: str) -> str:
     if pd.isna(lo):
         return "not compared with the twin"
     side = "above" if lo > 0 else "below" if hi < 0 else "not distinguishable from"
-    return f"**{side}** the twin ({r[f'vs_twin_{stat}_pp']:+.1f} pp [{lo:+.1f}, {hi:+.1f}])"
+    return f"**{side}** the twin ({r[f'vs_twin_{stat}_pp']:+.1f} pp {ci_text(lo, hi, sign=True)})"
 
 
 def norms_section(cross: pd.DataFrame) -> list[str]:
@@ -124,7 +125,7 @@ def geometry_section(rates: pd.DataFrame, flips: pd.DataFrame | None) -> list[st
     for _, r in block[block.role == "trained"].iterrows():
         lines.append(f"- {r.model} ({int(r.steps)} steps, {int(r.n_tokens):,} tokens): pair {r.pair_pct:.1f}% vs. "
                      f"null {r.null_pair_pct:.1f}%, **{r.verdict_pair}** ({r.vs_null_pair_pp:+.1f} pp "
-                     f"[{r.vs_null_pair_lo:+.1f}, {r.vs_null_pair_hi:+.1f}]); sequence {r.sequence_pct:.1f}% vs. "
+                     f"{ci_text(r.vs_null_pair_lo, r.vs_null_pair_hi, sign=True)}); sequence {r.sequence_pct:.1f}% vs. "
                      f"{r.null_sequence_pct:.1f}%; another token's update (same text / other text): "
                      f"{r.same_pair_pct:.1f}% / {r.other_pair_pct:.1f}%.")
     twins = block[block.role.str.startswith("twin") & ~block.role.str.contains("round")]

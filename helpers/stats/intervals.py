@@ -112,3 +112,14 @@ def newcombe_difference(a: np.ndarray, b: np.ndarray, clusters: np.ndarray) -> t
     (la, ua), (lb, ub) = share_interval(a, clusters), share_interval(b, clusters)
     d = pa - pb
     return d - float(np.hypot(pa - la, ub - pb)), d + float(np.hypot(ua - pa, pb - lb))
+
+
+def ci_text(lo: float, hi: float, digits: int = 1, sign: bool = False) -> str:
+    """``[lo, hi]`` with ``digits`` decimals, more (up to 4) where the two ends would print alike: an interval never
+    reads as a point unless it is one."""
+    fmt = "{:+.%df}" if sign else "{:.%df}"
+    for d in range(digits, 5):
+        a, b = (fmt % d).format(lo), (fmt % d).format(hi)
+        if a != b or lo == hi:
+            return f"[{a}, {b}]"
+    return f"[{a}, {b}]"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.config import MAX_FINAL_LOSS
-from helpers.stats.intervals import bootstrap_ci
+from helpers.stats.intervals import bootstrap_ci, ci_text
 from helpers.stats.monotone import monotone_stats, transition_rates
 
 # the two token filters of the inner-loss tables
@@ -116,9 +116,9 @@ def table1(
                 "n_texts": st["n_texts"],
                 "steps": st["steps"],
                 "sequence_pct": st["sequence_pct"],
-                "sequence_ci95": f"[{st['sequence_lo']:.1f}, {st['sequence_hi']:.1f}]",
+                "sequence_ci95": ci_text(st["sequence_lo"], st["sequence_hi"]),
                 "pair_pct": st["pair_pct"],
-                "pair_ci95": f"[{st['pair_lo']:.1f}, {st['pair_hi']:.1f}]",
+                "pair_ci95": ci_text(st["pair_lo"], st["pair_hi"]),
                 "interval": st["interval"],
                 "sequence_per_step_pct": st["sequence_per_step_pct"],
                 "chance_pct": st["chance_pct"],
