@@ -85,3 +85,12 @@ def test_tolerance_counts_small_falls_as_non_decreasing():
     sweep = tolerance_sweep(traj)
     assert [row["tolerance_pct"] for row in sweep] == [0.0, 1.0, 5.0]
     np.testing.assert_array_equal(step_ok(traj), np.diff(traj, axis=1) >= 0)  # tolerance 0 is the paper's rule
+
+
+def test_interval_text_never_prints_a_point():
+    from helpers.stats.intervals import ci_text
+
+    assert ci_text(1.23, 4.56) == "[1.2, 4.6]"
+    assert ci_text(99.983, 100.0) == "[99.98, 100.00]"
+    assert ci_text(0.04, 0.041, sign=True) == "[+0.040, +0.041]"
+    assert ci_text(5.0, 5.0) == "[5.0, 5.0]"  # a true point stays one
