@@ -13,12 +13,11 @@ from helpers.residual import pertoken
 from helpers.residual.hooks import capture_residuals, pad_batch
 from helpers.residual.lens import inner_loss_grad, inner_losses
 from helpers.residual.pertoken import (
-    inner_loss_grads_per_text,
-    inner_losses_selected,
     own_path_attention,
     per_token_grads,
     per_token_grads_naive,
 )
+from helpers.residual.pertoken_lens import inner_loss_grads_per_text, inner_losses_selected
 
 # three rows of different lengths (right padding); longer than gemma3's sliding window of 4
 ROWS = [[5, 9, 3, 7, 11, 2, 40, 17], [8, 1, 33, 4], [6, 60, 70, 2, 2, 9]]

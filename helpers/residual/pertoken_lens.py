@@ -1,0 +1,230 @@
+"""The Eq. 14 lens (the last block + final norm + LM head applied to layer-l states) at its work floor: every
+selected token's inner loss and its gradient with respect to the token's own state, prefix held fixed, from one
+last-block call per stack of layers under the own-path attention (:mod:`helpers.residual.pertoken`), and the
+lens's last block with queries only at the selected positions (keys and values for every prefix position).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+
+from helpers.lm.load import LoadedModel
+from helpers.residual.hooks import Capture
+from helpers.residual.lens import (
+    LOGIT_BUDGET,
+    MAX_ROWS,
+    _plain,
+    expand_block_kwargs,
+    layer_chunk_size,
+    token_ce,
+)
+from helpers.residual.pertoken import _frozen, own_path_attention
+
+
+def _own_path_block_kwargs(block_kwargs: dict, batch: int, copies: int, seq_len: int,
+                           device: torch.device) -> dict:
+    """The last block's captured call arguments tiled for ``copies`` stacked layers (plain, autograd-usable
+    tensors), with a mask the own-path attention can read: SDPA passes no mask for a batch without padding
+    (the mask is then purely causal), so a causal boolean mask (True = attend) stands in for it."""
+    kwargs = _plain(expand_block_kwargs(block_kwargs, batch, copies))
+    if "attention_mask" in kwargs and kwargs["attention_mask"] is None:
+        causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+        kwargs["attention_mask"] = causal[None, None]
+    return kwargs
+
+
+def _head_loss_grad(lm: LoadedModel, h: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy (float32, or float64 for a float64 model) of final norm + LM head on states ``h`` [N, D]
+    against ``targets`` [N], and its gradient with respect to ``h`` [N, D]. The head runs on at most
+    :data:`~helpers.residual.lens.LOGIT_BUDGET` logits at a time, each chunk differentiated at once, so no
+    [tokens x vocabulary] graph is ever kept whole."""
+    chunk = max(16, min(MAX_ROWS, LOGIT_BUDGET // int(lm.lm_head.weight.shape[0])))
+    h = h.detach()
+    loss = torch.empty(h.shape[0], dtype=torch.promote_types(h.dtype, torch.float32), device=h.device)
+    grad = torch.empty_like(h)
+    for s in range(0, h.shape[0], chunk):
+        part = h[s : s + chunk].requires_grad_(True)
+        logits = lm.logits(part)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        ce = F.cross_entropy(logits, targets[s : s + chunk].to(logits.device), reduction="none")
+        (g,) = torch.autograd.grad(ce.sum(), part)
+        loss[s : s + chunk] = ce.detach().to(loss.device)
+        grad[s : s + chunk] = g.to(grad.device)
+    return loss, grad
+
+
+def inner_loss_grads_per_text(
+    lm: LoadedModel,
+    cap: Capture,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    targets: torch.Tensor,
+    layers: list[int] | None = None,
+    token_budget: int = 8192,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 14 inner loss and its gradient for every selected token of a captured batch, texts left whole.
+
+    ``cap`` is :func:`helpers.residual.hooks.capture_residuals` of a batch; ``rows``, ``cols``, ``targets`` [N]
+    select the tokens and their next tokens (as :func:`helpers.residual.lens.inner_losses` takes them);
+    ``layers`` are the layers (default ``0..L-1``; the inner loss is defined below the last block). Returns,
+    on ``targets.device``:
+
+    - the inner losses ``[len(layers), N]`` (float32, float64 for a float64 model), equal to
+      :func:`~helpers.residual.lens.inner_losses`;
+    - their gradients ``[len(layers), N, D]`` (same dtype) with respect to each token's own state at that layer,
+      the prefix held fixed: what :func:`~helpers.residual.lens.inner_loss_grad` gives for a row cut at the token.
+
+    The last block runs once per stack of layers (``layer_chunk_size`` layers per call, about ``token_budget``
+    tokens) under :func:`own_path_attention` with the losses of all selected positions summed: each position's
+    loss then reaches only its own state's gradient (module docstring), so one backward serves every token.
+    """
+    n_layers = lm.n_layers
+    layers = list(range(n_layers)) if layers is None else [int(x) for x in layers]
+    if not layers or any(not 0 <= x < n_layers for x in layers):
+        raise ValueError(f"layers must be a non-empty list within 0..{n_layers - 1}, got {layers}")
+    _, batch, seq_len, dim = cap.states.shape
+    per_call = layer_chunk_size(batch, seq_len, token_budget)
+    last_dev = next(lm.blocks[-1].parameters()).device
+    r, c = rows.to(last_dev), cols.to(last_dev)
+    losses, grads = [], []
+    with own_path_attention(lm), _frozen(lm.model), torch.inference_mode(False), torch.enable_grad():
+        for i in range(0, len(layers), per_call):
+            chunk = layers[i : i + per_call]
+            k = len(chunk)
+            x = cap.states[chunk].to(last_dev).reshape(k * batch, seq_len, dim).requires_grad_(True)
+            kwargs = _own_path_block_kwargs(cap.block_kwargs, batch, k, seq_len, last_dev)
+            y = lm.call_block(n_layers - 1, x, kwargs).reshape(k, batch, seq_len, dim)[:, r, c]
+            loss, gy = _head_loss_grad(lm, y.reshape(-1, dim), targets.repeat(k))
+            (gx,) = torch.autograd.grad(y.reshape(-1, dim), x, grad_outputs=gy.to(y.dtype))
+            gx = gx.reshape(k, batch, seq_len, dim)[:, r, c]
+            losses.append(loss.reshape(k, -1).to(targets.device))
+            grads.append(gx.to(device=targets.device, dtype=loss.dtype))
+    return torch.cat(losses), torch.cat(grads)
+
+
+# the names under which a decoder block takes its KV cache (helpers.residual.hooks drops the same names)
+_CACHE_ARGS = ("past_key_values", "past_key_value", "layer_past")
+# arguments of a block call with one entry per query position, and the axis of that position
+_PER_QUERY_ARGS = {"attention_mask": 2, "position_ids": 1, "position_embeddings": 1}
+
+
+class _KeysValuesOnly(Exception):
+    """Raised by :class:`_KeyValueCache` once the keys and values of a block call are recorded."""
+
+
+class _KeyValueCache:
+    """A one-layer stand-in for a transformers ``Cache``, for two calls of the same block.
+
+    First call (every position): ``update`` records the keys and values (after rotary embeddings, before any
+    grouped-query repetition) and stops the call, which needs nothing else. Second call (the selected positions
+    as queries): ``update`` returns the recorded keys and values of every position instead of the queries' own
+    (which are among them), so the queries attend to the whole prefix.
+    """
+
+    def __init__(self) -> None:
+        self.keys_values: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if self.keys_values is None:
+            self.keys_values = (key_states, value_states)
+            raise _KeysValuesOnly
+        return self.keys_values
+
+
+def _take_queries(value: torch.Tensor, qcols: torch.Tensor, dim: int) -> torch.Tensor:
+    """``value`` (first axis the batch, 1 or B) with its position axis ``dim`` reduced to each row's query
+    columns ``qcols`` [B, Q]."""
+    batch, q = qcols.shape
+    value = value.expand(batch, *value.shape[1:])
+    view = [batch] + [1] * (value.ndim - 1)
+    view[dim] = q
+    size = list(value.shape)
+    size[dim] = q
+    return value.gather(dim, qcols.to(value.device).view(view).expand(size))
+
+
+def _query_kwargs(block_kwargs: dict, qcols: torch.Tensor, seq_len: int) -> dict:
+    """The last block's captured call arguments for the query columns ``qcols`` [B, Q] only: mask rows,
+    position ids and rotary tables of those positions. SDPA passes no mask for a batch without padding (the mask
+    is then purely causal): the causal rows are built instead. Other tensor arguments cannot be placed."""
+    out = {}
+    for name, value in block_kwargs.items():
+        if name == "attention_mask" and value is None:
+            keys = torch.arange(seq_len, device=qcols.device)
+            value = (keys[None, None, None, :] <= qcols[:, None, :, None]).to(qcols.device)
+        elif name in _PER_QUERY_ARGS and value is not None:
+            dim = _PER_QUERY_ARGS[name]
+            value = (tuple(_take_queries(v, qcols, dim) for v in value) if isinstance(value, tuple | list)
+                     else _take_queries(value, qcols, dim))
+        elif isinstance(value, torch.Tensor) or (isinstance(value, tuple | list)
+                                                  and any(isinstance(v, torch.Tensor) for v in value)):
+            raise NotImplementedError(f"block argument '{name}': no known query axis to select positions on")
+        out[name] = value
+    return out
+
+
+def _slots(rows: torch.Tensor, cols: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each selected token's slot among its row's selected tokens [N], and the query columns [B, Q] of every row
+    (unused slots repeat column 0, their output is dropped)."""
+    n = rows.numel()
+    counts = torch.bincount(rows, minlength=batch)
+    starts = torch.cumsum(counts, 0) - counts
+    order = torch.argsort(rows, stable=True)
+    slot = torch.empty_like(rows)
+    slot[order] = torch.arange(n, device=rows.device) - starts[rows[order]]
+    qcols = torch.zeros((batch, max(1, int(counts.max()) if n else 1)), dtype=torch.long, device=rows.device)
+    qcols[rows, slot] = cols
+    return slot, qcols
+
+
+@torch.inference_mode()
+def inner_losses_selected(
+    lm: LoadedModel,
+    cap: Capture,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    targets: torch.Tensor,
+    token_budget: int = 8192,
+) -> torch.Tensor:
+    """Eq. 14 inner loss [L, N] for layers 0..L-1 at token positions ``(rows, cols)``, equal to
+    :func:`helpers.residual.lens.inner_losses`, with the last block's work at the selected positions only.
+
+    Per stack of layers (``layer_chunk_size``, as there) the last block is called twice: on every position with
+    a recording cache (:class:`_KeyValueCache`) that stops it as soon as its attention has the keys and values
+    (pre-attention norm and q/k/v projections); then on the selected positions only, as the queries of a call
+    whose cache returns those keys and values, with the mask rows, position ids and rotary tables of the
+    selected positions. Attention, output projection, MLP, final norm and head see the selected tokens only.
+    Works for any block that routes its keys and values through its cache argument (every family in
+    transformers 5.x); raises ``NotImplementedError`` for one that does not.
+    """
+    n_layers = lm.n_layers
+    _, batch, seq_len, dim = cap.states.shape
+    block = lm.blocks[n_layers - 1]
+    last_dev = next(block.parameters()).device
+    params = inspect.signature(block.forward).parameters
+    cache_arg = next((a for a in _CACHE_ARGS if a in params), _CACHE_ARGS[0])
+    r, c = rows.to(last_dev), cols.to(last_dev)
+    slot, qcols = _slots(r, c, batch)
+    query_kwargs = _query_kwargs(cap.block_kwargs, qcols, seq_len)
+    per_call = layer_chunk_size(batch, seq_len, token_budget)
+    out = torch.empty((n_layers, rows.numel()), dtype=torch.float32, device=targets.device)
+    for l0 in range(0, n_layers, per_call):
+        k = min(n_layers, l0 + per_call) - l0
+        x = cap.states[l0 : l0 + k].to(last_dev)
+        cache = _KeyValueCache()
+        try:
+            block(x.reshape(k * batch, seq_len, dim), **expand_block_kwargs(cap.block_kwargs, batch, k),
+                  **{cache_arg: cache})
+        except _KeysValuesOnly:
+            pass
+        if cache.keys_values is None:
+            raise NotImplementedError(f"{type(block).__name__} does not pass its keys and values to its cache")
+        h = x[:, torch.arange(batch, device=last_dev)[:, None], qcols]  # [k, B, Q, D]
+        y = lm.call_block(n_layers - 1, h.reshape(k * batch, -1, dim),
+                          {**expand_block_kwargs(query_kwargs, batch, k), cache_arg: cache})
+        y = y.reshape(k, batch, -1, dim)[:, r, slot]
+        out[l0 : l0 + k] = token_ce(lm, y.reshape(k * rows.numel(), dim), targets.repeat(k)).reshape(k, -1)
+    return out
