@@ -81,7 +81,7 @@ twin_lm, twin_runs = None, {}
 if prof.corpus.twin if twin is None else twin:  # same texts, same architecture, random initialisation
     twin_lm, twin_runs = analyse_twin(lm, runs, profile, max_tokens=max_tokens, min_position=min_position,
                                       batch_size=batch_size, batch_tokens=batch_tokens, seed=seed, cache_dir=cache_dir,
-                                      filtered_dir=filtered_dir, data_dir=data_dir, shard=shard)
+                                      filtered_dir=filtered_dir, data_dir=data_dir, shard=shard, release=True)
 table = reports.table1_with_paper(runs, lm.n_layers, min_position, lm.label, n_boot=prof.corpus.n_boot, seed=seed,
                                   twins=twin_runs, twin_label=twin_lm.label if twin_lm else "")
 output.save_table(table, f"03_table1_{tag}", results_dir,

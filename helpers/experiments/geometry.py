@@ -88,7 +88,8 @@ def scales_for(spec: str, profile_scales: tuple[float, ...]) -> list[tuple[float
     if spec in REGISTRY:
         released = REGISTRY[spec].init_std
         key = round(released, 6)
-        out[key] = out.get(key, f"sigma {released:.3g}") + " (released config)"
+        out[key] = (f"sigma {released:.3g} (library default = released config)" if key in out and key == 0.02
+                    else out.get(key, f"sigma {released:.3g}") + " (released config)")
     return sorted(out.items())
 
 
@@ -130,7 +131,7 @@ def _model_entries(spec: str, texts: list[str], prof, opts: dict, cache_dir: str
         first = False
         role = f"twin, {note}"
         out.append(_entry(twin, spec, role, run_geometry(twin, texts, DATASET, **opts), init_std=std))
-        if spec in prof.perturbed and std is not None and abs(std - ref_std) < 1e-9:
+        if spec in prof.perturbed and std is not None and abs(std - ref_std) < 1e-6:  # scales are rounded to 1e-6
             rt = quantised_twin(twin, "Q4_K_M")
             out.append(_entry(rt, spec, f"{role}, {ROUNDING}", run_geometry(rt, texts, DATASET, **opts), std))
             del rt
@@ -168,10 +169,15 @@ def rates_table(r: GeometryRun, n_boot: int = 1000) -> pd.DataFrame:
     for e in r.entries:
         for kind in e.kinds:
             st = geometry_rates(e.geo, kind, e.d, n_boot=n_boot)
+            still = bool((e.geo[f"{kind}_dz"] == 0).all())  # zero output projections: no update, nothing to test
+            if still:
+                st |= {f"vs_null_{s}_{b}": np.nan for s in ("pair", "sequence") for b in ("lo", "hi")}
             rows.append({"model": e.label, "group": e.group, "role": e.role, "layers": e.n_layers, "d": e.d,
                          "params": e.params, **st,
-                         "verdict_pair": verdict(st["vs_null_pair_lo"], st["vs_null_pair_hi"]),
-                         "verdict_sequence": verdict(st["vs_null_sequence_lo"], st["vs_null_sequence_hi"])})
+                         "verdict_pair": "no update (dz = 0)" if still else verdict(st["vs_null_pair_lo"],
+                                                                                     st["vs_null_pair_hi"]),
+                         "verdict_sequence": "no update (dz = 0)" if still else verdict(st["vs_null_sequence_lo"],
+                                                                                         st["vs_null_sequence_hi"])})
     return pd.DataFrame(rows)
 
 

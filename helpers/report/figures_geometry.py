@@ -13,15 +13,16 @@ NULL_MARKERS = (("null_pair_pct", "direction-randomised null (closed form)", "ci
                 ("other_pair_pct", "swap null: another text's update", "triangle-up-open", "#2ca02c"))
 
 
-def _short(model: str, role: str) -> str:
-    return model.split(",")[0].split(" (")[0] + ("" if role == "trained" else f" · {role}")
+def _short(model: str, role: str, group: str = "") -> str:
+    name = "project GPT-2 arch. (natural text)" if group == "natural" else model.split(",")[0].split(" (")[0]
+    return name + ("" if role == "trained" else f" · {role}")
 
 
 def fig_rates_vs_null(rates: pd.DataFrame, title: str, caption: str) -> go.Figure:
     """Whole-block steps, one row per entry: the observed pair level (95% CI) beside the direction-randomised and
     swap nulls (left), and observed - direction null in percentage points with its paired 95% CI (right)."""
     t = rates[rates.kind == "block"].iloc[::-1]
-    names = [_short(m, r) for m, r in zip(t.model, t.role, strict=True)]
+    names = [_short(m, r, g) for m, r, g in zip(t.model, t.role, t.group, strict=True)]
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.03, column_widths=[0.6, 0.4],
                         subplot_titles=("pair level: steps whose norm does not fall, %",
                                         "observed - direction null, pp"))

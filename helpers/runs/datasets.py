@@ -141,11 +141,13 @@ def analyse_corpora(
 
 
 def analyse_twin(lm: LoadedModel, runs: dict[str, DatasetRun], profile: str = "default", twin_seed: int = 0,
-                 **kwargs) -> tuple[LoadedModel, dict[str, DatasetRun]]:
+                 release: bool = False, **kwargs) -> tuple[LoadedModel, dict[str, DatasetRun]]:
     """The untrained twin of ``lm`` (:func:`helpers.lm.twin.untrained_twin` with ``twin_seed``) on the same texts as
     ``runs`` (same sample size per dataset), norms only: the null of Table 1. ``kwargs`` go to
-    :func:`analyse_dataset` (max_tokens, min_position, batch_tokens, seed of the text sample, cache_dir, ...)."""
+    :func:`analyse_dataset` (max_tokens, min_position, batch_tokens, seed of the text sample, cache_dir, ...).
+    ``release=True`` frees ``lm``'s weights first (its config and labels stay usable): a 1.5B model and its twin
+    in float32 need 12 GB together (notebook 03 peaked at 15.9 GB with both), 6 one at a time."""
 
-    twin = untrained_twin(lm, seed=twin_seed)
+    twin = untrained_twin(lm, seed=twin_seed, release=release)
     return twin, {ds: analyse_dataset(twin, ds, profile=profile, n_texts=run.n_texts, lens=False, **kwargs)
                   for ds, run in runs.items()}
