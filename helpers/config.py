@@ -285,7 +285,7 @@ PROFILES: dict[str, Profile] = {
         descent=DescentProfile(n_texts=3, max_tokens=12, n_random=4, models=(ModelSample("gemma-3-270m", 0, 0),)),
         cross=CrossModelProfile(wikitext_texts=3, onebw_texts=4, max_tokens=24, models=("smollm2-135m", "natural"),
                                 n_boot=50),
-        geometry=GeometryProfile(n_texts=4, max_tokens=24, models=("smollm2-135m", "natural"), twin_scales=(),
+        geometry=GeometryProfile(n_texts=4, max_tokens=24, models=("natural",), twin_scales=(0.02,),
                                  perturbed=("natural",), n_boot=50),
     ),
     "default": Profile(
