@@ -269,6 +269,19 @@ def _fmt(row: pd.Series, stat: str) -> str:
             f"{ci_text(row[f'vs_null_{stat}_lo'], row[f'vs_null_{stat}_hi'], sign=True)}, {row[f'verdict_{stat}']}")
 
 
+def _sources_text(sources: pd.DataFrame | None, model: str) -> str:
+    if sources is None or sources.empty:
+        return ""
+    s = sources[sources.model == model]
+    sub = s[s.dimension == "sublayer"].set_index("cell")
+    mid = s[(s.dimension == "depth third") & (s.cell == "middle")]
+    if sub.empty or "mlp" not in sub.index:
+        return ""
+    mid_txt = ", ".join(f"{r.sublayer} {r.share_of_decreases_pct:.0f}%" for _, r in mid.iterrows())
+    return (f" Decreases: {sub.loc['mlp', 'share_of_decreases_pct']:.0f}% at MLP half-steps; share in the middle third "
+            f"of the depth: {mid_txt}.")
+
+
 def reading(tables: dict[str, pd.DataFrame]) -> str:
     """The reading of notebook 09, rendered from its tables, with the rules stated beside the numbers."""
     rates, flips = tables["rates"], tables["flips"]
@@ -284,7 +297,8 @@ def reading(tables: dict[str, pd.DataFrame]) -> str:
                          f"({h.verdict_pair})" for _, h in halves.iterrows())
         lines.append(f"- **{t.model}** (d={t.d}, {t.steps} steps, {t.n_tokens:,} tokens): pair "
                      f"{_fmt(t, 'pair')}; sequence {_fmt(t, 'sequence')}; swap nulls pair {t.same_pair_pct:.1f}% "
-                     f"(same text) / {t.other_pair_pct:.1f}% (other text)" + (f"; {half}" if half else "") + ".")
+                     f"(same text) / {t.other_pair_pct:.1f}% (other text)" + (f"; {half}" if half else "") + "."
+                     + _sources_text(tables.get("sources"), t.model))
     lines.append("\n**Rule (twins).** A twin's rate is geometry when the closed form predicts it: |observed - "
                  "null| below 2 pp at the pair level. The twins' rates are set by their initialisation scale:")
     for group, g in block[block.role.str.startswith("twin") & ~block.role.str.contains("round")].groupby("group"):

@@ -132,7 +132,8 @@ POSITION_BINS = (4, 16, 32, 64, 128, 1 << 30)
 def decrease_sources(geo: dict[str, np.ndarray], counts: dict[int, int] | None = None) -> pd.DataFrame:
     """Where the decreasing steps are (Table 1's steps): by sublayer (attention / MLP half-step), by third of the
     depth, by position and by how frequent the current token is in the sample (terciles of its count). Each row:
-    the steps in that cell, how many of them decrease, the decrease rate (%), and the cell's share of all decreases."""
+    the steps in that cell, how many of them decrease, the decrease rate (%), and the cell's share of the decreases
+    (of both half-steps for the sublayer rows, of that sublayer's otherwise)."""
     kinds = [k for k in ("attn", "mlp") if f"{k}_z" in geo] or ["block"]
     n_tok = len(geo["text_id"])
     tokens = geo["token"]
@@ -167,5 +168,7 @@ def decrease_sources(geo: dict[str, np.ndarray], counts: dict[int, int] | None =
         return df
     df["decrease_pct"] = 100 * df.decreasing / df.steps
     total = {k: int((~step_indicators(geo, k)).sum()) for k in kinds}
-    df["share_of_decreases_pct"] = [100 * d / max(1, total[k]) for d, k in zip(df.decreasing, df.sublayer, strict=True)]
+    every = max(1, sum(total.values()))  # the sublayer rows share the decreases of both half-steps
+    df["share_of_decreases_pct"] = [100 * d / (every if dim == "sublayer" else max(1, total[k]))
+                                    for d, k, dim in zip(df.decreasing, df.sublayer, df.dimension, strict=True)]
     return df

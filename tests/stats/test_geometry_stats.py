@@ -47,3 +47,9 @@ def test_decrease_sources_add_up():
     total = int((~step_indicators(geo, "block")).sum())
     for _, g in df.groupby("dimension"):
         assert g.decreasing.sum() == total and g.share_of_decreases_pct.sum() == pytest.approx(100.0)
+    halves = dict(synthetic(400, 6, 16, bias=-1.0))
+    for key in [k for k in halves if k.startswith("block_")]:  # two half-steps: the sublayer rows split the decreases
+        halves[key.replace("block_", "attn_")] = halves[key]
+        halves[key.replace("block_", "mlp_")] = halves[key][::-1].copy()
+    sub = decrease_sources(halves)
+    assert sub[sub.dimension == "sublayer"].share_of_decreases_pct.sum() == pytest.approx(100.0)
