@@ -26,7 +26,7 @@ from helpers.lm.registry import REGISTRY
 from helpers.notebooks import PER_MODEL, execute, sources
 from helpers.paths import CACHE_DIR, RESULTS_DIR, atomic_write_text, repo_path, repo_root
 from helpers.report import figures, output
-from helpers.report.findings import render, tables_markdown
+from helpers.report.findings import brief, render, tables_markdown
 from helpers.runs.analysis import NotFinished, merge_records
 from helpers.runs.datasets import analyse_dataset
 from helpers.runs.launch import barrier_and_close, from_env, init_group
@@ -201,10 +201,14 @@ def cmd_readme(args) -> None:
     if MARK_START not in text:
         raise CompendiumError("README.md has no results markers; add <!-- results:start --> and <!-- results:end -->")
     atomic_write_text(root / "results" / "README.md", tables_markdown(root / "results"))
-    block = render(root / "results", root / "figures")
+    full = render(root / "results", root / "figures")
+    full = re.sub(r"\]\((figures|results)/", r"](../\1/", full)  # docs/ is one folder down
+    atomic_write_text(root / "docs" / "findings.md", "# Findings\n\n" + full.removeprefix("### Findings\n\n"))
+    block = brief(root / "results", root / "figures")
     new = re.sub(f"{MARK_START}.*{MARK_END}", lambda _: f"{MARK_START}\n{block}\n{MARK_END}", text, flags=re.S)
     atomic_write_text(readme, new)
-    print(f"README.md: findings ({len(block):,} characters); results/README.md: every table")
+    print(f"README.md: findings in brief ({len(block):,} characters); docs/findings.md: every claim; "
+          "results/README.md: every table")
 
 
 def cmd_notebook(args) -> None:
