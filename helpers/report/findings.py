@@ -318,8 +318,10 @@ def brief(results: str | Path, figures: str | Path = FIGURES_DIR) -> str:
         parts += [f"![{figure.stem}](figures/{figure.name})", ""]
     if cross is not None:
         subjects = _subjects(cross)
-        wt = subjects[(subjects.role == TRAINED) & (subjects.dataset == "wikitext-103")]
-        lines = ["| model (WikiText-103) | Claim 1: inner loss | Claim 2: sequence % (twin) | vs. random directions |",
+        trained = subjects[subjects.role == TRAINED]
+        wt = trained[trained.dataset == "wikitext-103"] if (trained.dataset == "wikitext-103").any() else trained
+        ds = wt.dataset.iloc[0] if len(wt) else ""
+        lines = [f"| model ({ds}) | Claim 1: inner loss | Claim 2: sequence % (twin) | vs. random directions |",
                  "|---|---|---|---|"]
         for _, r in wt.iterrows():
             twin = _twin_of(cross, r)
