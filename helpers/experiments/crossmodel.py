@@ -210,12 +210,12 @@ def report_scale(r: CrossRun, figures_dir: str) -> tuple[list[go.Figure], pd.Dat
     (``08_scale_<ds>``); returns the figures and the rows they draw."""
     figs = []
     for ds in r.datasets:
-        figs.append(fig_scale(r.full, ds, f"Non-decrease of norms and inner-loss descent against model size, {ds}",
+        figs.append(fig_scale(r.full, ds, f"Non-decrease of norms and the inner-loss trend against model size, {ds}",
                               f"{r.sample}; whiskers: 95% CI (cluster bootstrap over texts); GGUF 4-bit instruction "
                               f"fine-tunes (ours) against the paper's full-precision base models"))
         save_figure(figs[-1], f"08_scale{r.suffix}_{ds}", figures_dir)
-    cols = ["model", "role", "dataset", "params", "layers", "sequence_pct", "pair_pct", "inner_all_down_pct"]
-    return figs, r.full[r.full.params.notna()][cols]
+    cols = ["model", "role", "dataset", "params", "layers", "sequence_pct", "pair_pct", "cal_tau"]
+    return figs, r.full[r.full.params.notna()][[c for c in cols if c in r.full]]
 
 
 def report_quantisation(r: CrossRun, results_dir: str) -> tuple[None, pd.DataFrame]:

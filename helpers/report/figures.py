@@ -290,7 +290,7 @@ def fig_checkpoints(rows: pd.DataFrame, title: str, caption: str):
 
 
 SCALE_PANELS = (("sequence_pct", "sequence level %"), ("pair_pct", "pair level % (per step)"),
-                ("inner_all_down_pct", "inner loss: layer steps down %, all tokens"))
+                ("cal_tau", "inner loss: interior Kendall tau (< 0: falls)"))
 
 
 PAPER_SYMBOLS = ("star", "star-square", "star-diamond")
@@ -311,7 +311,8 @@ def fig_scale(rows: pd.DataFrame, dataset: str, title: str, caption: str):
     for col, (stat, _) in enumerate(SCALE_PANELS, start=1):
         for i, model in enumerate(models):
             m, twin = t[(t.model == model) & (t.role == "trained")], t[(t.role == "untrained twin") & (t.group == t[t.model == model].group.iloc[0])]
-            lo, hi = (m.get(stat.replace("_pct", "_lo")), m.get(stat.replace("_pct", "_hi")))
+            base = stat.removesuffix("_pct")
+            lo, hi = m.get(f"{base}_lo"), m.get(f"{base}_hi")
             err = ({"type": "data", "symmetric": False, "array": hi - m[stat], "arrayminus": m[stat] - lo}
                    if lo is not None and hi is not None else None)
             color = palette[i % len(palette)]
@@ -330,7 +331,7 @@ def fig_scale(rows: pd.DataFrame, dataset: str, title: str, caption: str):
         fig.update_xaxes(type="log", range=[7.8, 10.4], title_text="parameters (log scale)", row=1, col=col)
         values = pd.concat([t[stat], twin_all[stat]]).dropna() if stat in t else pd.Series(dtype=float)
         low = 0.0 if stat != "pair_pct" or values.empty else max(0.0, 5 * float((values.min() - 3) // 5))
-        fig.update_yaxes(range=[low - 2, 102], row=1, col=col)
+        fig.update_yaxes(range=[-1.05, 1.05] if stat == "cal_tau" else [low - 2, 102], row=1, col=col)
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="open marker: the model's untrained twin",
                              marker={"color": "grey", "size": 12, "symbol": "circle-open"}))
     fig.update_layout(width=1300, height=600, legend={"orientation": "h", "y": -0.22})
