@@ -335,8 +335,30 @@ def brief(results: str | Path, figures: str | Path = FIGURES_DIR) -> str:
                 g = rates[(rates.model == r.model) & (rates.role == "trained") & (rates.kind == "block")]
                 geo = f"{g.verdict_pair.iloc[0]} ({g.vs_null_pair_pp.iloc[0]:+.1f} pp)" if len(g) else "-"
             lines.append(f"| {r.model} | {v1} | {seq} | {geo} |")
-        parts += lines + [""]
+        parts += lines + [""] + samples_table(results, cross)
     return "\n".join(parts).rstrip() + "\n"
+
+
+def samples_table(results: Path, cross: pd.DataFrame | None, dataset: str = "wikitext-103") -> list[str]:
+    """Claim 2's numbers of each model on every sample that ran (notebook 08's shared sample, notebook 03's own
+    sample per profile), so the headline and the larger samples can be read side by side."""
+    rows = []
+    if cross is not None:
+        for _, r in cross[(cross.role == TRAINED) & (cross.dataset == dataset)].iterrows():
+            rows.append((r.model, "notebook 08 (shared sample, default)", r.n_tokens, _ci(r, "sequence"), _ci(r, "pair")))
+    for path in sorted(results.glob("03_table1_*.csv")):
+        t = pd.read_csv(path)
+        t = t[(t.dataset == dataset) & t.variant.astype(str).str.fullmatch(r"positions >= \d+ \(paper\)")]
+        profile = "paper" if path.stem.endswith("_paper") else "default"
+        for _, r in t.iterrows():
+            rows.append((r.model, f"notebook 03 (own sample, {profile})", r.n_tokens,
+                         f"{r.sequence_pct:.1f}% {r.sequence_ci95}", f"{r.pair_pct:.1f}% {r.pair_ci95}"))
+    if not rows:
+        return []
+    rows.sort(key=lambda x: (x[0], -float(x[2])))
+    out = [f"Claim 2 on every sample that ran ({dataset}, positions >= 5; the twin rows are in the tables):", "",
+           "| model | sample | tokens | sequence % [95% CI] | pair % [95% CI] |", "|---|---|---:|---|---|"]
+    return out + [f"| {m} | {smp} | {int(n):,} | {a} | {b} |" for m, smp, n, a, b in rows] + [""]
 
 
 def render(results: str | Path, figures: str | Path = FIGURES_DIR) -> str:
