@@ -26,7 +26,8 @@ from helpers.lm.registry import REGISTRY
 from helpers.notebooks import PER_MODEL, execute, sources
 from helpers.paths import CACHE_DIR, RESULTS_DIR, atomic_write_text, repo_path, repo_root
 from helpers.report import figures, output
-from helpers.report.findings import brief, render, tables_markdown
+from helpers.report.findings import brief, render
+from helpers.report.tables_index import tables_markdown
 from helpers.runs.analysis import NotFinished, merge_records
 from helpers.runs.datasets import analyse_dataset
 from helpers.runs.launch import barrier_and_close, from_env, init_group
