@@ -14,8 +14,9 @@ import torch
 
 from helpers.config import MAX_FINAL_LOSS
 from helpers.lm.load import LoadedModel
-from helpers.residual.hooks import capture_residuals, pad_batch
+from helpers.residual.hooks import Capture, capture_residuals, pad_batch
 from helpers.residual.lens import inner_losses, logit_lens_losses, token_ce
+from helpers.residual.pertoken_lens import inner_losses_selected
 
 
 def sample_mask(keys: np.ndarray, positions: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
@@ -53,6 +54,17 @@ def select_tokens(
     nxt = torch.zeros_like(mask)
     nxt[:, :-1] = mask[:, 1:]
     return rows, cols, nxt[rows, cols]
+
+
+def lens_losses(lm: LoadedModel, cap: Capture, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,
+                token_budget: int = 8192) -> torch.Tensor:
+    """Eq. 14 inner loss [L, N] at ``(rows, cols)``: the last block's work at the selected positions only
+    (:func:`inner_losses_selected`), or the full re-run (:func:`inner_losses`, same numbers) for a block that does
+    not route its keys and values through its cache argument."""
+    try:
+        return inner_losses_selected(lm, cap, rows, cols, targets, token_budget=token_budget)
+    except NotImplementedError:
+        return inner_losses(lm, cap, rows, cols, targets, token_budget=token_budget)
 
 
 @torch.inference_mode()
@@ -118,7 +130,7 @@ def analyse_batch(
             return full
 
         if lens:
-            inner = (inner_losses(lm, cap, rt, ct, tt, token_budget=token_budget) if rt.numel()
+            inner = (lens_losses(lm, cap, rt, ct, tt, token_budget) if rt.numel()
                      else torch.empty(lm.n_layers, 0))
             out["inner_loss"] = scatter(inner)
         if logit_lens:

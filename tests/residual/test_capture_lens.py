@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from conftest import FAMILIES, FAMILY_ATTN, tiny_model
 
+from helpers.residual import records
 from helpers.residual.hooks import bind_block_call, capture_residuals, pad_batch
 from helpers.residual.lens import inner_losses
 from helpers.residual.records import analyse_batch
@@ -155,3 +156,27 @@ def test_real_model_lens_equals_loss_and_batching(real_model):
         own = model_token_loss(real_model, row)[single["position"][has]]
         np.testing.assert_allclose(single["inner_loss"][has, -1], own, rtol=1e-4, atol=1e-4)
     assert real_model.n_layers == 30 and real_model.family == "llama"
+
+
+@pytest.mark.parametrize(("family", "attn"), FAMILY_ATTN)
+def test_analysis_lens_selected_equals_full_rerun(family, attn, monkeypatch):
+    """The analysis's lens (last block at the selected positions only) gives the full re-run's numbers, on a
+    padded batch with a lens share; a block that cannot be queried at selected positions falls back to the
+    full re-run."""
+    lm = tiny_model(family, attn=attn)
+    fast = analyse_batch(lm, ROWS, min_position=2, lens_share=0.5, keys=[3, 1, 4])
+    ids, mask = pad_batch(ROWS)
+    cap = capture_residuals(lm, ids, mask)
+    chosen = ~np.isnan(fast["inner_loss"][:, 0])
+    assert 0 < chosen.sum() < (fast["target"] >= 0).sum()
+    rows = torch.from_numpy(fast["sample"][chosen]).long()
+    cols = torch.from_numpy(fast["position"][chosen]).long()
+    full = inner_losses(lm, cap, rows, cols, torch.from_numpy(fast["target"][chosen]).long())
+    np.testing.assert_allclose(fast["inner_loss"][chosen], full.T.numpy(), rtol=1e-5, atol=1e-5)
+
+    def unsupported(*args, **kwargs):
+        raise NotImplementedError("no cache argument")
+
+    monkeypatch.setattr(records, "inner_losses_selected", unsupported)
+    fallback = analyse_batch(lm, ROWS, min_position=2, lens_share=0.5, keys=[3, 1, 4])
+    np.testing.assert_allclose(fallback["inner_loss"], fast["inner_loss"], rtol=1e-5, atol=1e-5)
