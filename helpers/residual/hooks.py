@@ -29,13 +29,15 @@ class Capture:
 
     ``states[l, b, t]`` is the residual state at layer ``l`` of token ``t`` of row ``b``;
     ``block_kwargs`` are all other arguments of the real call of the last block, by name (attention mask,
-    position ids, rotary embeddings), so the last block can be re-run exactly (Eq. 14).
+    position ids, rotary embeddings), so the last block can be re-run exactly (Eq. 14); ``layer_kwargs[l]``
+    (when asked for) the same for every block ``l`` (layer types differ: Gemma 3's local and global layers).
     """
 
     states: torch.Tensor
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     block_kwargs: dict
+    layer_kwargs: list[dict] | None = None
 
 
 def pad_batch(
@@ -131,19 +133,24 @@ def capture_residuals(
     lm: LoadedModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
+    every_block: bool = False,
 ) -> Capture:
     """Run the model once and return the residual stream at every layer (see module docstring).
 
     The states stay in the model's dtype; all layers are gathered on the input device (with
-    ``device_map="auto"`` the blocks may live on several GPUs).
+    ``device_map="auto"`` the blocks may live on several GPUs). ``every_block`` keeps every block's call
+    arguments (``Capture.layer_kwargs``), not only the last block's.
     """
     n = lm.n_layers
     states: list[torch.Tensor | None] = [None] * (n + 1)
     kwargs_store: dict = {}
+    every: list[dict] = [{} for _ in range(n)]
     target = lm.input_device
 
     def on_input(index: int, hidden: torch.Tensor, named: dict) -> None:
         states[index] = hidden.detach()
+        if every_block:
+            every[index] = dict(named)
         if index == n - 1:
             kwargs_store.update(named)
 
@@ -164,13 +171,14 @@ def capture_residuals(
         input_ids=input_ids,
         attention_mask=attention_mask,
         block_kwargs=kwargs_store,
+        layer_kwargs=every if every_block else None,
     )
 
 
 
 
-def capture_halfsteps(lm: LoadedModel, input_ids: torch.Tensor,
-                      attention_mask: torch.Tensor) -> tuple[Capture, torch.Tensor | None]:
+def capture_halfsteps(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      every_block: bool = False) -> tuple[Capture, torch.Tensor | None]:
     """One model call: the residual capture (states ``[L+1, B, T, D]``, last block's call arguments) and the
     states after every attention half-step ``[L, B, T, D]`` (``None`` without half-steps), taken by a forward
     pre-hook on :func:`halfstep_module` of every block (OPT's module sees them flattened to ``[B*T, D]``)."""
@@ -185,7 +193,7 @@ def capture_halfsteps(lm: LoadedModel, input_ids: torch.Tensor,
     handles = [getattr(blk, name).register_forward_pre_hook(hook(i), with_kwargs=True)
                for i, blk in enumerate(lm.blocks)] if name else []
     try:
-        cap = capture_residuals(lm, input_ids, attention_mask)
+        cap = capture_residuals(lm, input_ids, attention_mask, every_block)
     finally:
         for h in handles:
             h.remove()

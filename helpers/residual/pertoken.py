@@ -42,6 +42,7 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
+from helpers.lm.families import halfstep_module
 from helpers.lm.load import LoadedModel
 from helpers.residual.hooks import bind_block_call, pad_batch
 from helpers.residual.lens import (
@@ -145,10 +146,11 @@ def _check_layers(lm: LoadedModel, layers: list[int] | None) -> list[int]:
 
 
 @contextmanager
-def _state_hooks(lm: LoadedModel, states: dict) -> Iterator[None]:
+def _state_hooks(lm: LoadedModel, states: dict, mids: dict | None = None) -> Iterator[None]:
     """Capture the residual states of one forward pass with their graph: ``states[l]`` = input of block ``l``
     (block 0's input is replaced by a leaf requiring grad, so every later state is in the graph), ``states[L]``
-    = output of the last block."""
+    = output of the last block; with ``mids``, ``mids[l]`` = block ``l``'s state after its attention half-step
+    (the input of :func:`helpers.lm.families.halfstep_module`; none for blocks without one)."""
 
     def pre(i: int):
         def hook(module, args, kwargs):
@@ -168,8 +170,18 @@ def _state_hooks(lm: LoadedModel, states: dict) -> Iterator[None]:
     def post(module, args, kwargs, output):
         states[lm.n_layers] = output[0] if isinstance(output, tuple) else output
 
+    def mid(i: int):
+        def hook(module, args, kwargs):
+            mids[i] = args[0] if args else next(iter(kwargs.values()))
+
+        return hook
+
     handles = [blk.register_forward_pre_hook(pre(i), with_kwargs=True) for i, blk in enumerate(lm.blocks)]
     handles.append(lm.blocks[-1].register_forward_hook(post, with_kwargs=True))
+    name = halfstep_module(lm.family, lm.model.config) if mids is not None else None
+    if name is not None:
+        handles += [getattr(blk, name).register_forward_pre_hook(mid(i), with_kwargs=True)
+                    for i, blk in enumerate(lm.blocks)]
     try:
         yield
     finally:
@@ -177,11 +189,12 @@ def _state_hooks(lm: LoadedModel, states: dict) -> Iterator[None]:
             h.remove()
 
 
-def _forward(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor) -> dict:
-    """One forward pass of the model with gradients on, returning the captured residual states by layer."""
+def _forward(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, mids: dict | None = None) -> dict:
+    """One forward pass of the model with gradients on, returning the captured residual states by layer (and
+    filling ``mids`` with the half-step states, see :func:`_state_hooks`)."""
     states: dict = {}
     target = lm.input_device
-    with _state_hooks(lm, states), torch.enable_grad():
+    with _state_hooks(lm, states, mids), torch.enable_grad():
         lm.model(input_ids=ids.to(target), attention_mask=mask.to(target), use_cache=False, logits_to_keep=1)
     return states
 
@@ -199,7 +212,7 @@ def _targets(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 def per_token_grads(lm: LoadedModel, rows: list[list[int]], layers: list[int] | None = None,
-                    pad_id: int = 0) -> dict:
+                    pad_id: int = 0, targets: torch.Tensor | None = None, mids: bool = False) -> dict:
     """Per-token loss gradients at every requested layer for a batch of token rows: one forward, one backward.
 
     ``rows`` are right-padded into one batch (:func:`helpers.residual.hooks.pad_batch`). For every real token
@@ -208,7 +221,12 @@ def per_token_grads(lm: LoadedModel, rows: list[list[int]], layers: list[int] | 
     - ``loss`` [N] float32: the model's next-token cross-entropy ``L_n``;
     - ``grads`` [N, len(layers), D] (model dtype, input device): ``dL_n / dz_n^l`` at each layer ``l`` of
       ``layers`` (default all ``0..L``; ``l < L`` is block ``l``'s input, ``L`` the last block's output);
-    - ``row``, ``pos`` [N]: where the token is; ``layers``: the layers, in order.
+    - ``row``, ``pos`` [N]: where the token is; ``layers``: the layers, in order;
+    - with ``mids``: ``mid_grads`` [N, L, D], ``dL_n / dm_n^l`` at the state after block ``l``'s attention
+      half-step (``None`` for a family without half-steps).
+
+    ``targets`` [N] replaces the next tokens as the loss's targets (the controls: a random wrong token, the
+    model's own prediction); each token's gradient depends on its own target only.
 
     Computed under :func:`own_path_attention` (module docstring); no parameter gradient is accumulated.
     """
@@ -217,21 +235,33 @@ def per_token_grads(lm: LoadedModel, rows: list[list[int]], layers: list[int] | 
         raise ValueError("per_token_grads needs rows of at least 2 tokens (a token and its next token)")
     ids, mask = pad_batch(rows, pad_id)
     row_idx, pos, nxt = _targets(rows)
+    if targets is not None:
+        if targets.shape != nxt.shape:
+            raise ValueError(f"targets must be [N] = {tuple(nxt.shape)} (one per token with a next token), "
+                             f"got {tuple(targets.shape)}")
+        nxt = targets.long().cpu()
     target = lm.input_device
+    mid_states: dict | None = {} if mids else None
     with own_path_attention(lm), _frozen(lm.model):
-        states = _forward(lm, ids, mask)
+        states = _forward(lm, ids, mask, mid_states)
+        wrt = [states[x] for x in layers] + [mid_states[i] for i in sorted(mid_states or {})]
         with torch.enable_grad():
             final = states[lm.n_layers]
             h = final[row_idx.to(final.device), pos.to(final.device)]
             loss = token_ce(lm, h, nxt.to(target))
-            grads = torch.autograd.grad(loss.sum(), [states[x] for x in layers], allow_unused=True)
+            grads = torch.autograd.grad(loss.sum(), wrt, allow_unused=True)
+    shape = states[0].shape
     out = []
-    for x, g in zip(layers, grads, strict=True):
+    for x, g in zip(wrt, grads, strict=True):
         if g is None:  # a state the loss does not reach (cannot happen for a causal LM); zero gradient
-            g = torch.zeros_like(states[x])
+            g = torch.zeros_like(x)
+        g = g.reshape(shape)  # OPT's half-step module sees its input flattened to [B*T, D]
         out.append(g[row_idx.to(g.device), pos.to(g.device)].to(target))
-    return {"loss": loss.detach(), "grads": torch.stack(out, dim=1), "row": row_idx, "pos": pos,
-            "layers": layers}
+    res = {"loss": loss.detach(), "grads": torch.stack(out[: len(layers)], dim=1), "row": row_idx, "pos": pos,
+           "layers": layers}
+    if mids:
+        res["mid_grads"] = torch.stack(out[len(layers):], dim=1) if mid_states else None
+    return res
 
 
 def per_token_grads_naive(lm: LoadedModel, row: list[int], layers: list[int] | None = None) -> dict:

@@ -6,8 +6,6 @@ lens's last block with queries only at the selected positions (keys and values f
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +20,7 @@ from helpers.residual.lens import (
     token_ce,
 )
 from helpers.residual.pertoken import _frozen, own_path_attention
+from helpers.residual.splice import KeysValuesOnly, KeyValueCache, cache_arg, query_kwargs
 
 
 def _own_path_block_kwargs(block_kwargs: dict, batch: int, copies: int, seq_len: int,
@@ -105,67 +104,6 @@ def inner_loss_grads_per_text(
     return torch.cat(losses), torch.cat(grads)
 
 
-# the names under which a decoder block takes its KV cache (helpers.residual.hooks drops the same names)
-_CACHE_ARGS = ("past_key_values", "past_key_value", "layer_past")
-# arguments of a block call with one entry per query position, and the axis of that position
-_PER_QUERY_ARGS = {"attention_mask": 2, "position_ids": 1, "position_embeddings": 1}
-
-
-class _KeysValuesOnly(Exception):
-    """Raised by :class:`_KeyValueCache` once the keys and values of a block call are recorded."""
-
-
-class _KeyValueCache:
-    """A one-layer stand-in for a transformers ``Cache``, for two calls of the same block.
-
-    First call (every position): ``update`` records the keys and values (after rotary embeddings, before any
-    grouped-query repetition) and stops the call, which needs nothing else. Second call (the selected positions
-    as queries): ``update`` returns the recorded keys and values of every position instead of the queries' own
-    (which are among them), so the queries attend to the whole prefix.
-    """
-
-    def __init__(self) -> None:
-        self.keys_values: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if self.keys_values is None:
-            self.keys_values = (key_states, value_states)
-            raise _KeysValuesOnly
-        return self.keys_values
-
-
-def _take_queries(value: torch.Tensor, qcols: torch.Tensor, dim: int) -> torch.Tensor:
-    """``value`` (first axis the batch, 1 or B) with its position axis ``dim`` reduced to each row's query
-    columns ``qcols`` [B, Q]."""
-    batch, q = qcols.shape
-    value = value.expand(batch, *value.shape[1:])
-    view = [batch] + [1] * (value.ndim - 1)
-    view[dim] = q
-    size = list(value.shape)
-    size[dim] = q
-    return value.gather(dim, qcols.to(value.device).view(view).expand(size))
-
-
-def _query_kwargs(block_kwargs: dict, qcols: torch.Tensor, seq_len: int) -> dict:
-    """The last block's captured call arguments for the query columns ``qcols`` [B, Q] only: mask rows,
-    position ids and rotary tables of those positions. SDPA passes no mask for a batch without padding (the mask
-    is then purely causal): the causal rows are built instead. Other tensor arguments cannot be placed."""
-    out = {}
-    for name, value in block_kwargs.items():
-        if name == "attention_mask" and value is None:
-            keys = torch.arange(seq_len, device=qcols.device)
-            value = (keys[None, None, None, :] <= qcols[:, None, :, None]).to(qcols.device)
-        elif name in _PER_QUERY_ARGS and value is not None:
-            dim = _PER_QUERY_ARGS[name]
-            value = (tuple(_take_queries(v, qcols, dim) for v in value) if isinstance(value, tuple | list)
-                     else _take_queries(value, qcols, dim))
-        elif isinstance(value, torch.Tensor) or (isinstance(value, tuple | list)
-                                                  and any(isinstance(v, torch.Tensor) for v in value)):
-            raise NotImplementedError(f"block argument '{name}': no known query axis to select positions on")
-        out[name] = value
-    return out
-
-
 def _slots(rows: torch.Tensor, cols: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Each selected token's slot among its row's selected tokens [N], and the query columns [B, Q] of every row
     (unused slots repeat column 0, their output is dropped)."""
@@ -193,7 +131,7 @@ def inner_losses_selected(
     :func:`helpers.residual.lens.inner_losses`, with the last block's work at the selected positions only.
 
     Per stack of layers (``layer_chunk_size``, as there) the last block is called twice: on every position with
-    a recording cache (:class:`_KeyValueCache`) that stops it as soon as its attention has the keys and values
+    a recording cache (:class:`KeyValueCache`) that stops it as soon as its attention has the keys and values
     (pre-attention norm and q/k/v projections); then on the selected positions only, as the queries of a call
     whose cache returns those keys and values, with the mask rows, position ids and rotary tables of the
     selected positions. Attention, output projection, MLP, final norm and head see the selected tokens only.
@@ -204,27 +142,26 @@ def inner_losses_selected(
     _, batch, seq_len, dim = cap.states.shape
     block = lm.blocks[n_layers - 1]
     last_dev = next(block.parameters()).device
-    params = inspect.signature(block.forward).parameters
-    cache_arg = next((a for a in _CACHE_ARGS if a in params), _CACHE_ARGS[0])
+    arg = cache_arg(block)
     r, c = rows.to(last_dev), cols.to(last_dev)
     slot, qcols = _slots(r, c, batch)
-    query_kwargs = _query_kwargs(cap.block_kwargs, qcols, seq_len)
+    q_kwargs = query_kwargs(cap.block_kwargs, qcols, seq_len)
     per_call = layer_chunk_size(batch, seq_len, token_budget)
     out = torch.empty((n_layers, rows.numel()), dtype=torch.float32, device=targets.device)
     for l0 in range(0, n_layers, per_call):
         k = min(n_layers, l0 + per_call) - l0
         x = cap.states[l0 : l0 + k].to(last_dev)
-        cache = _KeyValueCache()
+        cache = KeyValueCache()
         try:
             block(x.reshape(k * batch, seq_len, dim), **expand_block_kwargs(cap.block_kwargs, batch, k),
-                  **{cache_arg: cache})
-        except _KeysValuesOnly:
+                  **{arg: cache})
+        except KeysValuesOnly:
             pass
         if cache.keys_values is None:
             raise NotImplementedError(f"{type(block).__name__} does not pass its keys and values to its cache")
         h = x[:, torch.arange(batch, device=last_dev)[:, None], qcols]  # [k, B, Q, D]
         y = lm.call_block(n_layers - 1, h.reshape(k * batch, -1, dim),
-                          {**expand_block_kwargs(query_kwargs, batch, k), cache_arg: cache})
+                          {**expand_block_kwargs(q_kwargs, batch, k), arg: cache})
         y = y.reshape(k, batch, -1, dim)[:, r, slot]
         out[l0 : l0 + k] = token_ce(lm, y.reshape(k * rows.numel(), dim), targets.repeat(k)).reshape(k, -1)
     return out
