@@ -207,6 +207,43 @@ class DescentProfile:
 
 
 @dataclass(frozen=True)
+class PoweredSample:
+    """One model's sample in the powered descent test: WikiText-103 texts (several tokens each), 1BW sentences
+    (one token each), and how many of the tokens get the controls and the line search (their cost grows with the
+    LM head: a 152k or 262k vocabulary costs 5-8x SmolLM2's 49k)."""
+
+    model: str
+    wikitext_texts: int
+    onebw_texts: int
+    line_tokens: int
+
+    @property
+    def tokens(self) -> bool:
+        """Whether the model runs at all."""
+        return self.wikitext_texts + self.onebw_texts > 0
+
+
+@dataclass(frozen=True)
+class PoweredDescentProfile:
+    """Notebook 07, part 2 (the powered descent test, two gradients, controls, line search): the models, tokens kept
+    per text, current tokens per long text and their minimum context, the line search's scales, the default sample
+    (``sample``) and per-model ones (``models``), bootstrap resamples."""
+
+    specs: tuple[str, ...] = ("smollm2-135m", "gemma-3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "natural")
+    max_tokens: int = 160
+    per_text: int = 6
+    min_context: int = 128
+    alphas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
+    sample: PoweredSample = PoweredSample("*", 40, 160, 400)
+    models: tuple[PoweredSample, ...] = ()
+    n_boot: int = 1000
+
+    def sample_for(self, model: str) -> PoweredSample:
+        """``model``'s own sample if it has one, else the default."""
+        return next((m for m in self.models if m.model == model), self.sample)
+
+
+@dataclass(frozen=True)
 class CrossModelProfile:
     """Notebook 08: texts per dataset that every model sees, one token cap for all of them (at most the smallest
     context in the table, the natural-text model's), the models ("natural" is the project-trained one, every
@@ -254,11 +291,13 @@ class Profile:
     descent: DescentProfile = field(default_factory=lambda: DescentProfile(20, 24, 8))
     cross: CrossModelProfile = field(default_factory=lambda: CrossModelProfile(40, 100))
     geometry: GeometryProfile = field(default_factory=GeometryProfile)
+    powered: PoweredDescentProfile = field(default_factory=PoweredDescentProfile)
 
     def model_names(self) -> set[str]:
         """Every model the profile's notebooks run: the notebooks' own defaults (SmolLM2, Gemma), the further models
         of 02-04, and the descent and cross-model lists (``make reproduce`` installs the registry ones)."""
-        names = {"smollm2-135m", "gemma-3-270m"} | set(self.cross.models) | set(self.geometry.models)
+        names = ({"smollm2-135m", "gemma-3-270m"} | set(self.cross.models) | set(self.geometry.models)
+                 | set(self.powered.specs))
         return names | {m.model for m in self.corpus.models} | {m.model for m in self.descent.models}
 
 
@@ -287,6 +326,8 @@ PROFILES: dict[str, Profile] = {
                                 n_boot=50),
         geometry=GeometryProfile(n_texts=4, max_tokens=24, models=("natural",), twin_scales=(0.02,),
                                  perturbed=("natural",), n_boot=50),
+        powered=PoweredDescentProfile(specs=("natural",), max_tokens=40, per_text=3, min_context=16,
+                                      sample=PoweredSample("*", 4, 4, 8), n_boot=50),
     ),
     "default": Profile(
         name="default",
@@ -316,6 +357,11 @@ PROFILES: dict[str, Profile] = {
         # several times that for Gemma's 262k-word head; the small natural-text model is cheap
         descent=DescentProfile(n_texts=20, max_tokens=24, n_random=8,
                                models=(ModelSample("gemma-3-270m", 6, 6), ModelSample("natural", 100, 100))),
+        # >= 400 tokens per model for the descent test; the controls and line search cost a head call per
+        # (token, layer, variant), so the large-vocabulary models run them on a subset
+        powered=PoweredDescentProfile(models=(PoweredSample("gemma-3-270m", 40, 160, 100),
+                                              PoweredSample("qwen2.5-coder-0.5b", 40, 160, 100),
+                                              PoweredSample("qwen2.5-coder-1.5b", 40, 160, 50))),
     ),
     "paper": Profile(
         name="paper",
@@ -346,6 +392,7 @@ PROFILES: dict[str, Profile] = {
                                 models=("smollm2-135m", "gemma-3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b",
                                         "natural", "gpt2", "meta-llama/Llama-2-7b-hf")),
         geometry=GeometryProfile(n_texts=400, max_tokens=128),
+        powered=PoweredDescentProfile(max_tokens=256, sample=PoweredSample("*", 200, 800, 2000)),
     ),
 }
 

@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 from helpers.lm.load import LoadedModel
-from helpers.residual.lens import token_ce
 
 # the names under which a decoder block takes its KV cache (helpers.residual.hooks drops the same names)
 CACHE_ARGS = ("past_key_values", "past_key_value", "layer_past")
@@ -216,9 +215,11 @@ def continuation_losses(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torc
             for s in range(0, len(active), chunk):
                 a = active[s : s + chunk]
                 h[a] = query_block(lm, j, h[a], block_kv[j], rows[a], cols[a], layer_kwargs[j], rows[a]).to(h.dtype)
-        out = torch.empty(len(rows), dtype=torch.float32)
+        out = torch.empty(len(rows), dtype=torch.promote_types(h.dtype, torch.float32))
         for s in range(0, len(rows), chunk):
-            out[s : s + chunk] = token_ce(lm, h[s : s + chunk], targets[s : s + chunk]).cpu()
+            logits = lm.logits(h[s : s + chunk]).to(out.dtype)
+            out[s : s + chunk] = F.cross_entropy(logits, targets[s : s + chunk].to(logits.device),
+                                                 reduction="none").cpu()
     return out
 
 

@@ -1,0 +1,303 @@
+"""The powered, two-sided descent test and the line search (notebook 07, part 2).
+
+For sampled current tokens ``n`` (several per WikiText-103 text at positions >= ``min_context``, one per 1BW
+sentence), at every layer ``l`` and for every update (``block`` ``z^{l+1} - z^l``, ``attn`` ``z_mid - z^l``,
+``ffn`` ``z^{l+1} - z_mid``) this records:
+
+- two gradients at the update's starting state: ``inner``, the paper's Eq. 14 loss (last block + final norm +
+  LM head, prefix held fixed; :func:`helpers.residual.splice.predictor_losses`), and ``true``, the model's own
+  next-token loss through the rest of the real network (:func:`helpers.residual.splice.path_grads`); per pair
+  cos(dz, -g) and whether ``<dz, g> < 0`` (descent); and cos(g_inner, g_true);
+- controls on a subset (``line``): both gradients for a random wrong target and for the model's own final
+  prediction (argmax), which separate "descends the language-modelling loss" from "moves toward the output";
+- the line search on the same subset: the update scaled by alpha, read (a) with the Eq. 14 predictor on
+  ``start + alpha dz`` (block, attn, ffn) and (b) as the final loss after the rest of the network with the
+  context's keys and values unchanged (block updates; :func:`helpers.residual.splice.continuation_losses`).
+
+Every token's context stays the clean pass's: only the current token's state varies, one query per variant.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from helpers import CompendiumError
+from helpers.config import PoweredDescentProfile
+from helpers.corpus.samples import sample_texts
+from helpers.experiments.descent_tables import layer_thirds
+from helpers.experiments.zoo import load_or_skip
+from helpers.lm.families import halfstep_module
+from helpers.lm.load import LoadedModel
+from helpers.lm.twin import untrained_twin
+from helpers.paths import CACHE_DIR, atomic_write_text, config_hash, repo_path
+from helpers.residual.hooks import Capture, capture_halfsteps, pad_batch
+from helpers.residual.splice import (
+    block_keys_values,
+    continuation_losses,
+    path_grads,
+    predictor_losses,
+    stacked_keys_values,
+)
+
+VERSION = 1  # bump when the records change meaning (cache key)
+CONTROLS = ("rand", "argmax")
+
+
+@dataclass(frozen=True)
+class PositionSample:
+    """Texts as token rows and the current tokens' positions in each (several per text where it is long)."""
+
+    dataset: list[str]
+    text: list[int]
+    rows: list[list[int]]
+    positions: list[list[int]]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.positions)
+
+    def key(self) -> str:
+        """Hash of the rows and positions (cache key)."""
+        return config_hash({"rows": self.rows, "positions": self.positions})
+
+
+def sample_positions(lm: LoadedModel, texts: dict[str, list[str]], max_tokens: int, per_text: int,
+                     min_context: int, seed: int = 0) -> PositionSample:
+    """Up to ``per_text`` current tokens per text at seeded distinct positions in ``[min_context, len - 2]`` of its
+    first ``max_tokens`` tokens (the last kept token is only a target); a text too short for that context gives one
+    token in ``[4, len - 2]`` (1BW's sentences: the context is what the text allows); shorter texts are skipped."""
+    rng = random.Random(seed)
+    max_tokens = min(max_tokens, lm.context or max_tokens)
+    out: dict[str, list] = {"dataset": [], "text": [], "rows": [], "positions": []}
+    for ds, items in texts.items():
+        for i, ids in enumerate(lm.encode(items, max_tokens)):
+            if len(ids) < 6:
+                continue
+            lo = min_context if len(ids) >= min_context + 2 else 4
+            span = range(lo, len(ids) - 1)
+            pos = sorted(rng.sample(span, min(per_text if lo == min_context else 1, len(span))))
+            for key, value in (("dataset", ds), ("text", i), ("rows", ids[: pos[-1] + 2]), ("positions", pos)):
+                out[key].append(value)
+    if not out["rows"]:
+        raise CompendiumError("no text keeps 6 tokens: raise max_tokens")
+    return PositionSample(**out)
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.cosine_similarity(a.double(), b.double(), dim=-1, eps=1e-30)
+
+
+def _wrong_targets(targets: torch.Tensor, vocab: int, gen: torch.Generator) -> torch.Tensor:
+    """A uniformly drawn token other than the true target, per token."""
+    draw = torch.randint(0, vocab - 1, targets.shape, generator=gen)
+    return draw + (draw >= targets).long()
+
+
+def _descent(out: dict, name: str, dz: torch.Tensor, g: torch.Tensor) -> None:
+    out[f"cos_{name}"] = _cos(dz, -g)
+    out[f"desc_{name}"] = ((dz.double() * g.double()).sum(-1) < 0).double()
+
+
+def _subset_columns(steps: list[str], alphas: tuple[float, ...]) -> list[str]:
+    """Names of the control and line-search columns (NaN for tokens outside the subset)."""
+    names = [f"desc_{kind}_{ctl}_{step}" for ctl in CONTROLS for step in steps
+             for kind in (("true",) if step == "ffn" else ("inner", "true"))]
+    return names + [f"a_{step}_{a:g}" for step in steps for a in alphas] + [f"b_block_{a:g}" for a in alphas]
+
+
+def _subset_records(lm: LoadedModel, out: dict, cap: Capture, steps: dict, targets: dict, predictor: Callable,
+                    blocks: list, kv_for: dict, tokens: tuple, path: dict, sub: torch.Tensor,
+                    alphas: tuple[float, ...]) -> None:
+    """The controls and the line search (module docstring) for the tokens ``sub``, into ``out``."""
+    n = lm.n_layers
+    r, c, t, z = tokens
+    nan = torch.full((n, len(r)), float("nan"), dtype=torch.float64)
+    kv_last, loss_in = kv_for["block"], out["loss_in"]
+    for ctl in CONTROLS:  # controls on the subset: both gradients for another target
+        _, gc_in = predictor(kv_last, z[:n], targets[ctl], sub)
+        pc = path_grads(lm, blocks, cap.layer_kwargs, r[sub], c[sub], z[0, sub], targets[ctl][sub],
+                        halfstep_module(lm.family, lm.model.config))
+        for step, (_, dz, _, _) in steps.items():
+            grads = {"inner": gc_in, "true": pc["grads"].transpose(0, 1)}
+            if step == "ffn":
+                grads = {"true": pc["mid_grads"].transpose(0, 1)}
+            for kind, g in grads.items():
+                col = nan.clone()
+                col[:, sub] = ((dz[:, sub].double() * g.double()).sum(-1) < 0).double()
+                out[f"desc_{kind}_{ctl}_{step}"] = col
+    for step, (start, dz, _, _) in steps.items():  # line search (a): the Eq. 14 predictor on start + alpha dz
+        for a in alphas:
+            col = nan.clone()
+            if a == 0:
+                col[:, sub] = (loss_in if step != "ffn" else out["loss_mid"])[:, sub].double()
+            else:
+                loss, _ = predictor(kv_for[step], start + a * dz, targets["true"], sub, grad=False)
+                col[:, sub] = loss.double()
+            out[f"a_{step}_{a:g}"] = col
+    zb, dzb = z[:n, sub], z[1:, sub] - z[:n, sub]  # line search (b): the rest of the real network, block updates
+    start = torch.arange(1, n + 1).repeat_interleave(len(sub))
+    for a in alphas:
+        col = nan.clone()
+        if a == 1:
+            col[:, sub] = path["loss"][sub].double()[None].expand(n, -1)
+        else:
+            cur = (zb + a * dzb).reshape(-1, z.shape[-1])
+            loss = continuation_losses(lm, blocks, cap.layer_kwargs, start, r[sub].repeat(n), c[sub].repeat(n),
+                                       cur, t[sub].repeat(n))
+            col[:, sub] = loss.reshape(n, -1).double()
+        out[f"b_block_{a:g}"] = col
+
+
+def batch_records(lm: LoadedModel, rows: list[list[int]], positions: list[list[int]], line: list[list[bool]],
+                  alphas: tuple[float, ...], gen: torch.Generator) -> dict[str, np.ndarray]:
+    """Per (layer, token) arrays ``[L, N]`` for the current tokens of one batch of rows (see module docstring);
+    tokens outside ``line`` get NaN in the control and line-search columns."""
+    n = lm.n_layers
+    pad = getattr(lm.tokenizer, "pad_token_id", None) or 0
+    ids, mask = pad_batch(rows, pad, lm.input_device)
+    cap, mid = capture_halfsteps(lm, ids, mask, every_block=True)
+    b = len(rows)
+    r = torch.tensor([i for i, p in enumerate(positions) for _ in p])
+    c = torch.tensor([x for p in positions for x in p])
+    sub = torch.tensor([x for flags in line for x in flags]).nonzero().flatten()
+    t = ids.cpu()[r, c + 1]
+    z = cap.states[:, r, c].cpu()  # [L+1, N, D]
+    with torch.inference_mode():
+        argmax = lm.logits(z[-1].to(lm.input_device)).argmax(-1).cpu()
+    targets = {"true": t, "rand": _wrong_targets(t, lm.lm_head.weight.shape[0], gen), "argmax": argmax}
+    kv_last = stacked_keys_values(lm, n - 1, cap.states[:n], cap.block_kwargs)
+    blocks = block_keys_values(lm, cap.states, cap.layer_kwargs)
+
+    def predictor(kv, current, which, tokens, grad=True):
+        rr, cc = r[tokens].repeat(n), c[tokens].repeat(n)
+        lt = torch.arange(n).repeat_interleave(len(tokens))
+        loss, g = predictor_losses(lm, kv, cap.block_kwargs, lt * b + rr, rr, cc,
+                                   current[:, tokens].reshape(-1, current.shape[-1]), which[tokens].repeat(n), grad)
+        return loss.reshape(n, -1), (g.reshape(n, len(tokens), -1) if grad else None)
+
+    everyone = torch.arange(len(r))
+    out: dict[str, torch.Tensor] = {}
+    loss_in, g_in = predictor(kv_last, z[:n], targets["true"], everyone)
+    path = path_grads(lm, blocks, cap.layer_kwargs, r, c, z[0], t, halfstep_module(lm.family, lm.model.config))
+    g_true = path["grads"].transpose(0, 1)
+    out.update(loss_in=loss_in, final_loss=path["loss"][None].expand(n, -1), cos_grads=_cos(g_in, g_true))
+    steps = {"block": (z[:n], z[1:] - z[:n], g_in, g_true)}
+    kv_mid = None
+    if mid is not None:
+        zm = mid[:, r, c].cpu()
+        kv_mid = stacked_keys_values(lm, n - 1, mid, cap.block_kwargs)
+        loss_mid, g_mid = predictor(kv_mid, zm, targets["true"], everyone)
+        out["loss_mid"] = loss_mid
+        steps["attn"] = (z[:n], zm - z[:n], g_in, g_true)
+        steps["ffn"] = (zm, z[1:] - zm, g_mid, path["mid_grads"].transpose(0, 1))
+    for step, (_, dz, gi, gt) in steps.items():
+        _descent(out, f"inner_{step}", dz, gi)
+        _descent(out, f"true_{step}", dz, gt)
+    nan = torch.full((n, len(r)), float("nan"), dtype=torch.float64)
+    kv_for = {"block": kv_last, "attn": kv_last, "ffn": kv_mid if mid is not None else None}
+    if len(sub):
+        _subset_records(lm, out, cap, steps, targets, predictor, blocks, kv_for, (r, c, t, z), path, sub, alphas)
+    for name in _subset_columns(list(steps), alphas):
+        out.setdefault(name, nan)
+    return {k: v.double().numpy() for k, v in out.items()}
+
+
+def run_powered(lm: LoadedModel, sample: PositionSample, line_tokens: int, alphas: tuple[float, ...], seed: int = 0,
+                batch_tokens: int = 4096, cache_dir: str | None = None, weights: str = "trained",
+                model: str | None = None) -> pd.DataFrame:
+    """Records of every sampled token at every layer (one row per token and layer), cached under
+    ``cache_dir/descent_powered`` by model fingerprint, sample and settings. The first ``line_tokens`` tokens
+    (in sample order) get the controls and the line search."""
+    key = config_hash({"fp": lm.fingerprint, "sample": sample.key(), "line": line_tokens, "alphas": list(alphas),
+                       "seed": seed, "v": VERSION})
+    path = repo_path(cache_dir) / "descent_powered" / f"{key}.csv" if cache_dir else None
+    if path is not None and path.is_file():
+        df = pd.read_csv(path)
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        count, line = 0, []
+        for pos in sample.positions:
+            line.append([count + i < line_tokens for i in range(len(pos))])
+            count += len(pos)
+        order = sorted(range(len(sample.rows)), key=lambda i: len(sample.rows[i]))
+        parts, s = [], 0
+        while s < len(order):
+            e = s + 1
+            while e < len(order) and (e - s + 1) * len(sample.rows[order[e]]) <= batch_tokens:
+                e += 1
+            idx = order[s:e]
+            arrays = batch_records(lm, [sample.rows[i] for i in idx], [sample.positions[i] for i in idx],
+                                   [line[i] for i in idx], alphas, gen)
+            meta = {"dataset": [sample.dataset[i] for i in idx for _ in sample.positions[i]],
+                    "text": [sample.text[i] for i in idx for _ in sample.positions[i]],
+                    "position": [p for i in idx for p in sample.positions[i]],
+                    "line": [f for i in idx for f in line[i]]}
+            frame = {k: np.repeat(v, lm.n_layers) for k, v in meta.items()}
+            frame["layer"] = np.tile(np.arange(lm.n_layers), len(meta["text"]))
+            parts.append(pd.DataFrame(frame | {k: v.T.reshape(-1) for k, v in arrays.items()}))
+            s = e
+        df = pd.concat(parts, ignore_index=True).sort_values(["dataset", "text", "position", "layer"],
+                                                             ignore_index=True)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, df.to_csv(index=False, float_format="%.7g"))
+    df.insert(0, "weights", weights)
+    df.insert(0, "model", model or lm.label)
+    thirds = layer_thirds(lm.n_layers - 1).tolist() + ["predictor"]  # layer L-1 is the predictor itself
+    df["third"] = np.asarray(thirds, dtype=object)[df["layer"].to_numpy()]
+    df["n_layers"] = lm.n_layers
+    df["cluster"] = df["dataset"] + ":" + df["text"].astype(str)
+    return df
+
+
+@dataclass
+class PoweredRun:
+    """Records of every model and its twin, a caption and file tag per model label, seconds per model."""
+
+    records: pd.DataFrame
+    captions: dict[str, str]
+    tags: dict[str, str]
+    timings: pd.DataFrame
+
+
+def run_models(specs: list[str], texts: dict[str, list[str]], prof: PoweredDescentProfile, profile: str,
+               seed: int = 0, cache_dir: str | None = CACHE_DIR, device: str = "cpu") -> PoweredRun:
+    """Each model of ``specs`` and its untrained twin on the same tokens (``prof``'s per-model sample sizes;
+    unavailable models are skipped with a printed note, as in :func:`helpers.experiments.zoo.load_or_skip`)."""
+    parts, captions, tags, timings = [], {}, {}, []
+    for spec in specs:
+        start = time.time()
+        size = prof.sample_for(spec)
+        lm = load_or_skip(spec, profile, cache_dir, seed, device) if size.tokens else print(f"{spec}: no tokens")
+        if lm is None:
+            continue
+        picked = {"wikitext-103": sample_texts(texts["wikitext-103"], size.wikitext_texts, seed),
+                  "1bw": sample_texts(texts["1bw"], size.onebw_texts, seed)} if size.tokens else {}
+        sample = sample_positions(lm, picked, prof.max_tokens, prof.per_text, prof.min_context, seed)
+        parts.append(run_powered(lm, sample, size.line_tokens, prof.alphas, seed, cache_dir=cache_dir))
+        twin = untrained_twin(lm, seed)
+        parts.append(run_powered(twin, sample, size.line_tokens, prof.alphas, seed, cache_dir=cache_dir,
+                                 weights="untrained twin", model=lm.label))
+        n_ctx = [x for p in sample.positions for x in p]
+        tags[lm.label] = spec.replace("/", "_")
+        captions[lm.label] = (f"{lm.describe()}; {len(sample)} tokens of {len(sample.rows)} texts "
+                              f"({size.wikitext_texts} WikiText-103 texts, up to {prof.per_text} tokens each at "
+                              f"positions >= {prof.min_context}; {size.onebw_texts} 1BW sentences, one token each); "
+                              f"controls and line search on the first {min(size.line_tokens, len(sample))}; "
+                              f"untrained twin seed {seed}; profile {profile}")
+        timings.append({"model": lm.label, "tokens": len(sample), "line_tokens": min(size.line_tokens, len(sample)),
+                        "texts": len(sample.rows), "median_position": float(np.median(n_ctx)),
+                        "seconds": round(time.time() - start, 1)})
+        del lm, twin
+        gc.collect()
+    if not parts:
+        raise CompendiumError(f"none of the models {specs} is available: see the notes above")
+    return PoweredRun(pd.concat(parts, ignore_index=True), captions, tags, pd.DataFrame(timings))
