@@ -120,7 +120,7 @@ def validate_params(params: Mapping, cli: bool = False) -> dict:
         out["lens_share"] = check_share(p["lens_share"], "lens_share", cli)
     if "twin" in p:
         out["twin"] = None if p["twin"] is None else check_bool(p["twin"], "twin", cli)
-    for key in ("models", "extra_models"):
+    for key in ("models", "extra_models", "powered_models"):
         if key in p:
             out[key] = check_names(p[key], key, cli)
     if "shard" in p:

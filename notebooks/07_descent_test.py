@@ -41,6 +41,7 @@ models = ["smollm2-135m", "gemma-3-270m", "natural"]  # "natural": notebook 06's
 datasets = ["wikitext-103", "1bw"]
 n_texts = None               # texts per dataset, one current token each; None: the profile's value (per model)
 max_tokens = None            # tokens kept per text; None: the profile's value
+powered_models = None        # part 2's models; None: the profile's (the four real models and "natural")
 device = "cpu"
 seed = 0
 torch_threads = 1            # 1 is fastest on a small shared CPU; None keeps torch's default
@@ -63,7 +64,7 @@ from IPython.display import Markdown, display
 
 from helpers.config import get_profile
 from helpers.corpus.samples import load_samples
-from helpers.experiments import descent
+from helpers.experiments import descent, descent_powered, descent_powered_report
 
 if torch_threads:
     torch.set_num_threads(torch_threads)
@@ -99,3 +100,39 @@ attribution.round(3)
 
 # %%
 display(Markdown(descent.reading_of(run)))
+
+# %% [markdown]
+# ## Part 2 · The powered, two-sided test: two gradients, controls, and the line search
+#
+# Part 1 rests on one short-context token per text. Part 2 samples at least 400 tokens per model (several per
+# WikiText-103 text at positions >= 128, one per 1BW sentence), keeps every token's context as the clean pass gave
+# it, and asks three questions per (token, layer) update:
+#
+# * **Two gradients.** `inner`: the paper's Eq. 14 loss (last block + head, prefix held fixed). `true`: the
+#   model's own next-token loss through the rest of the real network. A share of descent directions above 50%
+#   (a direction unrelated to the gradient gives exactly 50%) with a Holm-adjusted two-sided p < 0.05 reads
+#   "descends"; below, "ascends"; else "not distinguishable". The untrained twin on the same tokens is the second
+#   null; the predictor layer L-1 is left out of the thirds.
+# * **Controls.** The same test for a random wrong target and for the model's own final prediction: an update
+#   that "descends" toward any target is not evidence of descending the language-modelling loss.
+# * **The line search.** The update scaled by alpha in {0, 0.5, 1, 1.5, 2}, read (a) by the Eq. 14 predictor and
+#   (b) by the rest of the network with the context cached. A layer is a "descent step" when removing its update
+#   raises the loss and no other alpha does better. (b) favours alpha = 1 by co-adaptation of the later layers;
+#   (a) is the sharper test of the paper's claim.
+
+# %%
+pprof = get_profile(profile).powered
+run2 = descent_powered.run_models(list(powered_models or pprof.specs), texts, pprof, profile, seed, cache_dir, device)
+run2.timings
+
+# %%
+figs, tables2 = descent_powered_report.report_powered(run2, profile, figures_dir, results_dir, pprof.n_boot)
+for fig in figs:
+    fig.show()
+tables2["thirds"].query("weights == 'trained' and gradient in ['inner', 'true']").round(2)
+
+# %%
+tables2["line_thirds"].round(3)
+
+# %%
+display(Markdown(descent_powered_report.reading(tables2)))

@@ -122,10 +122,10 @@ def fig_norm_lines(norms, title: str, caption: str):
     return with_caption(fig, title, caption)
 
 
-_STEP_COLORS = {"block": "#1f77b4", "attn": "#d62728", "ffn": "#2ca02c"}
+STEP_COLORS = {"block": "#1f77b4", "attn": "#d62728", "ffn": "#2ca02c"}
 
 
-def _panel_legends(fig, titles: tuple[str, ...], n_layers: int) -> None:
+def panel_legends(fig, titles: tuple[str, ...], n_layers: int) -> None:
     """One titled legend group per stacked panel (entries of the top panel under its title, of the bottom under
     its own), each name once, and whole-number layer ticks."""
     seen = set()
@@ -154,12 +154,12 @@ def fig_descent(by_layer: pd.DataFrame, model: str, caption: str):
             continue
         dash = "solid" if weights == "trained" else "dash"
         fig.add_scatter(x=g.layer, y=g.descent_pct, mode="lines+markers", name=f"{step} ({weights})",
-                        line={"color": _STEP_COLORS[step], "dash": dash}, row=1, col=1)
+                        line={"color": STEP_COLORS[step], "dash": dash}, row=1, col=1)
     b = d[(d.step == "block") & (d.weights == "trained")]
     fig.add_scatter(x=b.layer, y=b.random_descent_pct, mode="lines", name="block, random direction of same norm",
                     line={"color": "grey", "dash": "dot"}, row=1, col=1)
     fig.add_hline(y=50, line={"color": "black", "width": 1}, row=1, col=1)
-    for weights, color in (("trained", _STEP_COLORS["block"]), ("untrained twin", "#9467bd")):
+    for weights, color in (("trained", STEP_COLORS["block"]), ("untrained twin", "#9467bd")):
         g = d[(d.step == "block") & (d.weights == weights)]
         fig.add_scatter(x=list(g.layer) + list(g.layer[::-1]), y=list(g.cos_q75) + list(g.cos_q25[::-1]),
                         fill="toself", line={"width": 0}, fillcolor=color, opacity=0.2, showlegend=False, row=2, col=1)
@@ -170,7 +170,7 @@ def fig_descent(by_layer: pd.DataFrame, model: str, caption: str):
     fig.add_hline(y=0, line={"color": "black", "width": 1}, row=2, col=1)
     fig.update_xaxes(title_text="layer l (update of block l)", row=2, col=1)
     fig.update_layout(height=760)
-    _panel_legends(fig, ("descent directions (top)", "cosine with -g (bottom)"), int(d.layer.max()) + 1)
+    panel_legends(fig, ("descent directions (top)", "cosine with -g (bottom)"), int(d.layer.max()) + 1)
     return with_caption(fig, f"Is each layer's update a descent step on the inner loss? {model}", caption)
 
 
@@ -190,7 +190,7 @@ def fig_norm_steps(norms: pd.DataFrame, model: str, caption: str, published: flo
         for step, col in (("attn", "attn_decrease_pct"), ("ffn", "ffn_decrease_pct"), ("block", "block_decrease_pct")):
             if g[col].notna().any():
                 fig.add_scatter(x=g.layer, y=g[col], mode="lines+markers", name=f"{step} ({weights})",
-                                line={"color": _STEP_COLORS[step], "dash": dash}, row=1, col=1)
+                                line={"color": STEP_COLORS[step], "dash": dash}, row=1, col=1)
         fig.add_scatter(x=g.layer, y=g.ratio_median, mode="lines+markers", name=f"growth ratio ({weights})",
                         line={"color": "black", "dash": dash}, row=2, col=1)
     span = [d.layer.min(), d.layer.max()]
@@ -202,7 +202,7 @@ def fig_norm_steps(norms: pd.DataFrame, model: str, caption: str, published: flo
     fig.layout.annotations[1].text = "median ||z^(l+1)|| / ||z^l||, log axis (clipped above block 1's range; tables: all)"
     fig.update_xaxes(title_text="block l", row=2, col=1)
     fig.update_layout(height=760)
-    _panel_legends(fig, ("norm decreases (top)", "growth ratio (bottom)"), int(d.layer.max()) + 1)
+    panel_legends(fig, ("norm decreases (top)", "growth ratio (bottom)"), int(d.layer.max()) + 1)
     return with_caption(fig, f"Where the norm moves: attention vs FFN half-steps, {model}", caption)
 
 
