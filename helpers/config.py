@@ -5,9 +5,8 @@
 - ``paper``: the paper's full protocol (every qualifying WikiText-103 test text, 5,000 1BW samples, no
   truncation below the model's context) and larger training runs; for GPU machines or a patient CPU.
 
-A :class:`Profile` bundles one frozen dataclass per experiment; :func:`get_profile` is the only lookup
-and raises one :class:`~helpers.CompendiumError` for an unknown name. The configuration dataclasses
-that experiments take (``ModelConfig``, ``TrainConfig``, ``MeasureConfig``, ...) live here too.
+A :class:`Profile` bundles one frozen dataclass per experiment (and the ``ModelConfig``, ``TrainConfig``, ...
+they take); :func:`get_profile` is the only lookup (one :class:`~helpers.CompendiumError` for an unknown name).
 """
 
 from __future__ import annotations
@@ -42,8 +41,7 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class ModelSample:
-    """A further model that ``make reproduce`` runs notebooks 02-04 on, on its own (smaller) sample of texts
-    per dataset (None = the profile's)."""
+    """A further model of notebooks 02-04 (or 07) with its own sample of texts per dataset (None = the profile's)."""
 
     model: str
     wikitext_texts: int | None = None
@@ -208,9 +206,8 @@ class DescentProfile:
 
 @dataclass(frozen=True)
 class PoweredSample:
-    """One model's sample in the powered descent test: WikiText-103 texts (several tokens each), 1BW sentences
-    (one token each), and how many of the tokens get the controls and the line search (their cost grows with the
-    LM head: a 152k or 262k vocabulary costs 5-8x SmolLM2's 49k)."""
+    """One model's sample in notebook 07's part 2: WikiText-103 texts (several tokens each), 1BW sentences (one
+    token each), and how many tokens get the controls and line search (a 152k-262k-word head costs 5-8x 49k's)."""
 
     model: str
     wikitext_texts: int
@@ -218,16 +215,14 @@ class PoweredSample:
     line_tokens: int
 
     @property
-    def tokens(self) -> bool:
-        """Whether the model runs at all."""
+    def tokens(self) -> bool:  # whether the model runs at all
         return self.wikitext_texts + self.onebw_texts > 0
 
 
 @dataclass(frozen=True)
 class PoweredDescentProfile:
-    """Notebook 07, part 2 (the powered descent test, two gradients, controls, line search): the models, tokens kept
-    per text, current tokens per long text and their minimum context, the line search's scales, the default sample
-    (``sample``) and per-model ones (``models``), bootstrap resamples."""
+    """Notebook 07, part 2: models, tokens kept per text, current tokens per long text and their minimum context,
+    the line search's scales, the default and per-model samples, bootstrap resamples."""
 
     specs: tuple[str, ...] = ("smollm2-135m", "gemma-3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "natural")
     max_tokens: int = 160
@@ -238,8 +233,7 @@ class PoweredDescentProfile:
     models: tuple[PoweredSample, ...] = ()
     n_boot: int = 1000
 
-    def sample_for(self, model: str) -> PoweredSample:
-        """``model``'s own sample if it has one, else the default."""
+    def sample_for(self, model: str) -> PoweredSample:  # the model's own sample if it has one, else the default
         return next((m for m in self.models if m.model == model), self.sample)
 
 
@@ -357,8 +351,7 @@ PROFILES: dict[str, Profile] = {
         # several times that for Gemma's 262k-word head; the small natural-text model is cheap
         descent=DescentProfile(n_texts=20, max_tokens=24, n_random=8,
                                models=(ModelSample("gemma-3-270m", 6, 6), ModelSample("natural", 100, 100))),
-        # >= 400 tokens per model for the descent test; the controls and line search cost a head call per
-        # (token, layer, variant), so the large-vocabulary models run them on a subset
+        # >= 400 tokens per model; controls and line search on a subset for the large vocabularies
         powered=PoweredDescentProfile(models=(PoweredSample("gemma-3-270m", 40, 160, 100),
                                               PoweredSample("qwen2.5-coder-0.5b", 40, 160, 100),
                                               PoweredSample("qwen2.5-coder-1.5b", 40, 160, 50))),

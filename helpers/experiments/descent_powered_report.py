@@ -16,17 +16,8 @@ from helpers.experiments.descent_powered_tables import (
     powered_by_third,
 )
 from helpers.report.figures_descent import fig_line_search, fig_powered
+from helpers.report.findings_descent import LINE_RULE, RULE, powered_reading
 from helpers.report.output import save_figure, save_table
-from helpers.stats.intervals import ci_text
-
-RULE = ("Rule: a (model, third, sublayer) 'descends' when its share of descent directions is above 50% with a "
-        "Holm-adjusted two-sided p < 0.05 (cluster-robust over texts; family: model x third x sublayer per "
-        "gradient and weights), 'ascends' when below, else 'not distinguishable'. 50% is what a direction unrelated "
-        "to the gradient gives; the untrained twin on the same tokens is the second null.")
-LINE_RULE = ("Rule: a layer's update is a 'descent step' when removing it (alpha = 0) raises the loss, the 95% "
-             "interval of loss(0) - loss(1) above 0, and no other alpha has loss(alpha) - loss(1) with an interval "
-             "wholly below 0. Reading (b) favours alpha = 1 by construction (the later layers were trained on the "
-             "unscaled update), so (a) is the sharper test of the paper's claim.")
 
 
 def _sfx(profile: str) -> str:
@@ -62,39 +53,6 @@ def report_powered(run: PoweredRun, profile: str, figures_dir: str, results_dir:
     return figs, t
 
 
-def _third_text(d: pd.DataFrame) -> str:
-    return "; ".join(f"{r.third} ({r.layers}) {r.descent_pct:.1f}% {ci_text(r.ci_lo, r.ci_hi)} **{r.verdict}**"
-                     + (f", twin {r.minus_twin_pp:+.1f} pp {ci_text(r.minus_twin_lo, r.minus_twin_hi, sign=True)}"
-                        if pd.notna(r.minus_twin_pp) else "") for r in d.itertuples())
-
-
 def reading(t: dict[str, pd.DataFrame]) -> str:
-    """The reading of part 2, rendered from its tables."""
-    th, lt, ag = t["thirds"], t["line_thirds"], t["agreement"]
-    lines = [RULE, ""]
-    for model, d in th[th.weights == "trained"].groupby("model", sort=False):
-        lines.append(f"**{model}**")
-        for kind, label in (("true", "true loss"), ("inner", "Eq. 14 inner loss")):
-            for step in ("block", "attn", "ffn"):
-                part = d[(d.gradient == kind) & (d.step == step)]
-                if not part.empty:
-                    lines.append(f"- {label}, {step}: {_third_text(part)}")
-        ctl = d[(d.step == "block") & d.gradient.isin(["true_rand", "true_argmax"])]
-        if not ctl.empty:
-            by = ctl.groupby("gradient")["descent_pct"].mean()
-            lines.append(f"- controls (true-loss gradient, block, mean over thirds): random wrong target "
-                         f"{by.get('true_rand', float('nan')):.1f}%, the model's own prediction "
-                         f"{by.get('true_argmax', float('nan')):.1f}% (true target "
-                         f"{d[(d.gradient == 'true') & (d.step == 'block')].descent_pct.mean():.1f}%)")
-        a = ag[(ag.model == model) & (ag.weights == "trained") & (ag.third != "predictor")]
-        if not a.empty:
-            lines.append(f"- cos(g_inner, g_true) below the predictor layer: median over layers "
-                         f"{a.cos_median.median():.2f} (range {a.cos_median.min():.2f} to {a.cos_median.max():.2f})")
-        ls = lt[(lt.model == model) & (lt.weights == "trained") & (lt.third != "predictor")]
-        for r in ls.itertuples():
-            if r.step == "block":
-                lines.append(f"- line search ({r.reading}) {r.third}: {r.descent_step_layers}/{r.layers} layers a "
-                             f"descent step, {r.not_descent_layers} not; median removal effect "
-                             f"{r.removal_median:+.3f} nats; most common best alpha {r.best_alpha_mode:g}")
-        lines.append("")
-    return "\n".join(lines)
+    """The reading of part 2 (:func:`helpers.report.findings_descent.powered_reading`) of :func:`tables`."""
+    return powered_reading(t["thirds"], t["line_thirds"], t["agreement"])

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.paths import FIGURES_DIR
+from helpers.report.findings_descent import POWERED_TITLE, powered_reading
 from helpers.report.findings_training import dynamics_section
 from helpers.stats.inner import trend_verdict
 from helpers.stats.intervals import ci_text
@@ -348,8 +349,13 @@ def render(results: str | Path, figures: str | Path = FIGURES_DIR) -> str:
         figs = sorted(figures.glob("08_cross_model_*.png")) + sorted(figures.glob("08_checkpoints.png"))
         parts += [" ".join(f"[{f.stem}](figures/{f.name})" for f in figs), ""] if figs else []
         parts += ["Full table: [`results/08_cross_model_readable.md`](results/08_cross_model_readable.md).", ""]
-    thirds = _read(results, "07_descent_thirds")
-    if thirds is not None and len(thirds):
+    powered, thirds = _read(results, "07_powered_thirds"), _read(results, "07_descent_thirds")
+    if powered is not None and len(powered):
+        parts += [POWERED_TITLE, ""] + powered_reading(powered, _read(results, "07_line_search_thirds"),
+                                                       _read(results, "07_gradient_agreement")).split("\n")
+        figs = sorted(figures.glob("07_powered_*.png")) + sorted(figures.glob("07_line_search_*.png"))
+        parts += [" ".join(f"[{f.stem}](figures/{f.name})" for f in figs), ""] if figs else []
+    elif thirds is not None and len(thirds):
         parts += descent_section(thirds) + [""]
     rates = _read(results, "09_geometry_rates")
     if rates is not None and len(rates):

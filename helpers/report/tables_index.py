@@ -6,7 +6,8 @@ from pathlib import Path
 
 TABLE_ORDER = ("08_cross_model_readable.md", "08_quantisation.md", "01_filter_counts.md", "03_table1_*.md",
                "02_inner_loss_summary_*.md", "05_table2_overall.md", "05_surrogate_agreement.md",
-               "06_losses_synthetic_*.md", "06_outer_natural_*.md", "07_descent_thirds*.md",
+               "06_losses_synthetic_*.md", "06_outer_natural_*.md", "07_powered_thirds*.md", "07_line_search_thirds*.md",
+               "07_descent_thirds*.md",
                "09_geometry_rates.md", "09_geometry_flips.md", "09_geometry_sources.md")
 
 
