@@ -78,7 +78,7 @@ def sample_positions(lm: LoadedModel, texts: dict[str, list[str]], max_tokens: i
     max_tokens = min(max_tokens, lm.context or max_tokens)
     out: dict[str, list] = {"dataset": [], "text": [], "rows": [], "positions": []}
     for ds, items in texts.items():
-        for i, ids in enumerate(lm.encode(items, max_tokens)):
+        for i, ids in enumerate(lm.encode(items, max_tokens) if items else []):
             if len(ids) < 6:
                 continue
             lo = min_context if len(ids) >= min_context + 2 else 4
@@ -288,11 +288,11 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: PoweredDesce
                                  weights="untrained twin", model=lm.label))
         n_ctx = [x for p in sample.positions for x in p]
         tags[lm.label] = spec.replace("/", "_")
-        captions[lm.label] = (f"{lm.describe()}; {len(sample)} tokens of {len(sample.rows)} texts "
-                              f"({size.wikitext_texts} WikiText-103 texts, up to {prof.per_text} tokens each at "
-                              f"positions >= {prof.min_context}; {size.onebw_texts} 1BW sentences, one token each); "
-                              f"controls and line search on the first {min(size.line_tokens, len(sample))}; "
-                              f"untrained twin seed {seed}; profile {profile}")
+        captions[lm.label] = " | ".join([
+            lm.describe(), f"{len(sample)} tokens of {len(sample.rows)} texts: WikiText-103 up to {prof.per_text} per "
+            f"text at positions >= {prof.min_context}; 1BW one per sentence",
+            f"controls and line search on {min(size.line_tokens, len(sample))} tokens",
+            f"untrained twin seed {seed}, profile {profile}"])
         timings.append({"model": lm.label, "tokens": len(sample), "line_tokens": min(size.line_tokens, len(sample)),
                         "texts": len(sample.rows), "median_position": float(np.median(n_ctx)),
                         "seconds": round(time.time() - start, 1)})

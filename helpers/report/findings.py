@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.paths import FIGURES_DIR
-from helpers.report.findings_descent import POWERED_TITLE, powered_reading
+from helpers.report.findings_descent import BRIEF_LEGEND, POWERED_TITLE, brief_cell, powered_reading
 from helpers.report.findings_training import dynamics_section
 from helpers.stats.inner import trend_verdict
 from helpers.stats.intervals import ci_text
@@ -287,8 +287,9 @@ def brief(results: str | Path, figures: str | Path = FIGURES_DIR) -> str:
         trained = subjects[subjects.role == TRAINED]
         wt = trained[trained.dataset == "wikitext-103"] if (trained.dataset == "wikitext-103").any() else trained
         ds = wt.dataset.iloc[0] if len(wt) else ""
-        lines = [f"| model ({ds}) | Claim 1: inner loss | Claim 2: sequence % (twin) | vs. random directions |",
-                 "|---|---|---|---|"]
+        powered = _read(results, "07_powered_thirds")
+        lines = [f"| model ({ds}) | Claim 1: inner loss | Claim 1b: descent | Claim 2: sequence % (twin) | "
+                 "vs. random directions |", "|---|---|---|---|---|"]
         for _, r in wt.iterrows():
             twin = _twin_of(cross, r)
             tt = float(twin.cal_tau.iloc[0]) if len(twin) and "cal_tau" in twin else np.nan
@@ -300,8 +301,8 @@ def brief(results: str | Path, figures: str | Path = FIGURES_DIR) -> str:
             if rates is not None:
                 g = rates[(rates.model == r.model) & (rates.role == "trained") & (rates.kind == "block")]
                 geo = f"{g.verdict_pair.iloc[0]} ({g.vs_null_pair_pp.iloc[0]:+.1f} pp)" if len(g) else "-"
-            lines.append(f"| {r.model} | {v1} | {seq} | {geo} |")
-        parts += lines + [""] + samples_table(results, cross)
+            lines.append(f"| {r.model} | {v1} | {brief_cell(powered, r.model)} | {seq} | {geo} |")
+        parts += lines + ["", BRIEF_LEGEND, ""] + samples_table(results, cross)
     return "\n".join(parts).rstrip() + "\n"
 
 

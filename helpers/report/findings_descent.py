@@ -59,3 +59,22 @@ def powered_reading(th: pd.DataFrame, lt: pd.DataFrame, ag: pd.DataFrame) -> str
                              f"{r.removal_median:+.3f} nats; most common best alpha {r.best_alpha_mode:g}")
         lines.append("")
     return "\n".join(lines)
+
+
+BRIEF_LEGEND = ("Claim 1b: the block updates' verdict per third of the layers (first, middle, last; predictor layer "
+                "apart) for the Eq. 14 gradient and the true loss's: D descends, A ascends, n not distinguishable "
+                "(Holm-adjusted, notebook 07 part 2).")
+_LETTER = {"descends": "D", "ascends": "A", "not distinguishable": "n"}
+
+
+def brief_cell(powered: pd.DataFrame | None, model: str) -> str:
+    """README's Claim 1b cell for ``model``: block verdicts by third, Eq. 14 and true gradient ('-' if not run)."""
+    if powered is None:
+        return "-"
+    d = powered[(powered.model == model) & (powered.weights == "trained") & (powered.step == "block")]
+    cells = []
+    for kind, label in (("inner", "Eq. 14"), ("true", "true")):
+        part = d[d.gradient == kind].set_index("third").reindex(["first", "middle", "last"]).dropna(subset=["verdict"])
+        if len(part):
+            cells.append(f"{label} {''.join(_LETTER[v] for v in part.verdict)}")
+    return ", ".join(cells) or "-"

@@ -5,12 +5,16 @@ two-sided statistics (Holm, the cluster-robust p-value against its simulation)."
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import FAMILIES, tiny_model
 
 from helpers.experiments import descent_powered as dp
+from helpers.experiments import descent_powered_tables as tables
+from helpers.experiments.descent_tables import layer_thirds
 from helpers.lm.families import halfstep_module
+from helpers.report import findings_descent as fd
 from helpers.residual.hooks import capture_halfsteps, pad_batch
 from helpers.residual.splice import (
     block_keys_values,
@@ -131,3 +135,36 @@ def test_cluster_pvalue_matches_simulation():
         naive += sd.cluster_z_pvalue(x, np.arange(len(x)), 0.5) < 0.05
     assert 0.02 <= rejections / 400 <= 0.09
     assert naive / 400 > 0.2
+
+
+def _synthetic_records(n_texts: int = 40, n_layers: int = 7, seed: int = 0) -> pd.DataFrame:
+    """Records where the trained model's block updates descend in the first third (90%), ascend in the last (10%)
+    and are coin flips in the middle; the twin is a coin flip everywhere."""
+    rng = np.random.default_rng(seed)
+    thirds = layer_thirds(n_layers - 1).tolist() + ["predictor"]
+    rows = []
+    for weights in ("trained", "untrained twin"):
+        for text in range(n_texts):
+            for layer in range(n_layers):
+                p = 0.5 if weights != "trained" else {"first": 0.9, "last": 0.1}.get(thirds[layer], 0.5)
+                d = float(rng.random() < p)
+                rows.append({"model": "M", "weights": weights, "dataset": "wikitext-103", "text": text,
+                             "position": 130, "layer": layer, "third": thirds[layer], "cluster": f"w:{text}",
+                             "desc_inner_block": d, "cos_inner_block": 0.1 if d else -0.1,
+                             "desc_true_block": d, "cos_true_block": 0.1 if d else -0.1, "cos_grads": 0.5})
+    return pd.DataFrame(rows)
+
+
+def test_verdicts_come_out_both_ways_and_render():
+    """The rule can say 'descends', 'ascends' and 'not distinguishable' on one table, and the brief and the
+    reading render those verdicts with intervals and the twin difference."""
+    rec = _synthetic_records()
+    th = tables.powered_by_third(rec, n_boot=200)
+    block = th[(th.weights == "trained") & (th.gradient == "true")].set_index("third")
+    assert block.loc["first", "verdict"] == "descends" and block.loc["last", "verdict"] == "ascends"
+    assert block.loc["middle", "verdict"] == "not distinguishable"
+    assert block.loc["first", "minus_twin_lo"] > 0 > block.loc["last", "minus_twin_hi"]
+    assert (th.ci_hi > th.ci_lo).all()  # no interval collapses to a point
+    assert fd.brief_cell(th, "M") == "Eq. 14 DnA, true DnA"
+    text = fd.powered_reading(th, None, tables.gradient_agreement(rec, n_boot=50))
+    assert "**descends**" in text and "**ascends**" in text and "**not distinguishable**" in text

@@ -22,7 +22,7 @@ EXPECTED = {
     "04": ("04_pca_smollm2-135m_smoke_1bw.html", None, None),
     "05": ("05_table2_overall.csv", "overall", _between(0.0, 100.0)),
     "06": ("06_norms_natural_smoke.csv", "sequence_pct", _between(0.0, 100.0)),
-    "07": ("07_descent_thirds_smoke.csv", "descent_pct", _between(0.0, 100.0)),
+    "07": ("07_powered_thirds_smoke.csv", "descent_pct", _between(0.0, 100.0)),
     "08": ("08_cross_model_smoke.csv", "pair_pct", _between(0.0, 100.0)),
     "09": ("09_geometry_rates_smoke.csv", "null_pair_pct", _between(0.0, 100.0)),
 }
