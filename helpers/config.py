@@ -206,8 +206,8 @@ class DescentProfile:
 
 @dataclass(frozen=True)
 class PoweredSample:
-    """One model's sample in notebook 07's part 2: WikiText-103 texts (several tokens each), 1BW sentences (one
-    token each), and how many tokens get the controls and line search (a 152k-262k-word head costs 5-8x 49k's)."""
+    """One model's sample in notebook 07's part 2 (>= 400 tokens): WikiText-103 texts (several tokens each), 1BW
+    sentences (one each), and how many get the controls and line search (their cost is the LM head's)."""
 
     model: str
     wikitext_texts: int
@@ -351,10 +351,11 @@ PROFILES: dict[str, Profile] = {
         # several times that for Gemma's 262k-word head; the small natural-text model is cheap
         descent=DescentProfile(n_texts=20, max_tokens=24, n_random=8,
                                models=(ModelSample("gemma-3-270m", 6, 6), ModelSample("natural", 100, 100))),
-        # >= 400 tokens per model; controls and line search on a subset for the large vocabularies
-        powered=PoweredDescentProfile(models=(PoweredSample("gemma-3-270m", 40, 160, 100),
-                                              PoweredSample("qwen2.5-coder-0.5b", 40, 160, 100),
-                                              PoweredSample("qwen2.5-coder-1.5b", 40, 160, 50))),
+        powered=PoweredDescentProfile(sample=PoweredSample("*", 40, 160, 100),
+                                      models=(PoweredSample("gemma-3-270m", 40, 160, 60),
+                                              PoweredSample("qwen2.5-coder-0.5b", 40, 160, 60),
+                                              PoweredSample("qwen2.5-coder-1.5b", 40, 160, 30),
+                                              PoweredSample("natural", 40, 160, 400))),
     ),
     "paper": Profile(
         name="paper",
