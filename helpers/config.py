@@ -288,8 +288,7 @@ class Profile:
     powered: PoweredDescentProfile = field(default_factory=PoweredDescentProfile)
 
     def model_names(self) -> set[str]:
-        """Every model the profile's notebooks run: the notebooks' own defaults (SmolLM2, Gemma), the further models
-        of 02-04, and the descent and cross-model lists (``make reproduce`` installs the registry ones)."""
+        """Every model the profile's notebooks run (``make reproduce`` installs the registry ones)."""
         names = ({"smollm2-135m", "gemma-3-270m"} | set(self.cross.models) | set(self.geometry.models)
                  | set(self.powered.specs))
         return names | {m.model for m in self.corpus.models} | {m.model for m in self.descent.models}

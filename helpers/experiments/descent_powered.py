@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm  # text bars: they stream through papermill
 
 from helpers import CompendiumError
 from helpers.config import PoweredDescentProfile
@@ -229,6 +230,7 @@ def run_powered(lm: LoadedModel, sample: PositionSample, line_tokens: int, alpha
             count += len(pos)
         order = sorted(range(len(sample.rows)), key=lambda i: len(sample.rows[i]))
         parts, s = [], 0
+        bar = tqdm(total=len(sample), unit="tok", desc=f"descent {model or lm.label} ({weights})")
         while s < len(order):
             e = s + 1
             while e < len(order) and (e - s + 1) * len(sample.rows[order[e]]) <= batch_tokens:
@@ -243,7 +245,9 @@ def run_powered(lm: LoadedModel, sample: PositionSample, line_tokens: int, alpha
             frame = {k: np.repeat(v, lm.n_layers) for k, v in meta.items()}
             frame["layer"] = np.tile(np.arange(lm.n_layers), len(meta["text"]))
             parts.append(pd.DataFrame(frame | {k: v.T.reshape(-1) for k, v in arrays.items()}))
+            bar.update(len(meta["text"]))
             s = e
+        bar.close()
         df = pd.concat(parts, ignore_index=True).sort_values(["dataset", "text", "position", "layer"],
                                                              ignore_index=True)
         if path is not None:
