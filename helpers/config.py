@@ -350,11 +350,11 @@ PROFILES: dict[str, Profile] = {
         # several times that for Gemma's 262k-word head; the small natural-text model is cheap
         descent=DescentProfile(n_texts=20, max_tokens=24, n_random=8,
                                models=(ModelSample("gemma-3-270m", 6, 6), ModelSample("natural", 100, 100))),
-        powered=PoweredDescentProfile(sample=PoweredSample("*", 40, 160, 100),
-                                      models=(PoweredSample("gemma-3-270m", 40, 160, 60),
-                                              PoweredSample("qwen2.5-coder-0.5b", 40, 160, 60),
-                                              PoweredSample("qwen2.5-coder-1.5b", 40, 160, 30),
-                                              PoweredSample("natural", 40, 160, 400))),
+        powered=PoweredDescentProfile(per_text=8, sample=PoweredSample("*", 60, 160, 100),
+                                      models=(PoweredSample("gemma-3-270m", 60, 160, 60),
+                                              PoweredSample("qwen2.5-coder-0.5b", 60, 160, 60),
+                                              PoweredSample("qwen2.5-coder-1.5b", 60, 160, 30),
+                                              PoweredSample("natural", 60, 160, 400))),
     ),
     "paper": Profile(
         name="paper",
