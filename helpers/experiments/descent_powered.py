@@ -73,10 +73,12 @@ class PositionSample:
 def sample_positions(lm: LoadedModel, texts: dict[str, list[str]], max_tokens: int, per_text: int,
                      min_context: int, seed: int = 0) -> PositionSample:
     """Up to ``per_text`` current tokens per text at seeded distinct positions in ``[min_context, len - 2]`` of its
-    first ``max_tokens`` tokens (the last kept token is only a target); a text too short for that context gives one
-    token in ``[4, len - 2]`` (1BW's sentences: the context is what the text allows); shorter texts are skipped."""
+    first ``max_tokens`` tokens (the last kept token is only a target; ``min_context`` at most half the model's
+    window); a text too short for that context gives one token in ``[4, len - 2]`` (1BW's sentences: the context
+    is what the text allows); shorter texts are skipped."""
     rng = random.Random(seed)
     max_tokens = min(max_tokens, lm.context or max_tokens)
+    min_context = min(min_context, max_tokens // 2)  # a short-context model: the second half of its window
     out: dict[str, list] = {"dataset": [], "text": [], "rows": [], "positions": []}
     for ds, items in texts.items():
         for i, ids in enumerate(lm.encode(items, max_tokens) if items else []):

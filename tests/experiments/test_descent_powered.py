@@ -94,6 +94,10 @@ def test_records_identities(family):
     assert df.loc[df["line"], "desc_true_rand_block"].notna().all()
     assert ((df["cos_inner_block"] > 0) == (df["desc_inner_block"] == 1)).all()
     assert set(df.loc[df["layer"] == lm.n_layers - 1, "third"]) == {"predictor"}
+    # at the predictor layer the Eq. 14 loss is the model's loss: the two gradients coincide
+    last = df[df["layer"] == lm.n_layers - 1]
+    np.testing.assert_allclose(last["cos_grads"], 1.0, atol=1e-5)
+    assert (last["desc_inner_block"] == last["desc_true_block"]).all()
     has_half = halfstep_module(lm.family, lm.model.config) is not None
     assert ("cos_true_ffn" in df) == has_half
     # the block update at alpha = 1 through the rest of the network is the model's loss, whatever the layer
