@@ -77,8 +77,9 @@ def sample_positions(lm: LoadedModel, texts: dict[str, list[str]], max_tokens: i
     window); a text too short for that context gives one token in ``[4, len - 2]`` (1BW's sentences: the context
     is what the text allows); shorter texts are skipped."""
     rng = random.Random(seed)
+    if lm.context and lm.context < 2 * min_context + 4:
+        min_context = lm.context // 2  # a short-context model: the second half of its window
     max_tokens = min(max_tokens, lm.context or max_tokens)
-    min_context = min(min_context, max_tokens // 2)  # a short-context model: the second half of its window
     out: dict[str, list] = {"dataset": [], "text": [], "rows": [], "positions": []}
     for ds, items in texts.items():
         for i, ids in enumerate(lm.encode(items, max_tokens) if items else []):
