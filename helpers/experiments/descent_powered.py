@@ -297,7 +297,7 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: PoweredDesce
         tags[lm.label] = spec.replace("/", "_")
         captions[lm.label] = " | ".join([
             lm.describe(), f"{len(sample)} tokens of {len(sample.rows)} texts: WikiText-103 up to {prof.per_text} per "
-            f"text at positions >= {prof.min_context}; 1BW one per sentence",
+            f"text at positions >= {prof.min_context}, 1BW one per sentence",
             f"controls and line search on {min(size.line_tokens, len(sample))} tokens",
             f"untrained twin seed {seed}, profile {profile}"])
         timings.append({"model": lm.label, "tokens": len(sample), "line_tokens": min(size.line_tokens, len(sample)),

@@ -114,7 +114,7 @@ def test_reading_and_findings_follow_the_numbers(tmp_path):
     assert "90% of tokens do worse than uniform at the middle layer" in md
     assert "the inner loss falls across the interior layers for 1 of 1 models" in md  # the 'In brief' opening
     short = findings.brief(tmp_path, tmp_path)  # README's version: one row per model, the rest in docs/findings.md
-    assert "| M | falls across layers | 70.0 (99.0) | - |" in short and "docs/findings.md" in short
+    assert "| M | falls across layers | - | 70.0 (99.0) | - |" in short and "docs/findings.md" in short
     assert "Sequence level **not distinguishable from** the twin (-29.0 pp [-3.0, +1.0])" in md
     assert "pair level **below** the twin (-9.5 pp [-12.0, -7.0])" in md and "nan" not in md.lower()
     assert "of 1 trained (model, dataset) pairs, 0 are below their twin and 0 above it" in md
