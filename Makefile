@@ -23,7 +23,7 @@ lint: install
 	$(BIN)/ruff check helpers tests benchmarks notebooks
 
 test: lint
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers, one thread each (no oversubscription); a file stays on one worker (notebooks run in order)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers; a file stays on one (notebooks run in order)
 
 # Notebook sources are notebooks/NN_*.py (jupytext); executed copies go to notebooks/executed/.
 # Order: 06 trains the small GPT-2-architecture model that 05 also checks, so it runs first; 02-04 run once
