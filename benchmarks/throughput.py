@@ -30,11 +30,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-RANDOM_SHAPES = {
-    "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+RANDOM_SHAPES = {  # "arch" picks the transformers class; the rest is the config of the released model
+    "llama-7b": dict(arch="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                      num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096),
-    "llama-13b": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
+    "llama-13b": dict(arch="llama", hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
                       num_key_value_heads=40, vocab_size=32000, max_position_embeddings=4096),
+    "qwen2-1.5b": dict(arch="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                       num_attention_heads=12, num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768,
+                       rope_theta=1000000.0, tie_word_embeddings=True),
 }
 
 
@@ -45,13 +48,16 @@ def load(args):
     from helpers.lm.load import DTYPES, load_model, wrap_model
 
     if args.random:
-        from transformers import LlamaConfig, LlamaForCausalLM
+        from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
         torch.manual_seed(0)
-        cfg = LlamaConfig(**RANDOM_SHAPES[args.random])
+        shape = dict(RANDOM_SHAPES[args.random])
+        config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM),
+                                 "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[shape.pop("arch")]
+        cfg = config_cls(**shape)
         torch.set_default_dtype(DTYPES[args.dtype])
         with torch.device(args.device):
-            model = LlamaForCausalLM(cfg)
+            model = model_cls(cfg)
         torch.set_default_dtype(torch.float32)
         return wrap_model(model.eval(), None, name=f"random-{args.random}", fingerprint=f"random-{args.random}")
     return load_model(args.model, device=args.device, dtype=args.dtype)
