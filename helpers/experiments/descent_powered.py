@@ -12,7 +12,9 @@ sentence), at every layer ``l`` and for every update (``block`` ``z^{l+1} - z^l`
   prediction (argmax), which separate "descends the language-modelling loss" from "moves toward the output";
 - the line search on the same subset: the update scaled by alpha, read (a) with the Eq. 14 predictor on
   ``start + alpha dz`` (block, attn, ffn) and (b) as the final loss after the rest of the network with the
-  context's keys and values unchanged (block updates; :func:`helpers.residual.splice.continuation_losses`).
+  context's keys and values unchanged (:func:`helpers.residual.splice.continuation_losses`; block and FFN updates
+  enter the next block as ``start + alpha dz``, the attention update is scaled inside its own block, where the
+  rest of that block, the FFN, then sees it).
 
 Every token's context stays the clean pass's: only the current token's state varies, one query per variant.
 """
@@ -36,7 +38,7 @@ from helpers.config import PoweredDescentProfile
 from helpers.corpus.samples import sample_texts
 from helpers.experiments.descent_tables import layer_thirds
 from helpers.experiments.zoo import load_or_skip
-from helpers.lm.families import halfstep_module
+from helpers.lm.families import attn_update_module, halfstep_module
 from helpers.lm.load import LoadedModel
 from helpers.lm.twin import untrained_twin
 from helpers.paths import CACHE_DIR, atomic_write_text, config_hash, repo_path
@@ -51,6 +53,7 @@ from helpers.residual.splice import (
 
 VERSION = 1  # bump when the records change meaning (cache key)
 CONTROLS = ("rand", "argmax")
+KEYS = ["dataset", "text", "position", "layer"]  # one record per token and layer
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def _subset_columns(steps: list[str], alphas: tuple[float, ...]) -> list[str]:
     """Names of the control and line-search columns (NaN for tokens outside the subset)."""
     names = [f"desc_{kind}_{ctl}_{step}" for ctl in CONTROLS for step in steps
              for kind in (("true",) if step == "ffn" else ("inner", "true"))]
-    return names + [f"a_{step}_{a:g}" for step in steps for a in alphas] + [f"b_block_{a:g}" for a in alphas]
+    return names + [f"{ab}_{step}_{a:g}" for ab in ("a", "b") for step in steps for a in alphas]
 
 
 def _subset_records(lm: LoadedModel, out: dict, cap: Capture, steps: dict, targets: dict, predictor: Callable,
@@ -146,18 +149,47 @@ def _subset_records(lm: LoadedModel, out: dict, cap: Capture, steps: dict, targe
                 loss, _ = predictor(kv_for[step], start + a * dz, targets["true"], sub, grad=False)
                 col[:, sub] = loss.double()
             out[f"a_{step}_{a:g}"] = col
-    zb, dzb = z[:n, sub], z[1:, sub] - z[:n, sub]  # line search (b): the rest of the real network, block updates
-    start = torch.arange(1, n + 1).repeat_interleave(len(sub))
-    for a in alphas:
-        col = nan.clone()
-        if a == 1:
-            col[:, sub] = path["loss"][sub].double()[None].expand(n, -1)
-        else:
-            cur = (zb + a * dzb).reshape(-1, z.shape[-1])
-            loss = continuation_losses(lm, blocks, cap.layer_kwargs, start, r[sub].repeat(n), c[sub].repeat(n),
-                                       cur, t[sub].repeat(n))
-            col[:, sub] = loss.reshape(n, -1).double()
-        out[f"b_block_{a:g}"] = col
+    out.update(continuations(lm, blocks, cap.layer_kwargs, steps, (r, c, t), sub, alphas, path["loss"]))
+
+
+def continuations(lm: LoadedModel, blocks: list, layer_kwargs: list[dict], steps: dict, tokens: tuple,
+                  sub: torch.Tensor, alphas: tuple[float, ...], final_loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Line search (b) on the tokens ``sub``: for each update in ``steps`` (name -> (start state, update) [L, N, D])
+    and alpha, the final loss after the rest of the real network, ``b_{step}_{alpha}`` [L, N] (NaN outside
+    ``sub``). Block and FFN updates: block ``l + 1`` onwards from ``start + alpha dz``; the attention update:
+    block ``l`` from its input, with the output of the family's attention-update module scaled by alpha. At
+    alpha = 1 every column is ``final_loss`` (the clean pass)."""
+    n, d = lm.n_layers, next(iter(steps.values()))[0].shape[-1]
+    r, c, t = tokens
+    k = len(sub)
+    rr, cc, tt = r[sub].repeat(n), c[sub].repeat(n), t[sub].repeat(n)
+    nan = torch.full((n, len(r)), float("nan"), dtype=torch.float64)
+    module = attn_update_module(lm.family, lm.model.config)
+    out = {}
+    for step, (start, dz) in ((name, v[:2]) for name, v in steps.items()):
+        for a in alphas:
+            col = nan.clone()
+            if a == 1:
+                col[:, sub] = final_loss[sub].double()[None].expand(n, -1)
+            elif step == "attn":
+                first = torch.arange(n).repeat_interleave(k)
+                loss = continuation_losses(lm, blocks, layer_kwargs, first, rr, cc, start[:, sub].reshape(-1, d), tt,
+                                           update_scale=(module, torch.full((n * k,), float(a))))
+                col[:, sub] = loss.reshape(n, -1).double()
+            else:
+                first = torch.arange(1, n + 1).repeat_interleave(k)
+                cur = (start[:, sub] + a * dz[:, sub]).reshape(-1, d)
+                col[:, sub] = continuation_losses(lm, blocks, layer_kwargs, first, rr, cc, cur, tt).reshape(n, -1).double()
+            out[f"b_{step}_{a:g}"] = col
+    return out
+
+
+def _token_index(ids: torch.Tensor, positions: list[list[int]], line: list[list[bool]]) -> tuple[torch.Tensor, ...]:
+    """Row, column, line-subset index and next-token target of every current token of a batch."""
+    r = torch.tensor([i for i, p in enumerate(positions) for _ in p])
+    c = torch.tensor([x for p in positions for x in p])
+    sub = torch.tensor([x for flags in line for x in flags]).nonzero().flatten()
+    return r, c, sub, ids.cpu()[r, c + 1]
 
 
 def batch_records(lm: LoadedModel, rows: list[list[int]], positions: list[list[int]], line: list[list[bool]],
@@ -169,10 +201,7 @@ def batch_records(lm: LoadedModel, rows: list[list[int]], positions: list[list[i
     ids, mask = pad_batch(rows, pad, lm.input_device)
     cap, mid = capture_halfsteps(lm, ids, mask, every_block=True)
     b = len(rows)
-    r = torch.tensor([i for i, p in enumerate(positions) for _ in p])
-    c = torch.tensor([x for p in positions for x in p])
-    sub = torch.tensor([x for flags in line for x in flags]).nonzero().flatten()
-    t = ids.cpu()[r, c + 1]
+    r, c, sub, t = _token_index(ids, positions, line)
     z = cap.states[:, r, c].cpu()  # [L+1, N, D]
     with torch.inference_mode():
         argmax = lm.logits(z[-1].to(lm.input_device)).argmax(-1).cpu()
@@ -214,48 +243,87 @@ def batch_records(lm: LoadedModel, rows: list[list[int]], positions: list[list[i
     return {k: v.double().numpy() for k, v in out.items()}
 
 
+def _batches(sample: PositionSample, batch_tokens: int) -> list[list[int]]:
+    """Row indices of ``sample`` in batches of at most ``batch_tokens`` padded tokens (rows sorted by length)."""
+    order = sorted(range(len(sample.rows)), key=lambda i: len(sample.rows[i]))
+    out, s = [], 0
+    while s < len(order):
+        e = s + 1
+        while e < len(order) and (e - s + 1) * len(sample.rows[order[e]]) <= batch_tokens:
+            e += 1
+        out.append(order[s:e])
+        s = e
+    return out
+
+
+def _frame(lm: LoadedModel, sample: PositionSample, idx: list[int], line: list[list[bool]],
+           arrays: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per (token, layer) of the batch ``idx``: where the token is, then the ``[L, N]`` arrays."""
+    meta = {"dataset": [sample.dataset[i] for i in idx for _ in sample.positions[i]],
+            "text": [sample.text[i] for i in idx for _ in sample.positions[i]],
+            "position": [p for i in idx for p in sample.positions[i]],
+            "line": [f for i in idx for f in line[i]]}
+    frame = {k: np.repeat(v, lm.n_layers) for k, v in meta.items()}
+    frame["layer"] = np.tile(np.arange(lm.n_layers), len(meta["text"]))
+    return pd.DataFrame(frame | {k: v.T.reshape(-1) for k, v in arrays.items()})
+
+
+def halfstep_continuations(lm: LoadedModel, rows: list[list[int]], positions: list[list[int]],
+                           line: list[list[bool]], alphas: tuple[float, ...]) -> dict[str, np.ndarray]:
+    """Line search (b) of the two half-steps alone for one batch (``b_attn_*``, ``b_ffn_*`` as in
+    :func:`batch_records`): adds them to records cached before (b) covered the half-steps."""
+    n = lm.n_layers
+    pad = getattr(lm.tokenizer, "pad_token_id", None) or 0
+    ids, mask = pad_batch(rows, pad, lm.input_device)
+    cap, mid = capture_halfsteps(lm, ids, mask, every_block=True)
+    r, c, sub, t = _token_index(ids, positions, line)
+    z, zm = cap.states[:, r, c].cpu(), mid[:, r, c].cpu()
+    blocks = block_keys_values(lm, cap.states, cap.layer_kwargs)
+    final = continuation_losses(lm, blocks, cap.layer_kwargs, torch.full_like(r, n), r, c, z[-1], t)
+    steps = {"attn": (z[:n], zm - z[:n]), "ffn": (zm, z[1:] - zm)}
+    out = continuations(lm, blocks, cap.layer_kwargs, steps, (r, c, t), sub, alphas, final)
+    return {k: v.numpy() for k, v in out.items()}
+
+
 def run_powered(lm: LoadedModel, sample: PositionSample, line_tokens: int, alphas: tuple[float, ...], seed: int = 0,
                 batch_tokens: int = 4096, cache_dir: str | None = None, weights: str = "trained",
                 model: str | None = None) -> pd.DataFrame:
     """Records of every sampled token at every layer (one row per token and layer), cached under
     ``cache_dir/descent_powered`` by model fingerprint, sample and settings. The first ``line_tokens`` tokens
-    (in sample order) get the controls and the line search."""
+    (in sample order) get the controls and the line search. Records cached before line search (b) covered the
+    half-steps get those columns added (:func:`halfstep_continuations`) and are written back."""
     key = config_hash({"fp": lm.fingerprint, "sample": sample.key(), "line": line_tokens, "alphas": list(alphas),
                        "seed": seed, "v": VERSION})
     path = repo_path(cache_dir) / "descent_powered" / f"{key}.csv" if cache_dir else None
-    if path is not None and path.is_file():
-        df = pd.read_csv(path)
-    else:
+    count, line = 0, []
+    for pos in sample.positions:
+        line.append([count + i < line_tokens for i in range(len(pos))])
+        count += len(pos)
+    batches = _batches(sample, batch_tokens)
+    label = f"{model or lm.label} ({weights})"
+    df = pd.read_csv(path) if path is not None and path.is_file() else None
+    halfsteps = halfstep_module(lm.family, lm.model.config) is not None
+    if df is None:
         gen = torch.Generator().manual_seed(seed)
-        count, line = 0, []
-        for pos in sample.positions:
-            line.append([count + i < line_tokens for i in range(len(pos))])
-            count += len(pos)
-        order = sorted(range(len(sample.rows)), key=lambda i: len(sample.rows[i]))
-        parts, s = [], 0
-        bar = tqdm(total=len(sample), unit="tok", desc=f"descent {model or lm.label} ({weights})")
-        while s < len(order):
-            e = s + 1
-            while e < len(order) and (e - s + 1) * len(sample.rows[order[e]]) <= batch_tokens:
-                e += 1
-            idx = order[s:e]
+        parts = []
+        for idx in tqdm(batches, unit="batch", desc=f"descent {label}"):
             arrays = batch_records(lm, [sample.rows[i] for i in idx], [sample.positions[i] for i in idx],
                                    [line[i] for i in idx], alphas, gen)
-            meta = {"dataset": [sample.dataset[i] for i in idx for _ in sample.positions[i]],
-                    "text": [sample.text[i] for i in idx for _ in sample.positions[i]],
-                    "position": [p for i in idx for p in sample.positions[i]],
-                    "line": [f for i in idx for f in line[i]]}
-            frame = {k: np.repeat(v, lm.n_layers) for k, v in meta.items()}
-            frame["layer"] = np.tile(np.arange(lm.n_layers), len(meta["text"]))
-            parts.append(pd.DataFrame(frame | {k: v.T.reshape(-1) for k, v in arrays.items()}))
-            bar.update(len(meta["text"]))
-            s = e
-        bar.close()
-        df = pd.concat(parts, ignore_index=True).sort_values(["dataset", "text", "position", "layer"],
-                                                             ignore_index=True)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, df.to_csv(index=False, float_format="%.7g"))
+            parts.append(_frame(lm, sample, idx, line, arrays))
+        df = pd.concat(parts, ignore_index=True).sort_values(KEYS, ignore_index=True)
+    elif halfsteps and line_tokens and f"b_attn_{alphas[0]:g}" not in df:
+        parts = []
+        for idx in tqdm([b for b in batches if any(any(line[i]) for i in b)], unit="batch",
+                        desc=f"line search (b), half-steps {label}"):
+            arrays = halfstep_continuations(lm, [sample.rows[i] for i in idx], [sample.positions[i] for i in idx],
+                                            [line[i] for i in idx], alphas)
+            parts.append(_frame(lm, sample, idx, line, arrays).drop(columns="line"))
+        df = df.merge(pd.concat(parts, ignore_index=True), on=KEYS, how="left")
+    else:
+        path = None  # cached and complete: nothing to write
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, df.to_csv(index=False, float_format="%.7g"))
     df.insert(0, "weights", weights)
     df.insert(0, "model", model or lm.label)
     thirds = layer_thirds(lm.n_layers - 1).tolist() + ["predictor"]  # layer L-1 is the predictor itself

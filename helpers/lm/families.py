@@ -44,6 +44,8 @@ class Family:
     for the linear surrogates (None: no surrogate). ``mid_module``: the block submodule whose *input* is the
     residual stream after the attention half-step (None: no such state). ``needs_bos``: every text must start
     with BOS (the model breaks without it). ``quant``: names for the GGUF round trip (None: not supported).
+    ``attn_update``: the block submodule whose *output* is the attention half-step's update (``mid - z``), where
+    ``layout`` does not say it (its ``post_attn``, else its ``attn``).
     """
 
     name: str
@@ -53,6 +55,7 @@ class Family:
     mid_module: str | None = None
     needs_bos: bool = False
     quant: QuantNames | None = None
+    attn_update: str | None = None
 
 
 _LLAMA_LAYOUT = BlockLayout("self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
@@ -70,7 +73,7 @@ def _llama_like(name: str) -> Family:
 
 
 def _gemma(name: str, layout: BlockLayout | None, mid: str) -> Family:
-    return Family(name, "model.layers", "model.norm", layout, mid, needs_bos=True)
+    return Family(name, "model.layers", "model.norm", layout, mid, needs_bos=True, attn_update="self_attn")
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -79,14 +82,16 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     _llama_like("llama"),
     _llama_like("mistral"),
     _llama_like("qwen2"),
-    Family("qwen3", "model.layers", "model.norm", None, "post_attention_layernorm"),
+    Family("qwen3", "model.layers", "model.norm", None, "post_attention_layernorm", attn_update="self_attn"),
     _gemma("gemma", None, "post_attention_layernorm"),
     _gemma("gemma2", _GEMMA_LAYOUT, "pre_feedforward_layernorm"),
     _gemma("gemma3", _GEMMA_LAYOUT, "pre_feedforward_layernorm"),
     _gemma("gemma3_text", _GEMMA_LAYOUT, "pre_feedforward_layernorm"),
     # GPT-NeoX/Pythia: parallel residual by default (then no half-step state; see halfstep_module)
-    Family("gpt_neox", "gpt_neox.layers", "gpt_neox.final_layer_norm", None, "post_attention_layernorm"),
-    Family("opt", "model.decoder.layers", "model.decoder.final_layer_norm", None, "final_layer_norm"),
+    Family("gpt_neox", "gpt_neox.layers", "gpt_neox.final_layer_norm", None, "post_attention_layernorm",
+           attn_update="attention"),
+    Family("opt", "model.decoder.layers", "model.decoder.final_layer_norm", None, "final_layer_norm",
+           attn_update="self_attn"),
 )}
 
 # Encoder families that transformers can wrap in a "causal LM" head only when configured as decoders.
@@ -127,6 +132,18 @@ def halfstep_module(name: str, config: object) -> str | None:
         raise CompendiumError(f"no half-step hook is known for family '{name}': add its pre-FFN module to "
                               f"helpers/lm/families.py")
     return row.mid_module
+
+
+def attn_update_module(name: str, config: object) -> str | None:
+    """Name of the block submodule whose output is the attention half-step's update (the state after attention
+    minus the block's input), so that scaling that output scales the update; ``None`` where the block has no
+    half-step state (:func:`halfstep_module`)."""
+    if halfstep_module(name, config) is None:
+        return None
+    row = FAMILIES[name]
+    if row.layout is not None:
+        return row.layout.post_attn or row.layout.attn
+    return row.attn_update
 
 
 def needs_bos(name: str) -> bool:

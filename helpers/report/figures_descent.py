@@ -42,7 +42,7 @@ def fig_powered(by_layer: pd.DataFrame, model: str, caption: str) -> go.Figure:
 
 def fig_line_search(table: pd.DataFrame, model: str, caption: str) -> go.Figure:
     """Loss change from removing each update (loss at alpha = 0 minus alpha = 1) per layer with 95% intervals: left
-    read by the Eq. 14 predictor (block, attn, ffn), right by the rest of the real network (block); the twin's block
+    read by the Eq. 14 predictor, right by the rest of the real network (block, attn, ffn each); the twin's block
     dashed grey. Above 0: the update lowers the loss."""
     d = table[table.model == model]
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,

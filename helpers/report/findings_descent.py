@@ -52,11 +52,10 @@ def powered_reading(th: pd.DataFrame, lt: pd.DataFrame, ag: pd.DataFrame) -> str
             lines.append(f"- cos(g_inner, g_true) below the predictor layer: median over layers "
                          f"{a.cos_median.median():.2f} (range {a.cos_median.min():.2f} to {a.cos_median.max():.2f})")
         ls = lt[(lt.model == model) & (lt.weights == "trained") & (lt.third != "predictor")]
-        for r in ls.itertuples():
-            if r.step == "block":
-                lines.append(f"- line search ({r.reading}) {r.third}: {r.descent_step_layers}/{r.layers} layers a "
-                             f"descent step, {r.not_descent_layers} not; median removal effect "
-                             f"{r.removal_median:+.3f} nats; most common best alpha {r.best_alpha_mode:g}")
+        for (reading, step), part in ls.groupby(["reading", "step"], sort=False):
+            thirds = "; ".join(f"{r.third} {r.descent_step_layers}/{r.layers} (median removal {r.removal_median:+.3f} "
+                               f"nats, best alpha {r.best_alpha_mode:g})" for r in part.itertuples())
+            lines.append(f"- line search ({reading}), {step}: layers a descent step by third: {thirds}")
         lines.append("")
     return "\n".join(lines)
 

@@ -200,21 +200,44 @@ def predictor_losses(lm: LoadedModel, keys_values: tuple[torch.Tensor, torch.Ten
     return loss, grads
 
 
+def _scale_output(factor: torch.Tensor):
+    """A forward hook multiplying a module's output (or its first element) by ``factor`` [R], one per row."""
+
+    def hook(module, args, output):
+        first = output[0] if isinstance(output, tuple) else output
+        scaled = first * factor.to(first.device, first.dtype).view(-1, *([1] * (first.dim() - 1)))
+        return (scaled, *output[1:]) if isinstance(output, tuple) else scaled
+
+    return hook
+
+
 def continuation_losses(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torch.Tensor]], layer_kwargs: list[dict],
                         start: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, current: torch.Tensor,
-                        targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+                        targets: torch.Tensor, chunk: int = 256,
+                        update_scale: tuple[str, torch.Tensor] | None = None) -> torch.Tensor:
     """The model's final next-token loss [R] when token ``(rows[r], cols[r])`` enters block ``start[r]`` with
     state ``current[r]`` and runs the rest of the real network (blocks ``start[r]..L-1``, final norm, LM head),
     every other position's keys and values at every layer those of the clean pass (:func:`block_keys_values`).
     ``start[r] = L`` scores ``current[r]`` with the head alone. With ``current`` the clean state it equals the
-    model's own loss."""
+    model's own loss. ``update_scale = (module, alpha)``: in block ``start[r]`` the output of the submodule
+    ``module`` is multiplied by ``alpha[r]`` (with :func:`helpers.lm.families.attn_update_module`, the attention
+    half-step's update scaled by alpha)."""
     with torch.inference_mode():
         h = current.clone()
         for j in range(lm.n_layers):
             active = (start <= j).nonzero().flatten()
             for s in range(0, len(active), chunk):
                 a = active[s : s + chunk]
-                h[a] = query_block(lm, j, h[a], block_kv[j], rows[a], cols[a], layer_kwargs[j], rows[a]).to(h.dtype)
+                handle = None
+                if update_scale is not None and bool((start[a] == j).any()):
+                    factor = torch.where(start[a] == j, update_scale[1][a].to(h.dtype), 1.0)
+                    module = getattr(lm.blocks[j], update_scale[0])
+                    handle = module.register_forward_hook(_scale_output(factor))
+                try:
+                    h[a] = query_block(lm, j, h[a], block_kv[j], rows[a], cols[a], layer_kwargs[j], rows[a]).to(h.dtype)
+                finally:
+                    if handle is not None:
+                        handle.remove()
         out = torch.empty(len(rows), dtype=torch.promote_types(h.dtype, torch.float32))
         for s in range(0, len(rows), chunk):
             logits = lm.logits(h[s : s + chunk]).to(out.dtype)

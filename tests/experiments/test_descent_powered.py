@@ -103,6 +103,25 @@ def test_records_identities(family):
     # the block update at alpha = 1 through the rest of the network is the model's loss, whatever the layer
     last = df.groupby(["text", "position"])["final_loss"].nunique()
     assert (last == 1).all()
+    for step in ("block", "attn", "ffn") if has_half else ("block",):
+        np.testing.assert_allclose(df[f"b_{step}_1"].dropna(), df.loc[df["line"], "final_loss"], rtol=1e-6)
+        assert df.loc[df["line"], f"b_{step}_0"].notna().all() and df.loc[~df["line"], f"b_{step}_2"].isna().all()
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_cached_records_gain_halfstep_line_search(family, tmp_path):
+    """Records cached without line search (b) of the half-steps get exactly the columns a fresh run computes."""
+    lm = tiny_model(family, "sdpa")
+    sample = dp.PositionSample(["wikitext-103"] * 3, [0, 1, 2], ROWS, [[4, 7], [3], [6]])
+    fresh = dp.run_powered(lm, sample, line_tokens=3, alphas=(0.0, 1.0, 2.0), cache_dir=str(tmp_path))
+    (cached,) = (tmp_path / "descent_powered").glob("*.csv")
+    old = pd.read_csv(cached)
+    half = [k for k in old if k.startswith(("b_attn_", "b_ffn_"))]
+    assert len(half) == 6
+    old.drop(columns=half).to_csv(cached, index=False)
+    upgraded = dp.run_powered(lm, sample, line_tokens=3, alphas=(0.0, 1.0, 2.0), cache_dir=str(tmp_path))
+    pd.testing.assert_frame_equal(upgraded[fresh.columns], fresh, rtol=1e-5, check_dtype=False)
+    assert set(half) <= set(pd.read_csv(cached).columns)
 
 
 def test_sample_positions_context_and_counts():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import FAMILY_ATTN, tiny_model
 
-from helpers.lm.families import halfstep_module
+from helpers.lm.families import attn_update_module, halfstep_module
 from helpers.residual.hooks import capture_halfsteps, capture_residuals, pad_batch
 from helpers.residual.lens import inner_loss_grad, inner_losses, token_ce
 from helpers.residual.pertoken import per_token_grads
@@ -117,3 +117,52 @@ def test_path_grads_equal_per_token_backward(family, attn):
         torch.testing.assert_close(got["mid_grads"], ref["mid_grads"][at].to(got["grads"].dtype), rtol=1e-4, atol=1e-6)
     wrong = path_grads(lm, kv, cap.layer_kwargs, rows, cols, cap.states[0][rows, cols], (targets + 1) % 50, mid)
     assert (wrong["grads"] - got["grads"]).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize(("family", "attn"), FAMILY_ATTN)
+def test_continuation_scales_each_halfstep(family, attn):
+    """The attention half-step's update scaled by alpha inside its block (the family's attention-update module)
+    and the FFN half-step's update scaled on entering the next block equal the cut row run with hooks that do
+    the same at the token; scaling that module's output moves the state after attention to z + alpha (mid - z)."""
+    lm = tiny_model(family, attn=attn)
+    module = attn_update_module(lm.family, lm.model.config)
+    assert (module is None) == (halfstep_module(lm.family, lm.model.config) is None)
+    if module is None:  # parallel residual: no half-step to scale
+        return
+    ids, mask = pad_batch(ROWS)
+    cap, mid = capture_halfsteps(lm, ids, mask, every_block=True)
+    kv = block_keys_values(lm, cap.states, cap.layer_kwargs)
+    rows = torch.tensor([r for r, _ in TOKENS])
+    cols = torch.tensor([c for _, c in TOKENS])
+    targets = torch.tensor([ROWS[r][c + 1] for r, c in TOKENS])
+    for layer, alpha in [(0, 0.0), (1, 2.0), (lm.n_layers - 1, 0.5)]:
+        z, zm, z1 = cap.states[layer][rows, cols], mid[layer][rows, cols], cap.states[layer + 1][rows, cols]
+        got_attn = continuation_losses(lm, kv, cap.layer_kwargs, torch.full_like(rows, layer), rows, cols, z, targets,
+                                       update_scale=(module, torch.full((len(rows),), alpha)))
+        got_ffn = continuation_losses(lm, kv, cap.layer_kwargs, torch.full_like(rows, layer + 1), rows, cols,
+                                      zm + alpha * (z1 - zm), targets)
+        for i, (r, c) in enumerate(TOKENS):
+            cut, cut_mask, _ = _cut(lm, r, c)
+
+            def last_token(module, args, output, alpha=alpha):
+                out = (output[0] if isinstance(output, tuple) else output).clone()
+                out[:, -1] = alpha * out[:, -1]
+                return (out, *output[1:]) if isinstance(output, tuple) else out
+
+            def ffn_scaled(module, args, output, alpha=alpha, start=zm[i]):
+                out = (output[0] if isinstance(output, tuple) else output).clone()
+                out[:, -1] = start + alpha * (out[:, -1] - start)
+                return (out, *output[1:]) if isinstance(output, tuple) else out
+
+            for hooked, got in ((getattr(lm.blocks[layer], module), got_attn), (lm.blocks[layer], got_ffn)):
+                handle = hooked.register_forward_hook(last_token if got is got_attn else ffn_scaled)
+                try:
+                    with torch.no_grad():
+                        logits = lm.model(input_ids=cut, attention_mask=cut_mask).logits[0, -1].float()
+                        moved = capture_halfsteps(lm, cut, cut_mask)[1] if got is got_attn else None
+                finally:
+                    handle.remove()
+                ref = torch.nn.functional.cross_entropy(logits[None], targets[i : i + 1])
+                torch.testing.assert_close(got[i], ref, rtol=1e-4, atol=1e-4)
+                if moved is not None:
+                    torch.testing.assert_close(moved[layer, 0, -1], z[i] + alpha * (zm[i] - z[i]), rtol=1e-4, atol=1e-5)
