@@ -1,6 +1,7 @@
 """Bad input never wastes a model load, never prints a traceback, never silently uses the wrong data.
 
-A table of probes run through the command line (``python -m helpers analyse|merge``, in parallel) and a few
+A table of probes run through the command line's entry point (``python -m helpers analyse|merge``'s ``main``, all
+in one child process; one of them also as its own process) and a few
 through papermill on notebook 02: exit code 2 (CLI) or a PapermillExecutionError whose error is the one line
 (notebook), no traceback, nothing written that looks complete, and no model loaded for the parameter errors
 (conftest's ``instrumented_env``: every ``load_model`` call appends to a log file).
@@ -13,7 +14,6 @@ import os
 import subprocess
 import sys
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,14 +137,29 @@ def probe_argv(probe: Probe, files: dict[str, Path], tmp: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cli_results(files, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
-    """Every probe of the table, run in parallel (the parameter errors take well under a second each)."""
-    def one(probe: Probe):
-        tmp = tmp_path_factory.mktemp(probe.id)
-        return probe.id, (run_cli(probe_argv(probe, files, tmp), tmp), tmp)
+    """Every probe of the table through the command line's entry point, all in one child process
+    (tests/cli/probe_many.py: one start-up instead of one per probe), each with its own folders."""
+    root = tmp_path_factory.mktemp("probes")
+    folders = {p.id: tmp_path_factory.mktemp(p.id) for p in PROBES}
+    spec = {"load_log": str(root / "loads.log"),
+            "probes": [{"argv": probe_argv(p, files, folders[p.id]), "folder": str(folders[p.id])} for p in PROBES]}
+    (root / "probes.json").write_text(json.dumps(spec))
+    env = {**os.environ, **instrumented_env(root / "site", load_log=root / "loads.log")}
+    env.pop("METALEARN_DATA", None)
+    done = subprocess.run([sys.executable, str(REPO / "tests" / "cli" / "probe_many.py"), str(root / "probes.json"),
+                           str(root / "results.json")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((root / "results.json").read_text())
+    return {p.id: (subprocess.CompletedProcess(p.id, r["returncode"], "", r["stderr"]), folders[p.id])
+            for p, r in zip(PROBES, results, strict=True)}
 
-    order = sorted(PROBES, key=lambda p: not p.loads)  # the slow ones first
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(pool.map(one, order))
+
+def test_one_probe_as_its_own_process(files, tmp_path):
+    """The same probe as a separate ``python -m helpers`` process: exit code 2 and the one line (the entry point
+    the in-process probes share behaves as the command line does)."""
+    probe = PROBES[0]
+    out = run_cli(probe_argv(probe, files, tmp_path), tmp_path)
+    assert out.returncode == 2 and out.stderr.splitlines() == [f"error: {probe.expect} or None, got 0"], out.stderr
 
 
 def assert_nothing_complete(tmp: Path) -> None:
