@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from helpers.corpus.samples import MIN_WORDS, SAMPLE_SEED, filtered_samples
 from helpers.lm.load import load_model
 from helpers.paths import FILTERED_DIR
+from helpers.report.figures import dataset_color
 from helpers.report.output import save_figure, save_table, with_caption
 
 N_LENGTHS = 2000  # texts per dataset in the length histogram
@@ -50,7 +51,8 @@ def report_counts(r: CorpusRun, results_dir: str) -> tuple[None, pd.DataFrame]:
 
 def report_lengths(r: CorpusRun, figures_dir: str) -> tuple[go.Figure, pd.DataFrame]:
     """Histogram of token lengths per dataset (saved as ``01_token_lengths``) and their quartiles."""
-    fig = go.Figure([go.Histogram(x=v, name=ds, opacity=0.6, nbinsx=60) for ds, v in r.lengths.items()])
+    fig = go.Figure([go.Histogram(x=v, name=ds, opacity=0.6, nbinsx=60, marker_color=dataset_color(ds))
+                     for ds, v in r.lengths.items()])
     fig.update_layout(barmode="overlay", xaxis_title="tokens per text", yaxis_title="texts")
     with_caption(fig, "Token lengths of the filtered texts",
                  f"tokenizer: {r.model}; first {N_LENGTHS:,} filtered texts per dataset; min {r.min_words} words")
