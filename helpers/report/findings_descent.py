@@ -30,7 +30,7 @@ def powered_reading(th: pd.DataFrame, lt: pd.DataFrame, ag: pd.DataFrame) -> str
     the line search by third (``07_line_search_thirds``) and the gradient agreement (``07_gradient_agreement``):
     per trained model the verdicts by third with intervals and the twin difference, the controls, the agreement
     of the two gradients, and the line search; both sides as they come out."""
-    lt = lt if lt is not None else pd.DataFrame(columns=["model", "weights", "third"])
+    lt = lt if lt is not None else pd.DataFrame(columns=["model", "weights", "reading", "step", "third"])
     ag = ag if ag is not None else pd.DataFrame(columns=["model", "weights", "third"])
     lines = [RULE, ""]
     for model, d in th[th.weights == "trained"].groupby("model", sort=False):
