@@ -319,7 +319,7 @@ PROFILES: dict[str, Profile] = {
                                 n_boot=50),
         geometry=GeometryProfile(n_texts=4, max_tokens=24, models=("natural",), twin_scales=(0.02,),
                                  perturbed=("natural",), n_boot=50),
-        powered=PoweredDescentProfile(specs=("smollm2-135m", "natural"), max_tokens=40, per_text=3, min_context=16,
+        powered=PoweredDescentProfile(specs=("natural",), max_tokens=40, per_text=3, min_context=16,
                                       sample=PoweredSample("*", 4, 4, 8), n_boot=50),
     ),
     "default": Profile(
