@@ -17,6 +17,12 @@ def _epoch_colors(n: int) -> list[str]:
     return sample_colorscale("Viridis", [i / max(1, n - 1) for i in range(n)])
 
 
+def _epoch_dtick(epochs) -> int:
+    """Whole-epoch tick spacing: every epoch up to ten, then about ten ticks."""
+    span = max(epochs) - min(epochs) if len(epochs) else 0
+    return max(1, round(span / 10))
+
+
 def fig_eq1_dual_form(primal, dual, contributions, title: str, caption: str):
     """Notebook 00: primal ``W_T x`` against the dual form (left, with y = x) and the contribution
     ``|score_t| * ||value_t||`` of every training step to one new input (right)."""
@@ -77,9 +83,10 @@ def fig_losses(outer: pd.DataFrame, inner: pd.DataFrame, floors: dict[str, float
     # the epochs of the right panel as a colour bar (Viridis), not as legend entries: the layers keep the legend
     fig.add_scatter(x=[None], y=[None], mode="markers", showlegend=False, row=1, col=2,
                     marker={"color": [min(epochs), max(epochs)], "colorscale": "Viridis", "showscale": True,
-                            "colorbar": {"title": {"text": "epoch (right)"}, "x": 1.02, "len": 0.6, "y": 0.3}})
+                            "colorbar": {"title": {"text": "epoch (right)"}, "x": 1.02, "len": 0.6, "y": 0.3,
+                                         "dtick": _epoch_dtick(epochs), "tickformat": "d"}})
     fig.update_yaxes(type="log", title_text="cross-entropy (nats, log axis)")
-    fig.update_xaxes(title_text="epoch", row=1, col=1)
+    fig.update_xaxes(title_text="epoch", row=1, col=1, dtick=_epoch_dtick(epochs), tickformat="d")
     fig.update_xaxes(title_text="layer l (states fed to the last block)", row=1, col=2, dtick=1)
     fig.update_layout(legend={"y": 1.0, "yanchor": "top", "x": 1.02})
     return fig
@@ -105,7 +112,7 @@ def fig_clustering(clustering: pd.DataFrame, metric: str = "f1"):
             fig.add_scatter(x=chance.index, y=chance.values, mode="lines", name="chance (shuffled clusters)",
                             legendgroup="chance", showlegend=j == 1, line={"color": "grey", "dash": "dash"},
                             row=1, col=j)
-        fig.update_xaxes(title_text="epoch", row=1, col=j)
+        fig.update_xaxes(title_text="epoch", row=1, col=j, dtick=_epoch_dtick(clustering["epoch"]), tickformat="d")
     fig.update_yaxes(title_text=f"pairwise {metric.upper()}", row=1, col=1)
     return fig
 
@@ -146,6 +153,7 @@ def fig_norm_stats(norms: pd.DataFrame, tokens: str | None = None, name: str = "
     fig.add_scatter(x=d["epoch"], y=[50.0] * len(d), mode="lines", name=f"{prefix}chance, pair level (50%)",
                     line={"dash": "dot", "color": "grey"})
     fig.update_layout(xaxis_title="epoch", yaxis_title="% non-decreasing (layers 0..L-1)", yaxis_range=[0, 100])
+    fig.update_xaxes(dtick=_epoch_dtick(d["epoch"]), tickformat="d")
     return fig
 
 
