@@ -114,7 +114,8 @@ class LoadedModel:
 
     def describe(self) -> str:
         """One line naming the model, its depth and how its weights were obtained."""
-        text = f"{self.label} ({self.family}, {self.n_layers} layers)"
+        depth = f"{self.n_layers} layers"  # local models' labels already state it: no second parenthesis
+        text = self.label if depth in self.label else f"{self.label} ({self.family}, {depth})"
         return f"{text}; {self.note}" if self.note else text
 
     def encode(self, texts: list[str], max_tokens: int) -> list[list[int]]:

@@ -185,7 +185,7 @@ def fig_surrogate_ratio(records: pd.DataFrame, caption: str):
 
     fig = px.scatter(records, x="real_ratio", y="ratio", color="model", symbol="dataset", facet_col="construction",
                      log_x=True, log_y=True, hover_data=["layer", "sample"], facet_col_spacing=0.06,
-                     labels={"real_ratio": "real ratio", "ratio": "surrogate ratio"})
+                     labels={"real_ratio": "real ratio (log axis)", "ratio": "surrogate ratio (log axis)"})
     fig.add_hline(y=1, line=dict(color="grey", dash="dash"))
     fig.add_vline(x=1, line=dict(color="grey", dash="dash"))
     fig.for_each_yaxis(lambda ax: ax.update(showticklabels=True))

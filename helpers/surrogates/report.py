@@ -151,19 +151,20 @@ class Provenance:
 
     @property
     def figure(self) -> str:
-        """Caption of a figure over all models (HTML line breaks)."""
-        return ("<br>".join(self.models.values()) + f"<br>{', '.join(self.datasets)}: {self.n_samples} texts each, "
-                f"<= {self.max_tokens} tokens, current token = last; profile {self.profile}")
+        """Caption of a figure over all models (``|`` between parts, as :func:`~helpers.report.output.with_caption`
+        lays them out)."""
+        return (" | ".join(self.models.values()) + f" | {', '.join(self.datasets)}: {self.n_samples} texts each, "
+                f"<= {self.max_tokens} tokens, current token = last | profile {self.profile}")
 
     def per_model(self, label: str) -> str:
         """Caption of a figure of one model on all datasets."""
-        return (self.models[label] + f"<br>{', '.join(self.datasets)}: {self.n_samples} texts each, "
-                f"<= {self.max_tokens} tokens; profile {self.profile}")
+        return (self.models[label] + f" | {', '.join(self.datasets)}: {self.n_samples} texts each, "
+                f"<= {self.max_tokens} tokens | profile {self.profile}")
 
     def first_text(self, label: str) -> str:
         """Caption of a figure of one model's first text of the first dataset."""
-        return (self.models[label] + f"<br>{self.datasets[0]}: first of {self.n_samples} texts, "
-                f"<= {self.max_tokens} tokens; profile {self.profile}")
+        return (self.models[label] + f" | {self.datasets[0]}: first of {self.n_samples} texts, "
+                f"<= {self.max_tokens} tokens | profile {self.profile}")
 
 
 def table_caption(name: str, prov: Provenance, prof: EigenProfile | None = None) -> str:
