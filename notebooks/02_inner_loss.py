@@ -22,7 +22,9 @@
 # whole prefix through the **last block**, the final norm and the LM head, and taking the cross-entropy with the
 # true next token (Eq. 14). At the last layer this is the model's own loss. Protocol: tokens at the 5th position
 # or later whose final loss is <= 1; mean ± std per layer on a log axis. We also show every token (unfiltered)
-# and the **logit lens** (final norm and head applied directly to layer *l*, no last block) beside it.
+# and the **logit lens** (final norm and head applied directly to layer *l*, no last block) beside it. The null is
+# the model's **untrained twin** (same architecture, seeded random weights) through the same lenses, on notebook
+# 08's shared sample, beside ln|V| (a uniform guess) and the sample's unigram entropy.
 
 # %% tags=["parameters"]
 profile = "default"          # "smoke" (tests), "default" (make reproduce, 2-core CPU), "paper" (full protocol)
@@ -78,15 +80,20 @@ output.save_table(curves, f"02_inner_loss_{tag}", results_dir,
 curves.pivot_table(index="layer", columns=["dataset", "filter", "lens"], values="mean").round(3)
 
 # %%
+vocab_size = lm.lm_head.weight.shape[0]
 summary = reports.inner_loss_summary(curves)
-cal = reports.calibration_table(runs, lm.lm_head.weight.shape[0], prof.corpus.n_boot)
+cal = reports.calibration_table(runs, vocab_size, prof.corpus.n_boot)
+# the null: the untrained twin through the same lenses (notebook 08's sample and cache; frees the model's weights)
+twin_lm, twin, twin_sample = reports.twin_curves(lm, datasets, profile, prof.cross.twin_seed, cache_dir=cache_dir,
+                                                 batch_tokens=batch_tokens, data_dir=data_dir,
+                                                 filtered_dir=filtered_dir)
 for ds, run in runs.items():
     kept = summary.set_index("dataset").loc[ds, "share kept %"]
     unigram = cal.set_index("dataset").loc[ds].get("unigram_entropy")
     fig = figures.fig_inner_loss(curves, ds, f"Inner loss across layers, {ds}",
                                run.caption(f"positions >= {min_position + 1}; {kept:.1f}% of tokens have final loss <= 1; "
-                                           f"lens on {run.lens_tokens}"), vocab_size=lm.lm_head.weight.shape[0],
-                               unigram=unigram)
+                                           f"lens on {run.lens_tokens}"), vocab_size=vocab_size,
+                               unigram=unigram, twin=twin, twin_sample=twin_sample)
     output.save_figure(fig, f"02_inner_loss_{tag}_{ds}", figures_dir)
     fig.show()
 
@@ -103,4 +110,4 @@ output.save_table(cal, f"02_inner_calibrated_{tag}", results_dir,
                          f"profile {profile}.")
 display(summary)
 display(cal.round(3))
-display(Markdown(reports.reading_inner_loss(summary, curves, lm.describe(), cal)))
+display(Markdown(reports.reading_inner_loss(summary, curves, lm.describe(), cal, twin, twin_sample)))

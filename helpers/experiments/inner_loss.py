@@ -8,8 +8,16 @@ import numpy as np
 import pandas as pd
 
 from helpers.config import MAX_FINAL_LOSS
+from helpers.experiments.cross_rows import analyse_entry
+from helpers.experiments.zoo import TWIN, Entry
+from helpers.lm.load import LoadedModel
+from helpers.lm.twin import untrained_twin
 from helpers.stats.inner import sample_calibration
 from helpers.stats.tokens import ALL_TOKENS, PAPER_FILTER, loss_curves
+
+# The profile whose cross-model sample (notebook 08's) the twin's inner loss is read on: the paper profile's is ten
+# times larger and takes about 40 min per twin here, while the twin's median curve is settled on the default's.
+TWIN_SAMPLE = {"smoke": "smoke", "default": "default", "paper": "default"}
 
 
 def inner_loss_table(runs: dict, label: str) -> pd.DataFrame:
@@ -17,6 +25,18 @@ def inner_loss_table(runs: dict, label: str) -> pd.DataFrame:
     parts = [loss_curves(run.records, filt).assign(dataset=ds, filter=name, model=label)
              for ds, run in runs.items() for filt, name in ((MAX_FINAL_LOSS, PAPER_FILTER), (None, ALL_TOKENS))]
     return pd.concat(parts, ignore_index=True)
+
+
+def twin_curves(lm: LoadedModel, datasets: list[str], profile: str, twin_seed: int = 0,
+                **kwargs) -> tuple[LoadedModel, pd.DataFrame, str]:
+    """The null of the inner-loss figures: ``lm``'s untrained twin (same architecture, seeded random weights; ``lm``'s
+    weights are freed first) through the lenses on notebook 08's cross-model sample of ``TWIN_SAMPLE[profile]``,
+    the same cached analysis notebook 08 reads. Returns (twin, its :func:`inner_loss_table`, the sample's name).
+    ``kwargs`` go to :func:`helpers.runs.datasets.analyse_dataset` (cache_dir, batch_tokens, data_dir, ...)."""
+    sample = TWIN_SAMPLE[profile]
+    twin = untrained_twin(lm, seed=twin_seed, release=True)
+    runs = analyse_entry(Entry(twin, group=lm.name, role=TWIN), datasets, sample, **kwargs)
+    return twin, inner_loss_table(runs, twin.label), f"notebook 08's {sample} sample"
 
 
 def inner_loss_summary(curves: pd.DataFrame) -> pd.DataFrame:
@@ -55,9 +75,19 @@ def _calibrated_text(cal: pd.DataFrame, ds: str) -> str:
             f"{c.tau_hi:+.2f}].")
 
 
-def reading_inner_loss(summary: pd.DataFrame, curves: pd.DataFrame, label: str,
-                       cal: pd.DataFrame | None = None) -> str:
-    """The reading of notebook 02, rendered from its numbers."""
+def _twin_text(twin: pd.DataFrame | None, ds: str, sample: str) -> str:
+    t = (twin[(twin.dataset == ds) & (twin["filter"] == ALL_TOKENS) & (twin.lens == "inner_loss")].sort_values("layer")
+         if twin is not None else pd.DataFrame())
+    if t.empty:
+        return ""
+    m = t["median"].to_numpy()
+    return (f" The untrained twin ({int(t.n_tokens.iloc[0]):,} tokens, {sample}): median {m[0]:.1f} -> "
+            f"{m[len(m) // 2]:.1f} -> {m[-1]:.1f} nats.")
+
+
+def reading_inner_loss(summary: pd.DataFrame, curves: pd.DataFrame, label: str, cal: pd.DataFrame | None = None,
+                       twin: pd.DataFrame | None = None, twin_sample: str = "") -> str:
+    """The reading of notebook 02, rendered from its numbers (``twin``: :func:`twin_curves`'s table)."""
     lines = []
     for _, r in summary.iterrows():
         t = curves[(curves.dataset == r["dataset"]) & (curves["filter"] == PAPER_FILTER)]
@@ -70,7 +100,8 @@ def reading_inner_loss(summary: pd.DataFrame, curves: pd.DataFrame, label: str,
             f"- **{r['dataset']}** ({r['tokens kept']:,} tokens with final loss <= 1, {r['share kept %']:.0f}% of "
             f"tokens): the inner loss {verdict} from {r['first layer']:.2f} at layer 0 to {r['last layer']:.2f} at "
             f"layer {len(inner) - 1}; {r['decreasing steps %']:.0f}% of layer steps go down (largest rise: "
-            f"{r['largest rise']}).{logit_txt}" + ("" if cal is None else _calibrated_text(cal, r["dataset"])))
+            f"{r['largest rise']}).{logit_txt}" + ("" if cal is None else _calibrated_text(cal, r["dataset"]))
+            + _twin_text(twin, r["dataset"], twin_sample))
     return (f"**Reading ({label}).** The paper reports a filtered inner loss that decreases across layers "
             "(clearly for LLaMA-7B/13B, less so for GPT-2). Both ends are fixed by construction (the last layer is "
             "the model's own loss, on the filter <= 1 nat), so the interior trend and the reference lines carry the "

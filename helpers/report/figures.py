@@ -34,11 +34,12 @@ def trajectory_figure(coords, explained=None):
 
 
 def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str, vocab_size: int | None = None,
-                   unigram: float | None = None):
+                   unigram: float | None = None, twin: pd.DataFrame | None = None, twin_sample: str = ""):
     """Fig. 2/4: inner loss (last-block lens) and logit lens per layer, mean and median with a 10-90% band, for the
     paper's filter (final loss <= 1) and for every token, log y-axis; with ``vocab_size``, ln|V| (a uniform guess)
     as a reference line (a lens above it does worse than guessing), with ``unigram`` the sample's unigram entropy
-    (a guess that knows only token frequencies)."""
+    (a guess that knows only token frequencies); with ``twin`` (the untrained twin's curves, same columns, read on
+    ``twin_sample``) its median inner loss over every token in the right panel (no twin token passes the filter)."""
     import math
 
     import plotly.graph_objects as go
@@ -61,6 +62,12 @@ def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str,
             if "median" in t:
                 fig.add_trace(go.Scatter(x=t.layer, y=t["median"], mode="lines", name=f"{name}, median",
                                          line={"color": color, "dash": "dot"}, showlegend=col == 1), row=1, col=col)
+    t = twin[(twin.dataset == dataset) & (twin["filter"] == ALL_TOKENS) & (twin.lens == "inner_loss")] \
+        if twin is not None else []
+    if len(t):
+        fig.add_trace(go.Scatter(x=t.layer, y=t["median"], mode="lines", line={"color": "black", "width": 2.5},
+                                 name=f"untrained twin, inner loss median ({int(t.n_tokens.iloc[0]):,} tokens, "
+                                      f"{twin_sample})"), row=1, col=2)
     shown = curves[curves.dataset == dataset]
     span = [float(shown.layer.min()), float(shown.layer.max())] if len(shown) else []
     refs = ([(math.log(vocab_size), f"ln|V| = {math.log(vocab_size):.1f} nats (a uniform guess)", "dash")]

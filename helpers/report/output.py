@@ -48,21 +48,21 @@ CSV_DIGITS = 6  # significant digits of every number written to a CSV: a rerun t
 
 def subtitle_lines(caption: str, width: int = SUBTITLE_WIDTH, max_lines: int = 2) -> list[str]:
     """A provenance caption ``model; note | data: counts | filter | ...`` as at most ``max_lines`` lines of at most
-    ``width`` characters, nothing cut: the parts go in order, joined with ' · '; a part that does not fit keeps its
-    first clause (up to the first ';') and, if even that is too long, wraps at spaces onto a further line."""
-    parts = [p.strip() for p in caption.split(" | ") if p.strip()]
-    for keep_all in (True, False):
-        pieces = parts if keep_all else [p.split(";")[0].strip() for p in parts]
+    ``width`` characters, nothing cut: the parts go in order, joined with ' · '. While they do not fit, the longest
+    part drops its last ';' clause (each part keeps at least its first); a first clause too long for a line wraps
+    at spaces onto a further line."""
+    clauses = [[c.strip() for c in p.split(";") if c.strip()] for p in caption.split(" | ") if p.strip()]
+    while True:
         lines: list[str] = []
-        for piece in pieces:
-            cur = lines[-1] if lines else None
-            if cur is not None and len(cur) + 3 + len(piece) <= width:
-                lines[-1] = f"{cur} · {piece}"
+        for piece in ("; ".join(c) for c in clauses):
+            if lines and len(lines[-1]) + 3 + len(piece) <= width:
+                lines[-1] = f"{lines[-1]} · {piece}"
             else:
                 lines += _wrap(piece, width)
-        if len(lines) <= max_lines:
+        longer = [c for c in clauses if len(c) > 1]
+        if len(lines) <= max_lines or not longer:
             return lines
-    return lines
+        max(longer, key=lambda c: len("; ".join(c))).pop()
 
 
 def _wrap(text: str, width: int) -> list[str]:

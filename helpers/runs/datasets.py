@@ -19,10 +19,10 @@ from helpers.paths import CACHE_DIR, FILTERED_DIR
 from helpers.runs.analysis import AnalysisConfig, run_analysis
 
 
-def provenance(model_line: str, dataset: str, n_texts: int, n_tokens: int, extra: str = "") -> str:
-    """One line naming model, data, sample count and filter, for figure and table captions."""
-    text = f"{model_line} | {dataset}: {n_texts} texts, {n_tokens} tokens"
-    return f"{text} | {extra}" if extra else text
+def provenance(model_line: str, dataset: str, n_texts: int, n_tokens: int, extra: str = "", profile: str = "") -> str:
+    """One line naming model, data, sample count, filter and profile, for figure and table captions."""
+    parts = [model_line, f"{dataset}: {n_texts:,} texts, {n_tokens:,} tokens", extra, f"profile {profile}" if profile else ""]
+    return " | ".join(p for p in parts if p)
 
 
 @dataclass
@@ -38,6 +38,7 @@ class DatasetRun:
     run_dir: str
     lens_tokens: str = "every token"
     padding_share: float = 0.0
+    profile: str = ""
 
     @property
     def n_tokens(self) -> int:
@@ -45,9 +46,8 @@ class DatasetRun:
         return int(len(self.records["text_id"]))
 
     def caption(self, extra: str = "") -> str:
-        """Provenance line: model, data, sample count, filter."""
-
-        return provenance(self.model_line, self.dataset, self.n_texts, self.n_tokens, extra)
+        """Provenance line: model, data, sample count, filter (``extra``), profile."""
+        return provenance(self.model_line, self.dataset, self.n_texts, self.n_tokens, extra, self.profile)
 
 
 def analyse_dataset(
@@ -114,6 +114,7 @@ def analyse_dataset(
         run_dir=str(store.dir),
         lens_tokens=config.lens_tokens(),
         padding_share=float(store.manifest().get("padding_share", 0.0)),
+        profile=profile,
     )
 
 

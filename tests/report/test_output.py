@@ -55,3 +55,14 @@ def test_csv_numbers_have_the_stated_precision(tmp_path):
     back = pd.read_csv(csv)
     assert back.x.iloc[0] == float(f"{1 / 3:.{CSV_DIGITS}g}") and back.n.tolist() == [1, 2, 3]
     assert csv.read_text().splitlines()[1] == f"{1 / 3:.{CSV_DIGITS}g},1"
+
+
+def test_subtitle_trims_only_the_longest_parts():
+    """Only as many trailing clauses go as the two lines need, longest part first: the short parts stay whole."""
+    caption = ("SmolLM2-135M-Instruct (llama, 30 layers); Q4_1 GGUF dequantised to float: an approximation of the "
+               "released weights | wikitext-103: 240 texts, 35642 tokens | positions >= 5; 8.5% of tokens have final "
+               "loss <= 1; lens on tokens with final loss <= 1 and a seeded random 10% of all tokens | profile default")
+    text = " ".join(subtitle_lines(caption))
+    assert "profile default" in text and "8.5% of tokens have final loss <= 1" in text
+    assert "seeded random 10%" not in text  # the longest part gave up its last clause
+    assert subtitle_lines("a; b | c", width=20) == ["a; b · c"]  # fits: nothing dropped

@@ -1,0 +1,32 @@
+"""Notebook 02's null: the untrained twin's inner loss, read on notebook 08's sample through the same cache, and
+drawn on the figure's all-tokens panel only."""
+
+from __future__ import annotations
+
+import pandas as pd
+from conftest import tiny_with_tok
+
+from helpers.experiments import inner_loss, zoo
+from helpers.experiments.cross_rows import analyse_entry
+from helpers.lm.twin import untrained_twin
+from helpers.report.figures import fig_inner_loss
+from helpers.stats.tokens import ALL_TOKENS
+
+
+def test_twin_curves_share_notebook_08s_cached_twin_run(tmp_path, one_thread):
+    kw = dict(cache_dir=str(tmp_path / "c"), filtered_dir=str(tmp_path / "f"), progress=False)
+    twin, table, sample = inner_loss.twin_curves(tiny_with_tok("llama"), ["1bw"], "smoke", twin_seed=0, **kw)
+    assert sample == "notebook 08's smoke sample"
+    # notebook 08's own twin (fresh model, same seed) finds that run in the cache: one computation serves both
+    again = untrained_twin(tiny_with_tok("llama"), seed=0)
+    runs = analyse_entry(zoo.Entry(again, group="g", role=zoo.TWIN), ["1bw"], "smoke", cached_only=True, **kw)
+    pd.testing.assert_frame_equal(inner_loss.inner_loss_table(runs, twin.label), table)
+    inner = table[(table.lens == "inner_loss") & (table["filter"] == ALL_TOKENS)]
+    assert len(inner) == twin.n_layers and inner["median"].notna().all()
+
+    fig = fig_inner_loss(table, "1bw", "t", "model | data", vocab_size=128, twin=table, twin_sample=sample)
+    drawn = [tr for tr in fig.data if tr.name and tr.name.startswith("untrained twin")]
+    assert len(drawn) == 1 and drawn[0].xaxis == "x2"  # the all-tokens panel
+    assert list(drawn[0].y) == list(inner.sort_values("layer")["median"])
+    text = inner_loss._twin_text(table, "1bw", sample)
+    assert f"{inner['median'].iloc[0]:.1f} ->" in text and sample in text
