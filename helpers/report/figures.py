@@ -95,18 +95,34 @@ def dataset_color(name: str) -> str | None:
     return next((c for ds, c in DATASET_COLORS.items() if str(name).startswith(ds)), None)
 
 
-def fig_transitions(trans: pd.DataFrame, title: str, caption: str):
-    """Share of tokens whose norm does not decrease at each layer step, one bar group per dataset."""
+def fig_transitions(trans: pd.DataFrame, title: str, caption: str, twin: pd.DataFrame | None = None,
+                    paper: pd.DataFrame | None = None):
+    """Share of tokens whose norm does not decrease at each layer step, one bar group per dataset; with ``twin``
+    (the untrained twin's table, same columns) its shares as black markers on each dataset's bar, with ``paper``
+    (rows of the paper's Table 1) the range of its pair levels (= the mean over steps) as a band."""
     import plotly.graph_objects as go
 
-    fig = go.Figure([go.Bar(x=t.step, y=t.non_decreasing_pct, name=ds, marker_color=dataset_color(ds))
-                     for ds, t in trans.groupby("dataset", sort=False)])
-    fig.update_layout(xaxis_title="layer step", yaxis_title="% of tokens non-decreasing", barmode="group")
+    fig = go.Figure([go.Bar(x=t.step, y=t.non_decreasing_pct, name=ds, marker_color=dataset_color(ds),
+                            offsetgroup=ds) for ds, t in trans.groupby("dataset", sort=False)])
+    for ds, t in (twin.groupby("dataset", sort=False) if twin is not None else ()):
+        fig.add_trace(go.Scatter(x=t.step, y=t.non_decreasing_pct, mode="markers", offsetgroup=ds,
+                                 name=f"{ds}: untrained twin", marker={"symbol": "line-ew-open", "size": 14, "color": "black",
+                                 "line": {"width": 3, "color": "black"}}))
+    if paper is not None and len(paper):
+        lo, hi = float(paper.pair_pct.min()), float(paper.pair_pct.max())
+        fig.add_hrect(y0=lo, y1=hi, fillcolor="grey", opacity=0.25, line_width=0)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", marker={"symbol": "square", "size": 12,
+                                 "color": "rgba(128,128,128,0.4)"},
+                                 name=f"paper's pair level (mean over steps): {lo:.1f}-{hi:.1f}%<br>"
+                                      f"({', '.join(paper.model.unique())}; {', '.join(paper.dataset.unique())})"))
+    fig.update_layout(xaxis_title="layer step", yaxis_title="% of tokens non-decreasing", barmode="group",
+                      scattermode="group", yaxis_range=[0, 101])
     return with_caption(fig, title, caption)
 
 
-def fig_norm_quantiles(norms: dict, title: str, caption: str):
-    """Median residual norm per layer with a 10-90% band, one line per entry of ``norms`` {name: [N, L]}."""
+def fig_norm_quantiles(norms: dict, title: str, caption: str, twin: dict | None = None):
+    """Median residual norm per layer with a 10-90% band, one line per entry of ``norms`` {name: [N, L]}; with
+    ``twin`` (same form: the untrained twin's norms) its medians dashed. Log y-axis: the norms span decades."""
     import numpy as np
     import plotly.graph_objects as go
 
@@ -115,7 +131,11 @@ def fig_norm_quantiles(norms: dict, title: str, caption: str):
         med, lo, hi = np.median(traj, 0), np.percentile(traj, 10, 0), np.percentile(traj, 90, 0)
         fig.add_trace(go.Scatter(x=list(range(traj.shape[1])), y=med, mode="lines+markers", name=f"{name} median",
                                  line={"color": dataset_color(name)}, error_y={"type": "data", "symmetric": False, "array": hi - med, "arrayminus": med - lo}))
-    fig.update_layout(xaxis_title="layer l (input of block l)", yaxis_title="||z_l|| (median, 10-90%)")
+    for name, traj in (twin or {}).items():
+        fig.add_trace(go.Scatter(x=list(range(traj.shape[1])), y=np.median(traj, 0), mode="lines",
+                                 name=f"{name}: untrained twin, median", line={"color": dataset_color(name), "dash": "dash"}))
+    fig.update_layout(xaxis_title="layer l (input of block l)", yaxis_title="||z_l|| (median, 10-90%; log axis)",
+                      yaxis_type="log")
     return with_caption(fig, title, caption)
 
 

@@ -50,6 +50,14 @@ class DatasetRun:
         return provenance(self.model_line, self.dataset, self.n_texts, self.n_tokens, extra, self.profile)
 
 
+def corpora_caption(runs: dict[str, DatasetRun], extra: str = "") -> str:
+    """One provenance line for a figure over several datasets of one model: model, each dataset's counts, filter
+    (``extra``) and profile, in :func:`provenance`'s parts."""
+    first = next(iter(runs.values()))
+    data = " + ".join(f"{r.dataset}: {r.n_texts:,} texts, {r.n_tokens:,} tokens" for r in runs.values())
+    return " | ".join(p for p in (first.model_line, data, extra, f"profile {first.profile}" if first.profile else "") if p)
+
+
 def analyse_dataset(
     lm: LoadedModel,
     dataset: str,

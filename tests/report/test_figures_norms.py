@@ -1,0 +1,44 @@
+"""Table 1's figures (notebook 03) carry their null and the paper: the twin's per-step shares on each dataset's bar,
+the paper's pair-level range, the twin's median norms, and a log axis that says so."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from helpers.experiments.paper import PAPER_TABLE1
+from helpers.report.figures import fig_norm_quantiles, fig_transitions
+from helpers.runs.datasets import DatasetRun, corpora_caption
+
+
+def _trans(pct: float) -> pd.DataFrame:
+    return pd.DataFrame([{"dataset": ds, "step": f"{i}->{i + 1}", "non_decreasing_pct": pct}
+                         for ds in ("wikitext-103", "1bw") for i in range(3)])
+
+
+def test_transitions_show_twin_and_paper_band():
+    paper = PAPER_TABLE1[PAPER_TABLE1.dataset.isin(["wikitext-103", "1bw"])]
+    fig = fig_transitions(_trans(90.0), "t", "m | d", twin=_trans(99.0), paper=paper)
+    twins = [t for t in fig.data if "untrained twin" in (t.name or "")]
+    assert len(twins) == 2 and {t.offsetgroup for t in twins} == {"wikitext-103", "1bw"}  # on its dataset's bar
+    band = fig.layout.shapes[0]
+    assert (band.y0, band.y1) == (paper.pair_pct.min(), paper.pair_pct.max())
+    assert any(f"{paper.pair_pct.min():.1f}-{paper.pair_pct.max():.1f}%" in (t.name or "") for t in fig.data)
+
+
+def test_norm_quantiles_draw_twin_medians_on_a_marked_log_axis():
+    rng = np.random.default_rng(0)
+    norms = {"1bw": rng.lognormal(size=(50, 4)).cumsum(1)}
+    twin = {"1bw": rng.lognormal(size=(50, 4))}
+    fig = fig_norm_quantiles(norms, "t", "m | d", twin=twin)
+    dashed = [t for t in fig.data if t.line.dash == "dash"]
+    assert len(dashed) == 1 and np.allclose(dashed[0].y, np.median(twin["1bw"], 0))
+    assert fig.layout.yaxis.type == "log" and "log axis" in fig.layout.yaxis.title.text
+
+
+def test_corpora_caption_names_every_dataset_once_with_the_profile():
+    runs = {ds: DatasetRun({"text_id": np.zeros(n)}, ds, 3, 4, 4, "model; note", "", profile="paper")
+            for ds, n in (("wikitext-103", 1200), ("1bw", 800))}
+    cap = corpora_caption(runs, "positions >= 5")
+    assert cap == ("model; note | wikitext-103: 3 texts, 1,200 tokens + 1bw: 3 texts, 800 tokens | positions >= 5 "
+                   "| profile paper")
