@@ -104,9 +104,9 @@ def fig_transitions(trans: pd.DataFrame, title: str, caption: str, twin: pd.Data
 
     fig = go.Figure([go.Bar(x=t.step, y=t.non_decreasing_pct, name=ds, marker_color=dataset_color(ds),
                             offsetgroup=ds) for ds, t in trans.groupby("dataset", sort=False)])
-    for ds, t in (twin.groupby("dataset", sort=False) if twin is not None else ()):
-        fig.add_trace(go.Scatter(x=t.step, y=t.non_decreasing_pct, mode="markers", offsetgroup=ds,
-                                 name=f"{ds}: untrained twin", marker={"symbol": "line-ew-open", "size": 14, "color": "black",
+    for i, (ds, t) in enumerate(twin.groupby("dataset", sort=False) if twin is not None else ()):
+        fig.add_trace(go.Scatter(x=t.step, y=t.non_decreasing_pct, mode="markers", offsetgroup=ds, showlegend=i == 0,
+                                 name="untrained twin (mark on each bar)", legendgroup="twin", marker={"symbol": "line-ew-open", "size": 14, "color": "black",
                                  "line": {"width": 3, "color": "black"}}))
     if paper is not None and len(paper):
         lo, hi = float(paper.pair_pct.min()), float(paper.pair_pct.max())

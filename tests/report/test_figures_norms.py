@@ -21,6 +21,7 @@ def test_transitions_show_twin_and_paper_band():
     fig = fig_transitions(_trans(90.0), "t", "m | d", twin=_trans(99.0), paper=paper)
     twins = [t for t in fig.data if "untrained twin" in (t.name or "")]
     assert len(twins) == 2 and {t.offsetgroup for t in twins} == {"wikitext-103", "1bw"}  # on its dataset's bar
+    assert [t.showlegend for t in twins] == [True, False]  # one legend entry for both
     band = fig.layout.shapes[0]
     assert (band.y0, band.y1) == (paper.pair_pct.min(), paper.pair_pct.max())
     assert any(f"{paper.pair_pct.min():.1f}-{paper.pair_pct.max():.1f}%" in (t.name or "") for t in fig.data)
