@@ -66,7 +66,7 @@ def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str,
         if twin is not None else []
     if len(t):
         fig.add_trace(go.Scatter(x=t.layer, y=t["median"], mode="lines", line={"color": "black", "width": 2.5},
-                                 name=f"untrained twin, inner loss median ({int(t.n_tokens.iloc[0]):,} tokens, "
+                                 name=f"untrained twin, inner loss median<br>({int(t.n_tokens.iloc[0]):,} tokens, "
                                       f"{twin_sample})"), row=1, col=2)
     shown = curves[curves.dataset == dataset]
     span = [float(shown.layer.min()), float(shown.layer.max())] if len(shown) else []
