@@ -145,7 +145,7 @@ def fig_norm_lines(norms, title: str, caption: str):
 
     fig = go.Figure([go.Scatter(x=list(range(norms.shape[1])), y=row, mode="lines", line={"width": 1}, opacity=0.5,
                                 showlegend=False) for row in norms])
-    fig.update_layout(xaxis_title="layer", yaxis_title="||z_l||", yaxis_type="log")
+    fig.update_layout(xaxis_title="layer", yaxis_title="||z_l|| (log axis)", yaxis_type="log")
     return with_caption(fig, title, caption)
 
 
