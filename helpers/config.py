@@ -360,7 +360,7 @@ PROFILES: dict[str, Profile] = {
         name="paper",
         # the paper's protocol, and only its work: the lens on the filtered tokens plus a 2% sample for the
         # "all tokens" panel, no logit lens (each halves or doubles the LM-head work that dominates the run); the
-        # twin rows of Table 1 off (one more pass over 450k tokens, ~25 min here): the default sample and 08 have it
+        # twin rows of Table 1 off (one more forward pass over 450k tokens): the default sample and 08 have it
         corpus=CorpusProfile(wikitext_texts=None, onebw_texts=None, max_tokens=None, n_vectors=150, pca_samples=150,
                              n_boot=1000, lens_share=0.02, logit_lens=False, twin=False),
         eigen=EigenProfile(n_samples=100, max_tokens=64, min_tokens=10, layer_stride=1, spectra_samples=5,

@@ -84,9 +84,8 @@ vocab_size = lm.lm_head.weight.shape[0]
 summary = reports.inner_loss_summary(curves)
 cal = reports.calibration_table(runs, vocab_size, prof.corpus.n_boot)
 # the null: the untrained twin through the same lenses (notebook 08's sample and cache; frees the model's weights)
-twin_lm, twin, twin_sample = reports.twin_curves(lm, datasets, profile, prof.cross.twin_seed, cache_dir=cache_dir,
-                                                 batch_tokens=batch_tokens, data_dir=data_dir,
-                                                 filtered_dir=filtered_dir)
+twin, twin_sample = reports.twin_curves(lm, datasets, profile, prof.cross.twin_seed, cache_dir=cache_dir,
+                                        batch_tokens=batch_tokens, data_dir=data_dir, filtered_dir=filtered_dir)
 for ds, run in runs.items():
     kept = summary.set_index("dataset").loc[ds, "share kept %"]
     unigram = cal.set_index("dataset").loc[ds].get("unigram_entropy")

@@ -66,6 +66,7 @@ from helpers.experiments import table1 as reports
 from helpers.experiments.paper import PAPER_TABLE1
 from helpers.report import figures, output
 from helpers.runs.datasets import analyse_corpora, analyse_twin, corpora_caption
+from helpers.stats.tokens import norm_trajectories
 
 prof = get_profile(profile)
 lm, runs = analyse_corpora(model, datasets, profile, device=device, dtype=dtype, device_map=device_map,
@@ -107,7 +108,7 @@ fig
 
 # %%
 def block_inputs(run):  # norms of the current token at the inputs of blocks 0..L-1, positions >= min_position
-    return run.records["norms"][run.records["position"] >= min_position][:, : lm.n_layers]
+    return norm_trajectories(run.records, lm.n_layers)[run.records["position"] >= min_position]
 
 
 fig = figures.fig_norm_quantiles({ds: block_inputs(r) for ds, r in runs.items()},

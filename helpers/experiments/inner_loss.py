@@ -15,8 +15,9 @@ from helpers.lm.twin import untrained_twin
 from helpers.stats.inner import sample_calibration
 from helpers.stats.tokens import ALL_TOKENS, PAPER_FILTER, loss_curves
 
-# The profile whose cross-model sample (notebook 08's) the twin's inner loss is read on: the paper profile's is ten
-# times larger and takes about 40 min per twin here, while the twin's median curve is settled on the default's.
+# The profile whose cross-model sample (notebook 08's) the twin's inner loss is read on: the paper profile's has
+# up to twenty times the default's tokens (1,400 texts of up to 128 tokens against 140 of up to 64), and the
+# twin's flat median curve is settled on the default's.
 TWIN_SAMPLE = {"smoke": "smoke", "default": "default", "paper": "default"}
 
 
@@ -28,15 +29,16 @@ def inner_loss_table(runs: dict, label: str) -> pd.DataFrame:
 
 
 def twin_curves(lm: LoadedModel, datasets: list[str], profile: str, twin_seed: int = 0,
-                **kwargs) -> tuple[LoadedModel, pd.DataFrame, str]:
+                **kwargs) -> tuple[pd.DataFrame, str]:
     """The null of the inner-loss figures: ``lm``'s untrained twin (same architecture, seeded random weights; ``lm``'s
     weights are freed first) through the lenses on notebook 08's cross-model sample of ``TWIN_SAMPLE[profile]``,
-    the same cached analysis notebook 08 reads. Returns (twin, its :func:`inner_loss_table`, the sample's name).
+    the same cached analysis notebook 08 reads. Returns (the twin's :func:`inner_loss_table`, the sample's name);
+    the twin itself is not kept (its weights would stay in memory).
     ``kwargs`` go to :func:`helpers.runs.datasets.analyse_dataset` (cache_dir, batch_tokens, data_dir, ...)."""
     sample = TWIN_SAMPLE[profile]
     twin = untrained_twin(lm, seed=twin_seed, release=True)
     runs = analyse_entry(Entry(twin, group=lm.name, role=TWIN), datasets, sample, **kwargs)
-    return twin, inner_loss_table(runs, twin.label), f"notebook 08's {sample} sample"
+    return inner_loss_table(runs, twin.label), f"notebook 08's {sample} sample"
 
 
 def inner_loss_summary(curves: pd.DataFrame) -> pd.DataFrame:

@@ -19,10 +19,17 @@ from helpers.paths import CACHE_DIR, FILTERED_DIR
 from helpers.runs.analysis import AnalysisConfig, run_analysis
 
 
+def _counts(dataset: str, n_texts: int, n_tokens: int) -> str:
+    return f"{dataset}: {n_texts:,} texts, {n_tokens:,} tokens"
+
+
+def _join(model_line: str, data: str, extra: str, profile: str) -> str:
+    return " | ".join(p for p in (model_line, data, extra, f"profile {profile}" if profile else "") if p)
+
+
 def provenance(model_line: str, dataset: str, n_texts: int, n_tokens: int, extra: str = "", profile: str = "") -> str:
     """One line naming model, data, sample count, filter and profile, for figure and table captions."""
-    parts = [model_line, f"{dataset}: {n_texts:,} texts, {n_tokens:,} tokens", extra, f"profile {profile}" if profile else ""]
-    return " | ".join(p for p in parts if p)
+    return _join(model_line, _counts(dataset, n_texts, n_tokens), extra, profile)
 
 
 @dataclass
@@ -54,8 +61,8 @@ def corpora_caption(runs: dict[str, DatasetRun], extra: str = "") -> str:
     """One provenance line for a figure over several datasets of one model: model, each dataset's counts, filter
     (``extra``) and profile, in :func:`provenance`'s parts."""
     first = next(iter(runs.values()))
-    data = " + ".join(f"{r.dataset}: {r.n_texts:,} texts, {r.n_tokens:,} tokens" for r in runs.values())
-    return " | ".join(p for p in (first.model_line, data, extra, f"profile {first.profile}" if first.profile else "") if p)
+    data = " + ".join(_counts(r.dataset, r.n_texts, r.n_tokens) for r in runs.values())
+    return _join(first.model_line, data, extra, first.profile)
 
 
 def analyse_dataset(

@@ -15,14 +15,14 @@ from helpers.stats.tokens import ALL_TOKENS
 
 def test_twin_curves_share_notebook_08s_cached_twin_run(tmp_path, one_thread):
     kw = dict(cache_dir=str(tmp_path / "c"), filtered_dir=str(tmp_path / "f"), progress=False)
-    twin, table, sample = inner_loss.twin_curves(tiny_with_tok("llama"), ["1bw"], "smoke", twin_seed=0, **kw)
+    table, sample = inner_loss.twin_curves(tiny_with_tok("llama"), ["1bw"], "smoke", twin_seed=0, **kw)
     assert sample == "notebook 08's smoke sample"
     # notebook 08's own twin (fresh model, same seed) finds that run in the cache: one computation serves both
     again = untrained_twin(tiny_with_tok("llama"), seed=0)
     runs = analyse_entry(zoo.Entry(again, group="g", role=zoo.TWIN), ["1bw"], "smoke", cached_only=True, **kw)
-    pd.testing.assert_frame_equal(inner_loss.inner_loss_table(runs, twin.label), table)
+    pd.testing.assert_frame_equal(inner_loss.inner_loss_table(runs, again.label), table)
     inner = table[(table.lens == "inner_loss") & (table["filter"] == ALL_TOKENS)]
-    assert len(inner) == twin.n_layers and inner["median"].notna().all()
+    assert len(inner) == again.n_layers and inner["median"].notna().all()
 
     fig = fig_inner_loss(table, "1bw", "t", "model | data", vocab_size=128, twin=table, twin_sample=sample)
     drawn = [tr for tr in fig.data if tr.name and tr.name.startswith("untrained twin")]
