@@ -315,19 +315,54 @@ def test_cli_error_starts_on_a_fresh_line_and_os_errors_are_one_line(monkeypatch
     """An error after a progress bar (which ends with a carriage return) gets a line of its own; an OSError
     (a full disk, a permission) is one line too, never a traceback."""
     from helpers import __main__ as cli
+    from helpers import commands
 
     def bar_then_error(args):
         sys.stderr.write("\rchunks:  50%|#####     | 1/2")
         raise CompendiumError("cached chunk chunk_00001.npz is unreadable")
 
-    monkeypatch.setattr(cli, "cmd_readme", bar_then_error)
+    monkeypatch.setattr(commands, "cmd_readme", bar_then_error)
     assert cli.main(["readme"]) == 2
     assert capsys.readouterr().err.endswith("1/2\nerror: cached chunk chunk_00001.npz is unreadable\n")
 
     def disk_full(args):
         raise OSError(28, "No space left on device", "/results/x.csv")
 
-    monkeypatch.setattr(cli, "cmd_readme", disk_full)
+    monkeypatch.setattr(commands, "cmd_readme", disk_full)
     assert cli.main(["readme"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: No space left on device (/results/x.csv)")
+
+
+HEAVY = ("torch", "transformers", "pandas", "plotly", "papermill")
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["analyse", "--batch-size", "0", "--profile", "smoke"], "--batch-size"),
+    (["analyse", "--lens-share", "2", "--profile", "smoke"], "--lens-share"),
+    (["merge", "--shards", "0"], "--shards"),
+    (["notebook", "99"], "no notebook source matches"),
+    (["notebook", "02", "--model", "gpt2"], "is not a further model"),
+])
+def test_bad_arguments_are_answered_before_any_heavy_import(argv, flag):
+    """A typo is answered from the torch-free checks: the entry point imports the command's modules (torch,
+    transformers, pandas, plotly, papermill) only after its arguments pass, which is what keeps the answer
+    well under a second (it took 8-10 s when the entry point imported the whole package first)."""
+    code = ("import sys; from helpers.__main__ import main; rc = main(sys.argv[1:]); "
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules)); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and flag in proc.stderr, proc.stderr
+    assert proc.stdout.strip() == "[]", f"heavy modules imported before the error: {proc.stdout}"
+
+
+def test_valid_arguments_reach_the_command_module(monkeypatch):
+    """The other side: arguments that pass reach the heavy command (here ``notebook 02``, stubbed), with the
+    values the checks normalised."""
+    from helpers import __main__ as cli
+    from helpers import commands
+
+    seen = []
+    monkeypatch.setattr(commands, "cmd_notebook", lambda args: seen.append((args.only, args.profile)))
+    assert cli.main(["notebook", "02", "--profile", "smoke"]) == 0
+    assert seen == [(["02"], "smoke")]

@@ -1,0 +1,187 @@
+"""The commands of ``python -m helpers`` (``analyse``, ``merge``, ``readme``, ``notebook``): the heavy part of the
+entry point. :mod:`helpers.__main__` parses and validates the arguments first and imports this module only after
+they pass, so a bad value is answered before torch or transformers load.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from helpers import CompendiumError
+from helpers.config import get_profile
+from helpers.corpus.sources import corpus_source
+from helpers.experiments import inner_loss, table1
+from helpers.lm.load import load_model
+from helpers.notebooks import PER_MODEL, execute, sources
+from helpers.paths import atomic_write_text, repo_path, repo_root
+from helpers.report import figures, output
+from helpers.report.findings import brief, render
+from helpers.report.tables_index import tables_markdown
+from helpers.runs.analysis import NotFinished, merge_records
+from helpers.runs.datasets import analyse_dataset
+from helpers.runs.launch import barrier_and_close, from_env, init_group
+from helpers.stats import tokens
+
+MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _outputs(lm, run, args) -> list[Path]:
+    """Tables (CSV + Markdown), the notebooks' figures (HTML + PNG) and a machine-readable summary.json of one
+    dataset run, all under ``--results-dir`` (``--figures-dir`` for the figures; default: the same folder)."""
+    tag = f"{lm.name.replace('/', '_')}_{args.dataset}"
+    figures_dir = args.figures_dir
+    runs = {run.dataset: run}
+    table = tokens.table1(run.records, lm.n_layers, args.min_position, lm.label, run.dataset)
+    curves = inner_loss.inner_loss_table(runs, lm.label)
+    summary = inner_loss.inner_loss_summary(curves)
+    trans = table1.transitions_table(runs, lm.n_layers, args.min_position)
+    cap = run.caption(f"positions >= {args.min_position + 1}; lens on {run.lens_tokens}")
+    paths = (output.save_table(table, f"cli_table1_{tag}", args.results_dir, cap)
+             + output.save_table(curves, f"cli_inner_loss_{tag}", args.results_dir, cap)
+             + output.save_table(trans, f"cli_transitions_{tag}", args.results_dir, cap))
+    paths += output.save_figure(figures.fig_inner_loss(curves, run.dataset, f"Inner loss across layers, {run.dataset}", cap,
+                                                       lm.lm_head.weight.shape[0]),
+                               f"cli_inner_loss_{tag}", figures_dir, png=args.png)
+    paths += output.save_figure(figures.fig_transitions(trans, "Which layer steps break the non-decreasing pattern", cap),
+                               f"cli_transitions_{tag}", figures_dir, png=args.png)
+    body = {
+        "model": {"name": lm.name, "description": lm.describe(), "n_layers": lm.n_layers, "fingerprint": lm.fingerprint},
+        "data": {"dataset": run.dataset, "n_texts": run.n_texts, "n_tokens": run.n_tokens,
+                 "source": corpus_source(run.dataset, args.data_dir)},
+        "protocol": {"profile": args.profile, "min_position": args.min_position, "lens_tokens": run.lens_tokens},
+        "table1": table.to_dict("records"),
+        "inner_loss": summary.to_dict("records"),
+        "inner_loss_by_layer": {f"{f} / {lens}": list(g.sort_values("layer")["mean"])
+                                for (f, lens), g in curves.groupby(["filter", "lens"])},
+    }
+    out = repo_path(args.results_dir) / f"cli_summary_{tag}.json"
+    atomic_write_text(out, json.dumps(body, indent=2, default=float) + "\n")
+    return paths + [out]
+
+
+def _load(args):
+
+    return load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
+
+
+def _share(text: str) -> float | str:
+    if text == "all":
+        return "all"
+    try:
+        return float(text)
+    except ValueError:
+        raise CompendiumError(f"--lens-share must be a number in [0, 1] or 'all', got {text!r}") from None
+
+
+def _run(lm, args, shard, cached_only: bool = False):
+
+    return analyse_dataset(
+        lm, args.dataset, profile=args.profile, n_texts=args.n_texts, max_tokens=args.max_tokens,
+        min_position=args.min_position, batch_size=args.batch_size, batch_tokens=args.batch_tokens,
+        lens_share=_share(args.lens_share) if args.lens_share is not None else None, seed=args.seed, cache_dir=args.cache_dir,
+        data_dir=args.data_dir, shard=shard, cached_only=cached_only,
+    )
+
+
+def cmd_analyse(args) -> None:
+    """Run (or resume) one analysis, or one shard of it, and write its tables, figures and summary.
+
+    Under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1) each rank analyses its own shard on its own
+    device, all ranks meet at a barrier and rank 0 merges the shards into the single-process outputs."""
+
+    launch = from_env()
+    init_group(launch, args.device)
+    lm = _load(args)
+    run = _run(lm, args, args.shard)
+    print(f"{run.n_tokens} token records in {run.run_dir}")
+    barrier_and_close(launch)
+    if launch.distributed:
+        if launch.rank == 0:
+            for p in _outputs(lm, _merged(lm, args, launch.world), args):
+                print("wrote", p)
+    elif args.shard is None:
+        for p in _outputs(lm, run, args):
+            print("wrote", p)
+
+
+def _merged(lm, args, n_shards: int):
+    """The finished shards 0..n-1 as one run (computes nothing); one-line error naming missing shards.
+
+    Every shard analyses a disjoint slice of the same sample, so the merged run covers that sample once:
+    its text count is the sample's, not the sum over shards."""
+    parts, missing = [], []
+    for i in range(n_shards):
+        try:
+            parts.append(_run(lm, args, f"{i}/{n_shards}", cached_only=True))
+        except NotFinished:
+            missing.append(f"{i}/{n_shards}")
+    if missing:
+        raise CompendiumError(f"cannot merge: shard(s) {', '.join(missing)} not finished in {args.cache_dir}: run "
+                              f"`python -m helpers analyse ... --shard i/{n_shards}` for each, then merge again")
+    return replace(parts[0], records=merge_records([p.records for p in parts]))
+
+
+def cmd_merge(args) -> None:
+    """Combine finished shards (cached) into the outputs a single run gives; computes nothing."""
+    lm = _load(args)
+    for p in _outputs(lm, _merged(lm, args, args.shards), args):
+        print("wrote", p)
+
+
+def cmd_readme(args) -> None:
+    """Write the findings (rendered from results/*.csv) with the headline figure into README.md between the results
+    markers, and every latest table (results/*.md) into results/README.md."""
+    root = repo_root()
+    readme = root / "README.md"
+    text = readme.read_text()
+    if MARK_START not in text:
+        raise CompendiumError("README.md has no results markers; add <!-- results:start --> and <!-- results:end -->")
+    atomic_write_text(root / "results" / "README.md", tables_markdown(root / "results"))
+    full = render(root / "results", root / "figures")
+    full = re.sub(r"\]\((figures|results)/", r"](../\1/", full)  # docs/ is one folder down
+    atomic_write_text(root / "docs" / "findings.md", "# Findings\n\n" + full.removeprefix("### Findings\n\n"))
+    block = brief(root / "results", root / "figures")
+    new = re.sub(f"{MARK_START}.*{MARK_END}", lambda _: f"{MARK_START}\n{block}\n{MARK_END}", text, flags=re.S)
+    atomic_write_text(readme, new)
+    print(f"README.md: findings in brief ({len(block):,} characters); docs/findings.md: every claim; "
+          "results/README.md: every table")
+
+
+def cmd_notebook(args) -> None:
+    """Build every (or the named) notebook source and execute it with papermill into notebooks/executed/;
+    notebooks 02-04 run once more for each further model of the profile (on that model's own sample)."""
+    from papermill.exceptions import PapermillExecutionError
+
+
+    extra = [args.model] if args.model else [m.model for m in get_profile(args.profile).corpus.models]
+    chosen = [s for s in sources() if not args.only or s.name[:2] in args.only]
+    times: list[tuple[str, float]] = []
+    for src in chosen:
+        runs = ([] if args.model else [None]) + (extra if src.name[:2] in PER_MODEL else [])
+        for model in runs:
+            name = ".".join([src.stem] + ([model] if model else []) + ([args.profile] if args.profile != "default" else []))
+            out = repo_root() / "notebooks" / "executed" / f"{name}.ipynb"
+            params = {"profile": args.profile} | ({"model": model} if model else {})
+            print(f"== {name} (profile {args.profile})", flush=True)
+            start = time.time()
+            try:
+                execute(src, out, params, log_output=True)
+            except PapermillExecutionError as exc:
+                if exc.ename != "CompendiumError":
+                    raise
+                raise CompendiumError(f"{name}: {exc.evalue} (executed copy: {out})") from None
+            wrote = [f for d in ("results", "figures") for f in sorted((repo_root() / d).glob(f"{src.name[:2]}_*"))
+                     if f.stat().st_mtime >= start]
+            tables = sum(f.suffix == ".csv" for f in wrote)
+            figures = sum(f.suffix == ".html" for f in wrote)
+            times.append((name, time.time() - start))
+            print(f"== {name}: {times[-1][1]:.0f} s; wrote {tables} tables and {figures} figures "
+                  f"(results/, figures/) and {out.relative_to(repo_root())}", flush=True)
+    print("== wall time per notebook: " + ", ".join(f"{n} {t:.0f} s" for n, t in times)
+          + f"; total {sum(t for _, t in times):.0f} s ({sum(t for _, t in times) / 60:.1f} min)", flush=True)
+
+
