@@ -6,18 +6,23 @@ they pass, so a bad value is answered before torch or transformers load.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import pandas as pd
+from papermill.exceptions import PapermillExecutionError
 
 from helpers import CompendiumError
 from helpers.config import get_profile
 from helpers.corpus.sources import corpus_source
 from helpers.experiments import inner_loss, table1
 from helpers.lm.load import load_model
-from helpers.notebooks import PER_MODEL, execute, sources
-from helpers.paths import atomic_write_text, repo_path, repo_root
+from helpers.lm.registry import DEFAULT_MODEL
+from helpers.notebooks import PER_MODEL, PeakMemory, execute, sources, stale_pngs, timed
+from helpers.paths import RESULTS_DIR, atomic_write_text, repo_path, repo_root
 from helpers.report import figures, output
 from helpers.report.findings import brief, render
 from helpers.report.tables_index import tables_markdown
@@ -153,35 +158,64 @@ def cmd_readme(args) -> None:
 
 def cmd_notebook(args) -> None:
     """Build every (or the named) notebook source and execute it with papermill into notebooks/executed/;
-    notebooks 02-04 run once more for each further model of the profile (on that model's own sample)."""
-    from papermill.exceptions import PapermillExecutionError
-
-
+    notebooks 02-04 run once more for each further model of the profile (on that model's own sample). Prints
+    each notebook's wall time and peak resident memory (kernel included) and writes them to
+    ``results/reproduce_timings.csv`` (a whole run) or ``results/notebook_timings.csv`` (some notebooks)."""
     extra = [args.model] if args.model else [m.model for m in get_profile(args.profile).corpus.models]
     chosen = [s for s in sources() if not args.only or s.name[:2] in args.only]
-    times: list[tuple[str, float]] = []
-    for src in chosen:
-        runs = ([] if args.model else [None]) + (extra if src.name[:2] in PER_MODEL else [])
-        for model in runs:
-            name = ".".join([src.stem] + ([model] if model else []) + ([args.profile] if args.profile != "default" else []))
-            out = repo_root() / "notebooks" / "executed" / f"{name}.ipynb"
-            params = {"profile": args.profile} | ({"model": model} if model else {})
-            print(f"== {name} (profile {args.profile})", flush=True)
-            start = time.time()
-            try:
-                execute(src, out, params, log_output=True)
-            except PapermillExecutionError as exc:
-                if exc.ename != "CompendiumError":
-                    raise
-                raise CompendiumError(f"{name}: {exc.evalue} (executed copy: {out})") from None
-            wrote = [f for d in ("results", "figures") for f in sorted((repo_root() / d).glob(f"{src.name[:2]}_*"))
-                     if f.stat().st_mtime >= start]
-            tables = sum(f.suffix == ".csv" for f in wrote)
-            figures = sum(f.suffix == ".html" for f in wrote)
-            times.append((name, time.time() - start))
-            print(f"== {name}: {times[-1][1]:.0f} s; wrote {tables} tables and {figures} figures "
-                  f"(results/, figures/) and {out.relative_to(repo_root())}", flush=True)
-    print("== wall time per notebook: " + ", ".join(f"{n} {t:.0f} s" for n, t in times)
-          + f"; total {sum(t for _, t in times):.0f} s ({sum(t for _, t in times) / 60:.1f} min)", flush=True)
+    begin = time.time()
+    if not output.browser_available():
+        print(f"== PNGs: {output.PNG_HINT}; the PNGs of the figures this run writes keep their old version "
+              "(listed at the end)", flush=True)
+        os.environ[output.PNG_NOTICE_ENV] = "1"  # the kernels inherit it: no warning again per notebook
+    rows = []
+    with PeakMemory() as whole:
+        for src in chosen:
+            runs = ([] if args.model else [None]) + (extra if src.name[:2] in PER_MODEL else [])
+            for model in runs:
+                seconds, gb = _one_notebook(src, model, args.profile)
+                rows.append({"stage": src.stem, "model": model or _own_model(src, args.profile),
+                             "seconds": round(seconds, 1), "peak_rss_gb": round(gb, 2)})
+    rows.append({"stage": "total", "model": "", "seconds": round(time.time() - begin, 1),
+                 "peak_rss_gb": round(whole.gb, 2)})
+    whole_run = not args.only and not args.model
+    name = "reproduce_timings" if whole_run else "notebook_timings"
+    suffix = "" if args.profile == "default" else f"_{args.profile}"
+    output.save_table(pd.DataFrame(rows), name + suffix, RESULTS_DIR,
+                      f"`python -m helpers notebook{' ' + ' '.join(args.only) if args.only else ''} --profile "
+                      f"{args.profile}`: wall time and peak resident memory (this process and the kernels) per "
+                      f"notebook, on {os.cpu_count()} CPU cores")
+    print("== wall time per notebook: " + ", ".join(f"{r['stage']} {r['seconds']:.0f} s" for r in rows[:-1])
+          + f"; total {rows[-1]['seconds']:.0f} s ({rows[-1]['seconds'] / 60:.1f} min), peak RSS "
+          f"{rows[-1]['peak_rss_gb']:.1f} GB", flush=True)
+    stale = stale_pngs(repo_path("figures"), begin) if not output.browser_available() else []
+    if stale:
+        print(f"== PNGs not refreshed ({len(stale)}; no browser): {', '.join(stale)}", flush=True)
 
 
+def _own_model(src: Path, profile: str) -> str:
+    """The model a notebook runs on when no further model is named: the default model for 02-04 (the others
+    name theirs in their tables)."""
+    return DEFAULT_MODEL if src.name[:2] in PER_MODEL else ""
+
+
+def _one_notebook(src: Path, model: str | None, profile: str) -> tuple[float, float]:
+    """Execute one notebook source (one model); its wall time and peak memory. A CompendiumError inside it is
+    its one line; any other error propagates."""
+    name = ".".join([src.stem] + ([model] if model else []) + ([profile] if profile != "default" else []))
+    out = repo_root() / "notebooks" / "executed" / f"{name}.ipynb"
+    params = {"profile": profile} | ({"model": model} if model else {})
+    print(f"== {name} (profile {profile})", flush=True)
+    start = time.time()
+    try:
+        _, seconds, gb = timed(execute, src, out, params, log_output=True)
+    except PapermillExecutionError as exc:
+        if exc.ename != "CompendiumError":
+            raise
+        raise CompendiumError(f"{name}: {exc.evalue} (executed copy: {out})") from None
+    wrote = [f for d in ("results", "figures") for f in sorted((repo_root() / d).glob(f"{src.name[:2]}_*"))
+             if f.stat().st_mtime >= start]
+    print(f"== {name}: {seconds:.0f} s, peak RSS {gb:.1f} GB; wrote {sum(f.suffix == '.csv' for f in wrote)} "
+          f"tables and {sum(f.suffix == '.html' for f in wrote)} figures (results/, figures/) and "
+          f"{out.relative_to(repo_root())}", flush=True)
+    return seconds, gb

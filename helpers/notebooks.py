@@ -6,7 +6,13 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from helpers.paths import repo_root
 
@@ -36,3 +42,62 @@ def execute(source: str | Path, output: str | Path, parameters: dict | None = No
     pm.execute_notebook(nb, str(out), parameters=parameters or {}, cwd=str(repo_root() / "notebooks"),
                         kernel_name="python3", log_output=log_output, progress_bar=progress_bar)
     return out
+
+
+@dataclass
+class PeakMemory:
+    """Peak resident memory of this process and all its children (the notebook kernels) while the block runs,
+    sampled every ``interval`` seconds in a background thread: ``with PeakMemory() as peak: ...; peak.gb``."""
+
+    interval: float = 0.5
+    peak_bytes: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def _sample(self) -> None:
+        me = psutil.Process(os.getpid())
+        while True:
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:  # a process that ended between the listing and the reading
+                    pass
+            self.peak_bytes = max(self.peak_bytes, total)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def gb(self) -> float:
+        """The peak in GB (10^9 bytes)."""
+        return self.peak_bytes / 1e9
+
+
+def stale_pngs(figures_dir: Path, since: float) -> list[str]:
+    """Figures whose HTML was written at or after ``since`` but whose PNG is missing or older than the HTML:
+    the static copies a run could not refresh (no browser), by name."""
+    out = []
+    for html in sorted(figures_dir.glob("*.html")):
+        if html.stat().st_mtime < since:
+            continue
+        png = html.with_suffix(".png")
+        if not png.is_file() or png.stat().st_mtime < html.stat().st_mtime - 1:
+            out.append(html.stem)
+    return out
+
+
+def timed(fn, *args, **kwargs) -> tuple[object, float, float]:
+    """``fn(*args, **kwargs)``'s result, its wall time in seconds and the peak resident memory in GB of this
+    process and its children meanwhile."""
+    start = time.time()
+    with PeakMemory() as peak:
+        out = fn(*args, **kwargs)
+    return out, time.time() - start, peak.gb

@@ -5,28 +5,39 @@ data, sample count, filter).
 from __future__ import annotations
 
 import atexit
-import shutil
+import os
 import warnings
 from pathlib import Path
 
 import kaleido
 import pandas as pd
+from choreographer.browsers.chromium import Chromium
 
 from helpers.paths import atomic_write_text, repo_path
 
-_PNG_HINT = (
-    "static PNG export needs Chrome or Chromium for kaleido: install it (Debian/Ubuntu: "
-    "`apt-get install chromium`; elsewhere: `plotly_get_chrome`) - the HTML figures were written"
+PNG_HINT = (
+    "static PNG export needs Chrome or Chromium for kaleido: install it (Debian/Ubuntu: `apt-get install chromium`; "
+    "elsewhere: `plotly_get_chrome`) or point BROWSER_PATH at one - the HTML figures are written, the PNGs are not"
 )
+PNG_NOTICE_ENV = "METALEARN_PNG_NOTICE_GIVEN"  # set by `python -m helpers notebook` once it has said so itself
 
 
 _png_warned = False
 _png_server = False
 
 
+def find_browser() -> str | None:
+    """The Chrome/Chromium binary kaleido would start, found the way kaleido finds it (choreographer's search):
+    ``BROWSER_PATH``, the copy ``plotly_get_chrome`` / ``kaleido.get_chrome_sync`` downloads, the usual names
+    on PATH, then the usual install places (Chrome on macOS, Program Files on Windows); None if it finds none or
+    the file it names cannot be run."""
+    path = Chromium.find_browser(skip_local=False)
+    return path if path and os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
 def browser_available() -> bool:
-    """Whether kaleido can find a Chrome/Chromium binary."""
-    return any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome"))
+    """Whether kaleido can find a Chrome/Chromium binary to export PNGs with."""
+    return find_browser() is not None
 
 
 def _write_png(fig, path: Path) -> None:
@@ -110,7 +121,8 @@ def save_figure(fig, name: str, figures_dir: str | Path, caption: str | None = N
         _write_png(fig, png)
         paths.append(png)
     elif png and not _png_warned:
-        warnings.warn(_PNG_HINT, stacklevel=2)
+        if not os.environ.get(PNG_NOTICE_ENV):  # `make reproduce` said it once for every notebook
+            warnings.warn(PNG_HINT, stacklevel=2)
         _png_warned = True
     return paths
 

@@ -3,6 +3,8 @@ byte and that opens offline, CSVs at a stated precision."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -66,3 +68,75 @@ def test_subtitle_trims_only_the_longest_parts():
     assert "profile default" in text and "8.5% of tokens have final loss <= 1" in text
     assert "seeded random 10%" not in text  # the longest part gave up its last clause
     assert subtitle_lines("a; b | c", width=20) == ["a; b · c"]  # fits: nothing dropped
+
+
+PNG_SCRIPT = """
+import sys
+import plotly.graph_objects as go
+from helpers.report.output import find_browser, save_figure
+print(find_browser())
+paths = save_figure(go.Figure(go.Bar(x=[1, 2], y=[2, 1])), "png_probe", sys.argv[1], caption="a | b")
+print(" ".join(p.suffix for p in paths))
+"""
+
+
+def _browser_only_through(tmp_path, browser_path: str) -> dict:
+    """An environment in which the only way to a browser is ``BROWSER_PATH``: no browser on PATH (only the
+    venv's Python), and HOME elsewhere (no ``plotly_get_chrome`` download)."""
+    import os
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    return {**os.environ, "PATH": str(Path(sys.executable).parent), "HOME": str(home),
+            "XDG_DATA_HOME": str(home), "BROWSER_PATH": browser_path}
+
+
+def test_a_browser_found_only_through_browser_path_gives_pngs(tmp_path):
+    """kaleido honours BROWSER_PATH, so must the check that decides whether PNGs are written (it used to look
+    only for four names on PATH, and the README's remedy never gave PNGs). The browser is reached through a
+    link of an unusual name, which neither PATH nor the usual install places hold."""
+    import shutil
+    import subprocess
+    import sys
+
+    real = shutil.which("chromium") or shutil.which("google-chrome") or shutil.which("chromium-browser")
+    assert real, "this test needs Chrome or Chromium on the machine (.ci/run installs Debian's chromium)"
+    link = tmp_path / "my-browser"
+    link.symlink_to(real)
+    proc = subprocess.run([sys.executable, "-c", PNG_SCRIPT, str(tmp_path / "figs")], capture_output=True,
+                          text=True, env=_browser_only_through(tmp_path, str(link)), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    found, suffixes = proc.stdout.split("\n")[:2]
+    assert found == str(link) and suffixes == ".html .png"
+    assert (tmp_path / "figs" / "png_probe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_browser_path_that_is_not_a_browser_gives_html_and_one_warning(tmp_path):
+    """The other side: BROWSER_PATH naming nothing runnable means no PNG, the HTML still written, and the one
+    warning saying what to install (not an error from deep inside kaleido)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", PNG_SCRIPT, str(tmp_path / "figs")], capture_output=True,
+                          text=True, env=_browser_only_through(tmp_path, str(tmp_path / "missing")), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["None", ".html"]
+    assert proc.stderr.count("static PNG export needs Chrome or Chromium") == 1
+    assert not (tmp_path / "figs" / "png_probe.png").exists()
+
+
+def test_stale_pngs_lists_figures_whose_png_was_not_refreshed(tmp_path):
+    import os
+    import time
+
+    from helpers.notebooks import stale_pngs
+
+    since = time.time() - 100
+    for name, html_age, png_age in (("fresh", 10, 5), ("old_png", 10, 50), ("no_png", 10, None), ("untouched", 500, 600)):
+        (tmp_path / f"{name}.html").write_text("x")
+        os.utime(tmp_path / f"{name}.html", (time.time() - html_age,) * 2)
+        if png_age is not None:
+            (tmp_path / f"{name}.png").write_text("x")
+            os.utime(tmp_path / f"{name}.png", (time.time() - png_age,) * 2)
+    assert stale_pngs(tmp_path, since) == ["no_png", "old_png"]
