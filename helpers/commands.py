@@ -160,7 +160,7 @@ def cmd_notebook(args) -> None:
     """Build every (or the named) notebook source and execute it with papermill into notebooks/executed/;
     notebooks 02-04 run once more for each further model of the profile (on that model's own sample). Prints
     each notebook's wall time and peak resident memory (kernel included) and writes them to
-    ``results/reproduce_timings.csv`` (a whole run) or ``results/notebook_timings.csv`` (some notebooks)."""
+    ``results/reproduce_timings.csv`` when it runs them all."""
     extra = [args.model] if args.model else [m.model for m in get_profile(args.profile).corpus.models]
     chosen = [s for s in sources() if not args.only or s.name[:2] in args.only]
     begin = time.time()
@@ -178,13 +178,11 @@ def cmd_notebook(args) -> None:
                              "seconds": round(seconds, 1), "peak_rss_gb": round(gb, 2)})
     rows.append({"stage": "total", "model": "", "seconds": round(time.time() - begin, 1),
                  "peak_rss_gb": round(whole.gb, 2)})
-    whole_run = not args.only and not args.model
-    name = "reproduce_timings" if whole_run else "notebook_timings"
-    suffix = "" if args.profile == "default" else f"_{args.profile}"
-    output.save_table(pd.DataFrame(rows), name + suffix, RESULTS_DIR,
-                      f"`python -m helpers notebook{' ' + ' '.join(args.only) if args.only else ''} --profile "
-                      f"{args.profile}`: wall time and peak resident memory (this process and the kernels) per "
-                      f"notebook, on {os.cpu_count()} CPU cores")
+    if not args.only and not args.model:  # a whole run: its table is the README's time table
+        suffix = "" if args.profile == "default" else f"_{args.profile}"
+        output.save_table(pd.DataFrame(rows), f"reproduce_timings{suffix}", RESULTS_DIR,
+                          f"`python -m helpers notebook --profile {args.profile}` (make reproduce): wall time and peak "
+                          f"resident memory (this process and the kernels) per notebook, on {os.cpu_count()} CPU cores")
     print("== wall time per notebook: " + ", ".join(f"{r['stage']} {r['seconds']:.0f} s" for r in rows[:-1])
           + f"; total {rows[-1]['seconds']:.0f} s ({rows[-1]['seconds'] / 60:.1f} min), peak RSS "
           f"{rows[-1]['peak_rss_gb']:.1f} GB", flush=True)

@@ -16,7 +16,10 @@ import psutil
 
 from helpers.paths import repo_root
 
-PER_MODEL = ("02", "03", "04")  # notebooks that ``make reproduce`` also runs on the profile's further models
+PER_MODEL = ("02", "03", "04")
+# the kernel's own log at ERROR: its start-up notice ("Kernel is running over TCP without encryption", about a
+# local kernel talking to its own client) would otherwise print once per notebook, between the lines that matter
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]  # notebooks that ``make reproduce`` also runs on the profile's further models
 
 
 def sources() -> list[Path]:
@@ -40,7 +43,8 @@ def execute(source: str | Path, output: str | Path, parameters: dict | None = No
     nb = jupytext.read(src)
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
     pm.execute_notebook(nb, str(out), parameters=parameters or {}, cwd=str(repo_root() / "notebooks"),
-                        kernel_name="python3", log_output=log_output, progress_bar=progress_bar)
+                        kernel_name="python3", log_output=log_output, progress_bar=progress_bar,
+                        extra_arguments=KERNEL_ARGS)
     return out
 
 

@@ -38,7 +38,7 @@ max_tokens = None            # None: the profile's value (paper: the model's con
 min_position = 4             # 0-based: tokens at the 5th position or later, as in the paper
 batch_tokens = 4096          # padded tokens per batch (length-sorted); raise it on a GPU
 batch_size = None            # max rows per batch; None: limited by batch_tokens only
-lens_share = None            # lens on tokens with final loss <= 1 plus this random share of all tokens
+lens_share = None            # lens on tokens with final loss at most 1 plus this random share of all tokens
                              # (None: the profile's, default 0.1, paper 0.02; "all": every token)
 twin = None                  # the untrained twin's Table 1 row (the null; norms only); None: the profile's (paper: off)
 device = "cpu"

@@ -33,7 +33,7 @@ max_tokens = None            # None: the profile's value (paper: the model's con
 min_position = 4             # 0-based: tokens at the 5th position or later, as in the paper
 batch_tokens = 4096          # padded tokens per batch (length-sorted); raise it on a GPU
 batch_size = None            # max rows per batch; None: limited by batch_tokens only
-lens_share = None            # lens on tokens with final loss <= 1 plus this random share of all tokens
+lens_share = None            # lens on tokens with final loss at most 1 plus this random share of all tokens
                              # (None: the profile's, default 0.1, paper 0.02; "all": every token)
 device = "cpu"
 dtype = "float32"            # "bfloat16"/"float16" on GPUs; norms and losses are reduced in float32

@@ -44,7 +44,7 @@ device = "cpu"
 seed = 0
 data_dir = None  # natural text: None -> $METALEARN_DATA -> the repository's data/ (data/README.md)
 train_natural_model = True
-threads = None  # CPU threads for torch: None = the torch default; e.g. 1 on a busy shared machine
+threads = None  # CPU threads for torch: None keeps the torch default; e.g. 1 on a busy shared machine
 
 # %%
 from helpers.validate import validate_params

@@ -5,7 +5,7 @@ batches, one cached chunk per batch (a killed run resumes), records sorted by (t
 from __future__ import annotations
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: they stream through papermill and need no ipywidgets
 
 from helpers import CompendiumError
 from helpers.corpus.samples import fingerprint_texts

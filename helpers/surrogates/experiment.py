@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm  # text bars: they stream through papermill and need no ipywidgets
 
 from helpers import CompendiumError
 from helpers.config import EigenProfile, get_profile
@@ -53,8 +54,6 @@ def eigen_records(lm: LoadedModel, samples: Sequence[Sequence[int]], constructio
     layer_ids = list(range(lm.n_layers)) if layers is None else list(layers)
     iterator = enumerate(samples)
     if progress:
-        from tqdm.auto import tqdm
-
         iterator = tqdm(list(iterator), desc=f"{lm.name}: samples")
     for s, ids in iterator:
         if len(ids) < 2:

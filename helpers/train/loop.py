@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: they stream through papermill and need no ipywidgets
 
 from helpers import CompendiumError
 from helpers.config import ModelConfig, TrainConfig

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: they stream through papermill and need no ipywidgets
 
 from helpers.config import MeasureConfig
 from helpers.corpus.synthetic import LABEL_KINDS, SyntheticData
