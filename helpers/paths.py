@@ -95,3 +95,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write text to ``path`` through :func:`atomic_path`."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+CSV_DIGITS = 6  # significant digits of every number written to a CSV: a rerun that changes nothing changes no line
+
+
+def write_csv(df, path: str | Path) -> Path:
+    """The one CSV writer for results: a pandas DataFrame without its index, every float at :data:`CSV_DIGITS`
+    significant digits, written atomically; returns the path."""
+    path = repo_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, df.to_csv(index=False, float_format=f"%.{CSV_DIGITS}g"))
+    return path

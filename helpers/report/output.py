@@ -13,7 +13,7 @@ import kaleido
 import pandas as pd
 from choreographer.browsers.chromium import Chromium
 
-from helpers.paths import atomic_write_text, repo_path
+from helpers.paths import atomic_write_text, repo_path, write_csv
 
 PNG_HINT = (
     "static PNG export needs Chrome or Chromium for kaleido: install it (Debian/Ubuntu: `apt-get install chromium`; "
@@ -54,7 +54,6 @@ def _write_png(fig, path: Path) -> None:
 
 
 SUBTITLE_WIDTH = 150  # characters per subtitle line at the PNG's 1000-pixel width
-CSV_DIGITS = 6  # significant digits of every number written to a CSV: a rerun that changes nothing changes no line
 
 
 def subtitle_lines(caption: str, width: int = SUBTITLE_WIDTH, max_lines: int = 2) -> list[str]:
@@ -143,12 +142,13 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def save_table(df: pd.DataFrame, name: str, results_dir: str | Path, caption: str = "") -> list[Path]:
-    """Write ``results_dir/name.csv`` and ``name.md`` (Markdown with the caption above the table)."""
+    """Write ``results_dir/name.csv`` (:func:`~helpers.paths.write_csv`: numbers at 6 significant digits) and
+    ``name.md`` (Markdown with the caption above the table)."""
     out = repo_path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv = out / f"{name}.csv"
     md = out / f"{name}.md"
-    atomic_write_text(csv, df.to_csv(index=False, float_format=f"%.{CSV_DIGITS}g"))
+    write_csv(df, csv)
     body = (f"{caption}\n\n" if caption else "") + markdown_table(df) + "\n"
     atomic_write_text(md, body)
     return [csv, md]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.config import EigenProfile
-from helpers.paths import atomic_write_text, repo_path
+from helpers.paths import repo_path, write_csv
 from helpers.surrogates.constructions import PAPER_ANALOGUES
 
 PAPER_TABLE2 = {"wikitext-103": 100.0, "1bw": 100.0}
@@ -104,11 +104,9 @@ def median_abs_log_error(g: pd.DataFrame) -> float:
 
 
 def save_records(records: pd.DataFrame, results_dir: str | Path, name: str = "05_records") -> Path:
-    """Write the run's rows to ``results_dir/name.csv`` (relative to the repository root) and return the path."""
-    path = repo_path(results_dir) / f"{name}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, records.to_csv(index=False))
-    return path
+    """Write the run's rows to ``results_dir/name.csv`` (relative to the repository root) through the one table
+    writer (6 significant digits) and return the path."""
+    return write_csv(records, repo_path(results_dir) / f"{name}.csv")
 
 
 def spectra_frame(spectra: dict) -> pd.DataFrame:

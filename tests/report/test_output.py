@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
+from helpers.paths import CSV_DIGITS
 from helpers.report.output import (
-    CSV_DIGITS,
     SUBTITLE_WIDTH,
     save_figure,
     save_table,
