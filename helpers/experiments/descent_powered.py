@@ -64,6 +64,7 @@ class PositionSample:
     text: list[int]
     rows: list[list[int]]
     positions: list[list[int]]
+    min_context: int = 0  # the context asked of a long text, as applied (halved for a short-context model)
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.positions)
@@ -95,7 +96,18 @@ def sample_positions(lm: LoadedModel, texts: dict[str, list[str]], max_tokens: i
                 out[key].append(value)
     if not out["rows"]:
         raise CompendiumError("no text keeps 6 tokens: raise max_tokens")
-    return PositionSample(**out)
+    return PositionSample(**out, min_context=min_context)
+
+
+def sample_caption(model: str, sample: PositionSample, per_text: int, line_tokens: int, seed: int,
+                   profile: str) -> str:
+    """The provenance caption of one model's tokens: the positions as the sample applied them (a model whose
+    window is shorter than twice the profile's context gets the second half of its window)."""
+    return " | ".join([
+        model, f"{len(sample)} tokens of {len(sample.rows)} texts: WikiText-103 up to {per_text} per text at "
+        f"positions >= {sample.min_context}, 1BW one per sentence",
+        f"controls and line search on {min(line_tokens, len(sample))} tokens",
+        f"untrained twin seed {seed}, profile {profile}"])
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -363,11 +375,7 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: PoweredDesce
                                  weights="untrained twin", model=lm.label))
         n_ctx = [x for p in sample.positions for x in p]
         tags[lm.label] = spec.replace("/", "_")
-        captions[lm.label] = " | ".join([
-            lm.describe(), f"{len(sample)} tokens of {len(sample.rows)} texts: WikiText-103 up to {prof.per_text} per "
-            f"text at positions >= {prof.min_context}, 1BW one per sentence",
-            f"controls and line search on {min(size.line_tokens, len(sample))} tokens",
-            f"untrained twin seed {seed}, profile {profile}"])
+        captions[lm.label] = sample_caption(lm.describe(), sample, prof.per_text, size.line_tokens, seed, profile)
         timings.append({"model": lm.label, "tokens": len(sample), "line_tokens": min(size.line_tokens, len(sample)),
                         "texts": len(sample.rows), "median_position": float(np.median(n_ctx)),
                         "seconds": round(time.time() - start, 1)})

@@ -136,6 +136,24 @@ def test_sample_positions_context_and_counts():
         assert len(row) == pos[-1] + 2  # the row ends at the last current token's target
 
 
+def test_caption_states_the_context_the_sample_applied():
+    """A model with a 64-token window cannot give 128 tokens of context: the sample takes the second half of its
+    window (>= 32), and the caption says so (it printed the profile's 128)."""
+    lm = tiny_model("gpt2")
+    lm.model.config.n_positions = 64
+    assert lm.context == 64
+    lm.encode = lambda texts, max_tokens: [list(range(1, min(max_tokens, len(t)) + 1)) for t in texts]
+    s = dp.sample_positions(lm, {"wikitext-103": ["x" * 200], "1bw": ["x" * 9]}, max_tokens=256, per_text=4,
+                            min_context=128)
+    assert s.min_context == 32 and all(32 <= p <= 62 for p in s.positions[0])
+    caption = dp.sample_caption("m", s, per_text=4, line_tokens=100, seed=0, profile="default")
+    assert "positions >= 32" in caption and "128" not in caption
+    long = tiny_model("llama")
+    long.model.config.max_position_embeddings = 2048
+    long.encode = lm.encode
+    assert dp.sample_positions(long, {"wikitext-103": ["x" * 200]}, 256, 4, 128).min_context == 128
+
+
 def test_holm_and_verdicts():
     p = np.array([0.01, 0.04, 0.03, np.nan, 0.5])
     adj = sd.holm(p)
