@@ -62,10 +62,11 @@ profile-models: install
 models: install
 	$(BIN)/python -m pip install -q --no-deps $$($(BIN)/python -m helpers requirements --all)
 
-# Explore interactively: JupyterLab on the notebook sources (jupytext opens notebooks/NN_*.py as notebooks)
-# with the venv's kernel. LAB_ARGS="--no-browser --port 8890" for a remote machine.
+# Explore interactively: JupyterLab on the repository, opened at notebooks/ (jupytext opens notebooks/NN_*.py as
+# notebooks; their links to ../README.md and ../docs/ open in JupyterLab too) with the venv's kernel. LAB_ARGS="--no-browser --port 8890" for a remote machine.
 lab: install
-	cd notebooks && $(abspath $(BIN))/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+	$(abspath $(BIN))/jupyter lab --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 benchmark: install
 	$(BIN)/python benchmarks/throughput.py

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,20 @@ def sources() -> list[Path]:
     return sorted(found, key=rank.__getitem__)
 
 
+LINK = re.compile(r"\]\((?!https?:|#|mailto:)([^)\s]+)\)")  # a Markdown link to a relative path
+
+
+def relink(text: str, src_dir: Path, out_dir: Path) -> str:
+    """Markdown ``text`` written in ``src_dir`` with every relative link rewritten to work from ``out_dir`` (the
+    executed copies live one folder below their sources), anchors kept."""
+    def fix(m: re.Match) -> str:
+        target, hash_, anchor = m.group(1).partition("#")
+        new = Path(os.path.relpath((src_dir / target).resolve(), out_dir.resolve())).as_posix()
+        return f"]({new}{hash_}{anchor})"
+
+    return LINK.sub(fix, text)
+
+
 def execute(source: str | Path, output: str | Path, parameters: dict | None = None, log_output: bool = False,
             progress_bar: bool = False) -> Path:
     """Build ``source`` into a notebook, execute it with papermill (cwd = the notebooks folder) and write
@@ -41,6 +56,9 @@ def execute(source: str | Path, output: str | Path, parameters: dict | None = No
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     nb = jupytext.read(src)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = relink(cell.source, src.parent, out.parent)
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
     pm.execute_notebook(nb, str(out), parameters=parameters or {}, cwd=str(repo_root() / "notebooks"),
                         kernel_name="python3", log_output=log_output, progress_bar=progress_bar,

@@ -16,7 +16,9 @@
 # %% [markdown]
 # # 00 · The meta-learning view in one small, exact example
 #
-# *Read with:* the README's [the notebook table](../README.md#the-notebooks), which states the result in numbers.
+# **What it shows.** A linear layer trained by plain SGD equals its initial weights minus the sum of outer products of output gradients and inputs (Eq. 1), to float precision, and applied to a new input it is linear attention over its own training history (the dual form). This identity is what the paper's meta-learning reading rests on; the later notebooks test what it is used to claim.
+#
+# *Where its result is read:* the table [`00_eq1_identity`](../results/README.md#notebook-00) (errors of both identities) and the guided reading at the end. Every table: [results/README.md](../results/README.md).
 #
 # Wu & Varshney build on one identity (their Eq. 1): a weight matrix trained by stochastic gradient
 # descent is its initial value minus a sum of outer products of output gradients and inputs,
@@ -32,7 +34,7 @@
 #
 # a linear (unnormalised) attention whose keys are the past inputs, whose query is the new input and
 # whose values are the scaled negative output gradients. This notebook checks both statements
-# numerically on a small linear layer trained with plain SGD (`helpers/eq1.py`), then walks through
+# numerically on a small linear layer trained with plain SGD (`helpers/experiments/eq1.py`), then walks through
 # Sec. 2-3 of the paper with pointers to the notebooks that test each claim.
 
 # %% tags=["parameters"]

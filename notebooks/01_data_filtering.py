@@ -16,7 +16,9 @@
 # %% [markdown]
 # # 01 · Data filtering
 #
-# *Read with:* the README's [Data and profiles](../README.md#data-and-profiles), which states the result in numbers.
+# **What it shows.** How many WikiText-103 and One Billion Word texts survive the paper's filters (Sec. 5.1), and how long they are in the model's tokens. The filtered samples it saves are the texts notebooks 02-05 read.
+#
+# *Where its result is read:* the table [`01_filter_counts`](../results/README.md#notebook-01) (counts before and after each rule). Every table: [results/README.md](../results/README.md#notebook-01).
 #
 # The paper (Sec. 5.1) evaluates on the **WikiText-103 test split** and the **One Billion Word (1BW) test set**,
 # keeping texts of at least 10 words and drawing 5,000 random 1BW samples. This notebook applies those rules,

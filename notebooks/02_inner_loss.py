@@ -16,7 +16,9 @@
 # %% [markdown]
 # # 02 · Inner-loss curves (Eq. 14, Fig. 2/4)
 #
-# *Read with:* the README's [Findings, Claim 1](../README.md#findings), which states the result in numbers.
+# **What it shows.** Whether the inner loss of Eq. 14 (the layer-l states through the last block, the final norm and the head) falls across layers, for the paper's filtered tokens and for all tokens, beside the untrained twin, a uniform guess (ln|V|) and the unigram entropy. The verdict is read on the interior layers, where the curve is not fixed by construction.
+#
+# *Where its result is read:* [Findings, Claim 1](../docs/findings.md#claim-1) (the rule and every model's verdict). Every table: [results/README.md](../results/README.md#notebook-02).
 #
 # The paper approximates the *inner* optimisation loss at layer *l* by feeding the layer-*l* residual states of the
 # whole prefix through the **last block**, the final norm and the LM head, and taking the cross-entropy with the

@@ -16,7 +16,9 @@
 # %% [markdown]
 # # 03 · Norm statistics (Conjecture 4.1, Table 1)
 #
-# *Read with:* the README's [Findings, Claim 2](../README.md#findings), which states the result in numbers.
+# **What it shows.** How often the current token's norm never decreases across layers (sequence level) and how often single layer steps do not (pair level): the paper's Table 1 with bootstrap intervals, beside the paper's rows and the untrained twin. It also shows which layer steps break the pattern.
+#
+# *Where its result is read:* [Findings, Claim 2](../docs/findings.md#claim-2) (every model beside its twin). Every table: [results/README.md](../results/README.md#notebook-03).
 #
 # For every token, its trajectory of residual-stream norms over layers 0..L-1 (the input of every block; the last
 # block's output is excluded, as in the paper). **Sequence level**: the share of trajectories that never decrease;

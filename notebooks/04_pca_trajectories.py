@@ -16,7 +16,9 @@
 # %% [markdown]
 # # 04 · PCA trajectories (Fig. 3/5)
 #
-# *Read with:* the README's [Findings, Claim 2](../README.md#findings), which states the result in numbers.
+# **What it shows.** The current token's path across layers in the first three principal components (the paper's Fig. 3/5), with its norm against layer for the same tokens. It is a picture of Claim 2, not a test of it.
+#
+# *Where its result is read:* [Findings, Claim 2](../docs/findings.md#claim-2) (the tests of what these pictures show). Its figures: `figures/04_*`; it writes no table.
 #
 # A PCA fitted on current-token representations at every layer (the last token of each sampled text, layers
 # 0..L-1: the inputs of every block, as in the paper's Sec. 5.3, which leaves the last layer out; set

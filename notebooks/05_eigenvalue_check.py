@@ -16,7 +16,9 @@
 # %% [markdown]
 # # 05 · Eigenvalue check of linear block surrogates (Eq. 10-12, Proposition 1, Table 2)
 #
-# *Read with:* the README's [Findings, Claim 3](../README.md#findings), which states the result in numbers.
+# **What it shows.** Whether Proposition 1's eigenvalue condition holds for the linear surrogates of each block (the paper's Table 2) and, beyond the paper, whether a surrogate's grow-or-shrink verdict matches what the real block does. Since the condition restates ||Wx|| >= ||x|| for the surrogate, the agreement with the real block is the test.
+#
+# *Where its result is read:* [Findings, Claim 3](../docs/findings.md#claim-3) (the rule and each surrogate's verdict). Every table: [results/README.md](../results/README.md#notebook-05).
 #
 # The paper explains the growing norm of the current token's representation with a linear surrogate of each block,
 # `W_linear = (I + W_FFN)(I + W_MHSA)` with `W_MHSA = sum_h sum_i W_O^h W_V^h z_i z_i^T (W_K^h)^T W_Q^h` (linear

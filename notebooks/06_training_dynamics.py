@@ -16,7 +16,9 @@
 # %% [markdown]
 # # 06 · Training dynamics of the inner optimisation (v2 experiments, reconstructed)
 #
-# *Read with:* the README's [Findings, Claim 4](../README.md#findings), which states the result in numbers.
+# **What it shows.** The v2 training-dynamics experiments, reconstructed: clustering of hidden states, inner and outer losses, attention to same-label history and Table 1's statistics, checkpoint by checkpoint, while small GPT-2-architecture models train on synthetic tasks and on natural text. Its natural-text model is the one model here whose every training step is known; notebooks 05 and 07-09 reuse it.
+#
+# *Where its result is read:* [Findings, Claim 4](../docs/findings.md#claim-4). Every table: [results/README.md](../results/README.md#notebook-06).
 #
 # The second version of Wu & Varshney's paper watches the *inner* optimisation form while a
 # Transformer is trained from scratch on synthetic data:

@@ -16,7 +16,9 @@
 # %% [markdown]
 # # 07 · Is each layer's update a descent step on the inner loss? Which sublayer moves the norm?
 #
-# *Read with:* the README's [Findings, Claim 1b](../README.md#findings), which states the result in numbers.
+# **What it shows.** Whether each layer's and each half-step's update points downhill on the next-token loss: the share of descent directions for the Eq. 14 gradient and for the true loss's, with controls, the untrained twin and a line search over the step size. Part 1 also asks which sublayer moves the norm.
+#
+# *Where its result is read:* [Findings, Claim 1b](../docs/findings.md#claim-1b) (verdicts per third of the layers). Every table: [results/README.md](../results/README.md#notebook-07).
 #
 # Section 2 of the paper reads each attention and FFN sublayer with its residual connection as a (transformed)
 # gradient step on the current token's representation `z_n`; the paper only shows that the inner loss (Eq. 14)

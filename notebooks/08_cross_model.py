@@ -16,7 +16,9 @@
 # %% [markdown]
 # # 08 · Every model beside its null; does 4-bit rounding change the answer?
 #
-# *Read with:* the README's [Findings, Claims 1-2 and the scale figure](../README.md#findings), which states the result in numbers.
+# **What it shows.** Every model and its untrained twin on the same texts: the inner loss (Claim 1) and the norm statistics (Claim 2) side by side, with the paper's rows. It also measures how much 4-bit rounding moves those numbers, on a model whose full-precision weights we have.
+#
+# *Where its result is read:* [Findings, Claims 1-2](../docs/findings.md#claim-1) and [Can the 4-bit models be trusted?](../docs/findings.md#quantisation). Every table: [results/README.md](../results/README.md#notebook-08).
 #
 # Table 1 compares with chance, `2^-n`, but that is not the null. Residual streams grow by adding nearly
 # orthogonal updates, so an **untrained** network of the same architecture already has mostly non-decreasing norms.

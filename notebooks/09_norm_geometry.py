@@ -16,7 +16,9 @@
 # %% [markdown]
 # # 09 · Conjecture 4.1 read honestly: what is learned and what is geometry
 #
-# *Read with:* the README's [Findings, Claim 2: what is learned and what is geometry](../README.md#findings), which states the result in numbers.
+# **What it shows.** What in Claim 2 is learned and what is geometry: each step's non-decrease rate against a null that keeps the step's size and draws its direction at random, swap nulls and twins at several initialisation scales. Weight perturbations show how many verdicts rounding or noise can flip.
+#
+# *Where its result is read:* [Findings, Claim 2: what is learned and what is geometry](../docs/findings.md#claim-2-geometry). Every table: [results/README.md](../results/README.md#notebook-09).
 #
 # A step `z -> z + dz` keeps the norm from falling exactly when `cos(z, dz) >= -|dz| / (2|z|)`. So a non-decrease
 # rate has two parts: how large the steps are against the stream (`r = |dz|/|z|`) and where they point. This

@@ -328,6 +328,22 @@ def samples_table(results: Path, cross: pd.DataFrame | None, dataset: str = "wik
     return out + [f"| {m} | {smp} | {int(n):,} | {a} | {b} |" for m, smp, n, a, b in rows] + [""]
 
 
+# each claim's paragraph opens with these words; the anchor lets notebooks and the README link to it
+ANCHORS = (("**Claim 1: ", "claim-1"), ("**Claim 1b: ", "claim-1b"), ("**Claim 2: ", "claim-2"),
+           ("**Claim 2, what is learned", "claim-2-geometry"), ("**Claim 3: ", "claim-3"), ("**Claim 4: ", "claim-4"),
+           ("**Can the 4-bit models be trusted?**", "quantisation"))
+
+
+def with_anchors(text: str) -> str:
+    """``text`` with an HTML anchor (``<a id="claim-3"></a>``) on its own line before each claim's paragraph."""
+    out = []
+    for line in text.split("\n"):
+        ids = [a for prefix, a in ANCHORS if line.startswith(prefix)]
+        out += [f'<a id="{ids[0]}"></a>', ""] if ids else []
+        out.append(line)
+    return "\n".join(out)
+
+
 def render(results: str | Path, figures: str | Path = FIGURES_DIR) -> str:
     """The full findings, as Markdown, from the CSVs in ``results`` (links to the figures in ``figures``), written
     to ``docs/findings.md`` (links relative to the repository root; the writer rebases them)."""
@@ -372,4 +388,4 @@ def render(results: str | Path, figures: str | Path = FIGURES_DIR) -> str:
     quant = _read(results, "08_quantisation")
     if quant is not None and len(quant):
         parts += quantisation_section(quant, _read(results, "08_quantised_tensors"), cross)
-    return "\n".join(parts).rstrip() + "\n"
+    return with_anchors("\n".join(parts).rstrip() + "\n")

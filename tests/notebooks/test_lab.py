@@ -38,17 +38,19 @@ def test_lab_serves_the_notebook_sources_as_notebooks():
         deadline = time.time() + 90
         while time.time() < deadline and listing is None:
             try:
-                listing = get(f"{base}/?token={token}")
+                listing = get(f"{base}/notebooks?token={token}")
             except OSError:
                 time.sleep(0.5)
         assert listing is not None, "JupyterLab did not answer within 90 s"
         names = {c["name"] for c in listing["content"]}
         sources = {p.name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.py")}
         assert sources and sources <= names
-        nb = get(f"{base}/02_inner_loss.py?token={token}&type=notebook")
+        nb = get(f"{base}/notebooks/02_inner_loss.py?token={token}&type=notebook")
         assert nb["type"] == "notebook"
         tags = [c.get("metadata", {}).get("tags", []) for c in nb["content"]["cells"]]
         assert ["parameters"] in tags
+        # the server's root is the repository, so the notebooks' links to ../docs/ and ../results/ open too
+        assert get(f"{base}/docs/findings.md?token={token}&type=file")["type"] == "file"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
