@@ -60,20 +60,35 @@ def powered_reading(th: pd.DataFrame, lt: pd.DataFrame, ag: pd.DataFrame) -> str
     return "\n".join(lines)
 
 
-BRIEF_LEGEND = ("Claim 1b: the block updates' verdict per third of the layers (first, middle, last; predictor layer "
-                "apart) for the Eq. 14 gradient and the true loss's: D descends, A ascends, n not distinguishable "
-                "(Holm-adjusted, notebook 07 part 2).")
-_LETTER = {"descends": "D", "ascends": "A", "not distinguishable": "n"}
+BRIEF_LEGEND = ("Claim 1b: whether the block updates point downhill, per third of the layers (the predictor layer "
+                "apart), for the gradient of the Eq. 14 inner loss and for the model's true loss; 'descends' / "
+                "'ascends' when the share of descent directions is above / below 50% (Holm-adjusted, notebook 07 "
+                "part 2), else 'not distinguishable'. The true-loss test takes its gradient at the end of each step, "
+                "not at its start (a known defect, open in the tracker): there 'not distinguishable' is what a tuned "
+                "step size gives and is not evidence against descent.")
+_THIRDS = ("first", "middle", "last")
+
+
+def _where(thirds: list[str]) -> str:
+    """'in every third', 'in the first third', 'in the first and last thirds'."""
+    if len(thirds) == len(_THIRDS):
+        return "in every third"
+    return f"in the {' and '.join(thirds)} third{'s' if len(thirds) > 1 else ''}"
 
 
 def brief_cell(powered: pd.DataFrame | None, model: str) -> str:
-    """README's Claim 1b cell for ``model``: block verdicts by third, Eq. 14 and true gradient ('-' if not run)."""
+    """README's Claim 1b cell for ``model`` in words: the block verdicts by third for the Eq. 14 gradient and the
+    true loss's, e.g. 'Eq. 14: descends in the middle and last thirds, not distinguishable in the first third'
+    ('-' if not run)."""
     if powered is None:
         return "-"
     d = powered[(powered.model == model) & (powered.weights == "trained") & (powered.step == "block")]
     cells = []
-    for kind, label in (("inner", "Eq. 14"), ("true", "true")):
-        part = d[d.gradient == kind].set_index("third").reindex(["first", "middle", "last"]).dropna(subset=["verdict"])
+    for kind, label in (("inner", "Eq. 14"), ("true", "true loss")):
+        part = d[d.gradient == kind].set_index("third").reindex(list(_THIRDS)).dropna(subset=["verdict"])
         if len(part):
-            cells.append(f"{label} {''.join(_LETTER[v] for v in part.verdict)}")
-    return ", ".join(cells) or "-"
+            groups: dict[str, list[str]] = {}
+            for third, verdict in part.verdict.items():
+                groups.setdefault(verdict, []).append(third)
+            cells.append(f"{label}: " + ", ".join(f"{v} {_where(t)}" for v, t in groups.items()))
+    return "; ".join(cells) or "-"

@@ -206,6 +206,8 @@ def test_verdicts_come_out_both_ways_and_render():
     assert block.loc["middle", "verdict"] == "not distinguishable"
     assert block.loc["first", "minus_twin_lo"] > 0 > block.loc["last", "minus_twin_hi"]
     assert (th.ci_hi > th.ci_lo).all()  # no interval collapses to a point
-    assert fd.brief_cell(th, "M") == "Eq. 14 DnA, true DnA"
+    assert fd.brief_cell(th, "M") == ("Eq. 14: descends in the first third, not distinguishable in the middle third, "
+                                      "ascends in the last third; true loss: descends in the first third, not "
+                                      "distinguishable in the middle third, ascends in the last third")
     text = fd.powered_reading(th, None, tables.gradient_agreement(rec, n_boot=50))
     assert "**descends**" in text and "**ascends**" in text and "**not distinguishable**" in text
