@@ -53,15 +53,7 @@ def fig_losses(outer: pd.DataFrame, inner: pd.DataFrame, floors: dict[str, float
     inn = inner[inner["subset"] == subset]
     layers = sorted(inn["layer"].unique())
     fig = make_subplots(rows=1, cols=2, subplot_titles=("losses over training", "inner loss across layers"))
-    layer_colors = ["#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf", "#17becf", "#999999"]  # no red: outer
-    for c, layer in zip(layer_colors * (len(layers) // len(layer_colors) + 1), layers, strict=False):
-        d = inn[inn["layer"] == layer]
-        fig.add_scatter(x=d["epoch"], y=d["mean"], mode="lines+markers", name=f"inner, layer {layer}",
-                        line={"color": c}, legendgroup="layers", legendgrouptitle_text="left: by layer", row=1, col=1)
-    own = inn.groupby("epoch")["model_loss"].first() if "model_loss" in inn else None
-    if own is not None:
-        fig.add_scatter(x=own.index, y=own.values, mode="lines", name="model's own loss, same tokens",
-                        line={"color": "black", "dash": "dash", "width": 2}, legendgroup="layers", row=1, col=1)
+    # the outer losses and floors first, so that the inner-loss lines are drawn over them
     for split, dash in (("train", "solid"), ("val", "dot")):
         d = outer[outer["split"] == split]
         fig.add_scatter(x=d["epoch"], y=d["loss"], mode="lines", name=f"outer ({split}, all positions)",
@@ -70,6 +62,18 @@ def fig_losses(outer: pd.DataFrame, inner: pd.DataFrame, floors: dict[str, float
     for (name, value), dash in zip((floors or {}).items(), ("dash", "dot", "dashdot"), strict=False):
         fig.add_scatter(x=span, y=[value, value], mode="lines", name=f"{name} ({value:.3f})",
                         line={"color": "grey", "dash": dash}, legendgroup="layers", row=1, col=1)
+    own = inn.groupby("epoch")["model_loss"].first() if "model_loss" in inn else None
+    layer_colors = ["#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf", "#17becf", "#999999"]  # no red: outer
+    for c, layer in zip(layer_colors * (len(layers) // len(layer_colors) + 1), layers, strict=False):
+        d = inn[inn["layer"] == layer]
+        last = layer == max(layers) and own is not None
+        # the last layer's inner loss is the model's own loss on these tokens by construction: one entry, drawn
+        # on top with open markers, so it is neither hidden under the outer loss nor doubled by a second line
+        fig.add_scatter(x=d["epoch"], y=d["mean"], mode="lines+markers", legendgroup="layers",
+                        name=f"inner, layer {layer}" + (" = model's own loss" if last else ""),
+                        line={"color": c, "width": 3 if last else 2},
+                        marker={"symbol": "circle-open" if last else "circle", "size": 10 if last else 6},
+                        legendgrouptitle_text="left: by layer", row=1, col=1)
     epochs = sorted(inn["epoch"].unique())
     for c, ep in zip(_epoch_colors(len(epochs)), epochs, strict=True):
         d = inn[inn["epoch"] == ep]
@@ -80,6 +84,9 @@ def fig_losses(outer: pd.DataFrame, inner: pd.DataFrame, floors: dict[str, float
             fig.add_scatter(x=[max(layers)], y=[own[ep]], mode="markers", marker={"symbol": "star-open", "size": 13,
                             "color": c}, name=f"epoch {ep}: model's own loss", legendgroup="epochs",
                             showlegend=False, row=1, col=2)
+    if own is not None:  # one legend entry for the stars of the right panel
+        fig.add_scatter(x=[None], y=[None], mode="markers", marker={"symbol": "star-open", "size": 13, "color": "black"},
+                        name="right: model's own loss (stars)", legendgroup="epochs", row=1, col=2)
     # the epochs of the right panel as a colour bar (Viridis), not as legend entries: the layers keep the legend
     fig.add_scatter(x=[None], y=[None], mode="markers", showlegend=False, row=1, col=2,
                     marker={"color": [min(epochs), max(epochs)], "colorscale": "Viridis", "showscale": True,
