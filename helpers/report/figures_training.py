@@ -195,16 +195,24 @@ def fig_surrogate_ratio(records: pd.DataFrame, caption: str):
                      labels={"real_ratio": "real ratio (log axis)", "ratio": "surrogate ratio (log axis)"})
     fig.add_hline(y=1, line=dict(color="grey", dash="dash"))
     fig.add_vline(x=1, line=dict(color="grey", dash="dash"))
-    fig.for_each_yaxis(lambda ax: ax.update(showticklabels=True))
+    fig.for_each_yaxis(lambda ax: ax.update(showticklabels=True, exponentformat="power"))
+    fig.for_each_xaxis(lambda ax: ax.update(exponentformat="power"))
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]) if a.text.startswith("construction=")
+                            else None)  # facet titles: 'frozen', not 'construction=frozen'
     with_caption(fig, "Surrogate ||W z_l||/||z_l|| (y) against the real ||z_(l+1)||/||z_l|| (x); agreement = same "
                  "side of 1", caption)
     fig.update_layout(margin={"t": 150}, legend=dict(orientation="h", y=-0.25))
     return fig
 
 
+SPECTRUM_FLOOR = 1e-15  # relative to a spectrum's largest eigenvalue: below it float64 rounding decides the value
+
+
 def fig_eigen_spectra(spectra: pd.DataFrame, constructions: list[str], dataset: str, caption: str):
-    """Eigenvalues of ``W^T W`` (log) against rank for the first sample, one panel per construction (in the
-    order of ``constructions``), one line per block coloured by depth; red: eigenvalue 1."""
+    """Eigenvalues of ``W^T W`` against rank for the first sample on log axes, one panel per construction (in the
+    order of ``constructions``), one line per block coloured by depth (a colour bar, not 30 legend entries); red:
+    eigenvalue 1. ``W^T W`` is positive semi-definite, so an eigenvalue below ``SPECTRUM_FLOOR`` times its block's
+    largest (float rounding, sometimes negative) is drawn at that floor, and its hover gives the computed value."""
     import plotly.express as px
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -214,16 +222,22 @@ def fig_eigen_spectra(spectra: pd.DataFrame, constructions: list[str], dataset: 
     layers = sorted(spectra.layer.unique())
     colors = px.colors.sample_colorscale("Viridis", [i / max(1, len(layers) - 1) for i in range(len(layers))])
     for j, name in enumerate(names, start=1):
+        first = spectra[(spectra.construction == name) & (spectra["sample"] == 0)]
         for layer, color in zip(layers, colors, strict=False):
-            g = spectra[(spectra.construction == name) & (spectra.layer == layer) & (spectra["sample"] == 0)]
-            fig.add_trace(go.Scatter(x=g["rank"], y=g.eigenvalue, mode="lines", line=dict(color=color, width=1),
-                                     name=f"block {layer}", legendgroup=str(layer), showlegend=(j == 1)), row=1, col=j)
+            g = first[first.layer == layer]
+            floor = float(g.eigenvalue.abs().max()) * SPECTRUM_FLOOR if len(g) else 0.0
+            fig.add_trace(go.Scatter(x=g["rank"], y=g.eigenvalue.clip(lower=floor), customdata=g.eigenvalue,
+                                     mode="lines", line=dict(color=color, width=1), name=f"block {layer}",
+                                     showlegend=False,
+                                     hovertemplate=f"block {layer}<br>rank %{{x}}: %{{customdata:.4g}}<extra></extra>"),
+                          row=1, col=j)
         fig.add_hline(y=1, line=dict(color="red", dash="dash"), row=1, col=j)
-    for j, name in enumerate(names, start=1):  # a log axis only where the eigenvalues span a decade or more
-        vals = spectra[(spectra.construction == name) & (spectra["sample"] == 0)].eigenvalue
-        log = bool(len(vals)) and vals.min() > 0 and vals.max() / vals.min() >= 10
-        fig.update_yaxes(type="log" if log else "linear", exponentformat="power", row=1, col=j)
-        fig.layout.annotations[j - 1].text = f"{name} ({'log' if log else 'linear'} axis)"
-    fig.update_yaxes(title_text="eigenvalue of W^T W", row=1, col=1)
+        fig.update_yaxes(type="log", exponentformat="power", row=1, col=j)
+        fig.layout.annotations[j - 1].text = f"{name} (log axis)"
+    fig.add_scatter(x=[None], y=[None], mode="markers", showlegend=False, row=1, col=1,
+                    marker={"color": [min(layers), max(layers)], "colorscale": "Viridis", "showscale": True,
+                            "colorbar": {"title": {"text": "block"}, "x": 1.02, "tickformat": "d"}})
+    fig.update_yaxes(title_text=f"eigenvalue of W^T W (log; below {SPECTRUM_FLOOR:.0e} x the block's largest: "
+                                "rounding, drawn there)", title_font={"size": 11}, row=1, col=1)
     fig.update_xaxes(title_text="rank (0 = largest)")
     return with_caption(fig, f"Eigenvalue spectra of W^T W, first sample, {dataset}", caption)
