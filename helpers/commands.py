@@ -168,6 +168,8 @@ def cmd_notebook(args) -> None:
         print(f"== PNGs: {output.PNG_HINT}; the PNGs of the figures this run writes keep their old version "
               "(listed at the end)", flush=True)
         os.environ[output.PNG_NOTICE_ENV] = "1"  # the kernels inherit it: no warning again per notebook
+    # the kernels' progress bars stream through papermill one line per refresh: one refresh in 20 s is enough there
+    os.environ.setdefault("TQDM_MININTERVAL", "20")
     rows = []
     with PeakMemory() as whole:
         for src in chosen:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -18,31 +19,41 @@ def _short(model: str, role: str, group: str = "") -> str:
     return name + ("" if role == "trained" else f" · {role}")
 
 
+NULL_OFFSETS = (0.3, -0.18, -0.36)  # each null's row offset from the observed dot, so no marker hides another
+
+
 def fig_rates_vs_null(rates: pd.DataFrame, title: str, caption: str) -> go.Figure:
     """Whole-block steps, one row per entry: the observed pair level (95% CI) beside the direction-randomised and
-    swap nulls (left), and observed - direction null in percentage points with its paired 95% CI (right)."""
+    swap nulls (left; the nulls sit just above and below the row's line, the observed dot on it and drawn last, so
+    a null at the same value does not hide it), and observed - direction null in percentage points with its
+    paired 95% CI (right)."""
     t = rates[rates.kind == "block"].iloc[::-1]
     names = [_short(m, r, g) for m, r, g in zip(t.model, t.role, t.group, strict=True)]
+    y = np.arange(len(names), dtype=float)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.03, column_widths=[0.6, 0.4],
                         subplot_titles=("pair level: steps whose norm does not fall, %",
                                         "observed - direction null, pp"))
-    fig.add_trace(go.Scatter(x=t.pair_pct, y=names, mode="markers", name="observed (95% CI)",
+    for (col, label, symbol, color), dy in zip(NULL_MARKERS, NULL_OFFSETS, strict=True):
+        fig.add_trace(go.Scatter(x=t[col], y=y + dy, mode="markers", name=label, customdata=names,
+                                 hovertemplate="%{customdata}: %{x:.2f}%<extra>" + label + "</extra>",
+                                 marker={"color": color, "size": 8, "symbol": symbol}), row=1, col=1)
+    fig.add_trace(go.Scatter(x=t.pair_pct, y=y, mode="markers", name="observed (95% CI)", customdata=names,
+                             hovertemplate="%{customdata}: %{x:.2f}%<extra>observed</extra>",
                              marker={"color": "#1f77b4", "size": 9},
                              error_x={"type": "data", "symmetric": False, "array": t.pair_hi - t.pair_pct,
                                       "arrayminus": t.pair_pct - t.pair_lo}), row=1, col=1)
-    for col, label, symbol, color in NULL_MARKERS:
-        fig.add_trace(go.Scatter(x=t[col], y=names, mode="markers", name=label,
-                                 marker={"color": color, "size": 10, "symbol": symbol}), row=1, col=1)
-    fig.add_trace(go.Scatter(x=t.vs_null_pair_pp, y=names, mode="markers", name="observed - null", showlegend=False,
-                             marker={"color": "#1f77b4", "size": 8, "symbol": "diamond"},
+    fig.add_trace(go.Scatter(x=t.vs_null_pair_pp, y=y, mode="markers", name="observed - null", showlegend=False,
+                             marker={"color": "#1f77b4", "size": 8, "symbol": "diamond"}, customdata=names,
+                             hovertemplate="%{customdata}: %{x:+.2f} pp<extra></extra>",
                              error_x={"type": "data", "symmetric": False, "array": t.vs_null_pair_hi - t.vs_null_pair_pp,
                                       "arrayminus": t.vs_null_pair_pp - t.vs_null_pair_lo}), row=1, col=2)
     fig.add_vline(x=0, line={"color": "black", "width": 1}, row=1, col=2)
     fig.add_vline(x=50, line={"color": "grey", "dash": "dot", "width": 1}, row=1, col=1)
+    fig.update_yaxes(tickvals=y, ticktext=names, range=[-0.7, len(names) - 0.3])
     fig.update_xaxes(title_text="% of steps (chance of a coin: 50%, dotted)", row=1, col=1)
     fig.update_xaxes(title_text="percentage points", row=1, col=2)
-    fig.update_layout(height=300 + 26 * len(names), width=1100,
-                      legend={"orientation": "h", "y": -0.22, "x": 0, "yanchor": "top"})
+    fig.update_layout(height=230 + 26 * len(names), width=1100, margin={"b": 110},
+                      legend={"orientation": "h", "yref": "container", "y": 0.01, "yanchor": "bottom", "x": 0.01})
     return with_caption(fig, title, caption)
 
 
