@@ -120,21 +120,35 @@ def fig_transitions(trans: pd.DataFrame, title: str, caption: str, twin: pd.Data
     return with_caption(fig, title, caption)
 
 
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
+
+
 def fig_norm_quantiles(norms: dict, title: str, caption: str, twin: dict | None = None):
-    """Median residual norm per layer with a 10-90% band, one line per entry of ``norms`` {name: [N, L]}; with
+    """Median residual norm per layer with its 10-90% band (a translucent area, so two corpora's bands stay
+    readable where they overlap), one line per entry of ``norms`` {name: [N, L]} with its own marker; with
     ``twin`` (same form: the untrained twin's norms) its medians dashed. Log y-axis: the norms span decades."""
     import numpy as np
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for name, traj in norms.items():
-        med, lo, hi = np.median(traj, 0), np.percentile(traj, 10, 0), np.percentile(traj, 90, 0)
-        fig.add_trace(go.Scatter(x=list(range(traj.shape[1])), y=med, mode="lines+markers", name=f"{name} median",
-                                 line={"color": dataset_color(name)}, error_y={"type": "data", "symmetric": False, "array": hi - med, "arrayminus": med - lo}))
+    symbols = ("circle", "diamond", "square", "triangle-up")
+    for name, traj in norms.items():  # the bands first, every median line above them
+        x = list(range(traj.shape[1]))
+        color = dataset_color(name) or "#555555"
+        fig.add_trace(go.Scatter(x=x, y=np.percentile(traj, 90, 0), mode="lines", line={"width": 0},
+                                 showlegend=False, hoverinfo="skip", legendgroup=name))
+        fig.add_trace(go.Scatter(x=x, y=np.percentile(traj, 10, 0), mode="lines", line={"width": 0}, fill="tonexty",
+                                 fillcolor=_rgba(color, 0.2), name=f"{name}: 10-90% of tokens", legendgroup=name))
+    for i, (name, traj) in enumerate(norms.items()):
+        fig.add_trace(go.Scatter(x=list(range(traj.shape[1])), y=np.median(traj, 0), mode="lines+markers",
+                                 name=f"{name}: median", legendgroup=name, line={"color": dataset_color(name)},
+                                 marker={"symbol": symbols[i % len(symbols)], "size": 7}))
     for name, traj in (twin or {}).items():
         fig.add_trace(go.Scatter(x=list(range(traj.shape[1])), y=np.median(traj, 0), mode="lines",
                                  name=f"{name}: untrained twin, median", line={"color": dataset_color(name), "dash": "dash"}))
-    fig.update_layout(xaxis_title="layer l (input of block l)", yaxis_title="||z_l|| (median, 10-90%; log axis)",
+    fig.update_layout(xaxis_title="layer l (input of block l)", yaxis_title="||z_l|| (median and 10-90%; log axis)",
                       yaxis_type="log")
     return with_caption(fig, title, caption)
 
@@ -210,8 +224,8 @@ def fig_norm_steps(norms: pd.DataFrame, model: str, caption: str, published: flo
     from plotly.subplots import make_subplots
 
     d = norms[norms.model == model]
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=("% of tokens whose norm decreases", "median ||z^(l+1)|| / ||z^l||"))
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.13,
+                        subplot_titles=("% of tokens whose norm decreases", "median ||z^(l+1)|| / ||z^l||, log axis"))
     for weights, g in d.groupby("weights", sort=False):
         dash = "solid" if weights == "trained" else "dash"
         for step, col in (("attn", "attn_decrease_pct"), ("ffn", "ffn_decrease_pct"), ("block", "block_decrease_pct")):
@@ -224,9 +238,10 @@ def fig_norm_steps(norms: pd.DataFrame, model: str, caption: str, published: flo
     fig.add_scatter(x=span, y=[published, published], mode="lines", line={"color": "orange", "dash": "dot"},
                     name=f"GPT2-XL, published ~{published} per layer", row=2, col=1)
     fig.add_hline(y=1, line={"color": "grey", "width": 1}, row=2, col=1)
-    top = max(1.3, 1.1 * float(d[d.layer > 0].ratio_median.max()))  # block 0 (from the embeddings) may be far above
-    fig.update_yaxes(type="log", range=[math.log10(0.8), math.log10(top)], row=2, col=1)
-    fig.layout.annotations[1].text = "median ||z^(l+1)|| / ||z^l||, log axis (clipped above block 1's range; tables: all)"
+    # every block on the log axis, block 0 (from the embeddings, often far above the rest) included
+    top = max(1.3, 1.15 * float(d.ratio_median.max()), published * 1.1)
+    bottom = min(0.8, 0.9 * float(d.ratio_median.min()))
+    fig.update_yaxes(type="log", range=[math.log10(bottom), math.log10(top)], row=2, col=1)
     fig.update_xaxes(title_text="block l", row=2, col=1)
     fig.update_layout(height=760)
     panel_legends(fig, ("norm decreases (top)", "growth ratio (bottom)"), int(d.layer.max()) + 1)

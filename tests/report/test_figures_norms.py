@@ -43,3 +43,30 @@ def test_corpora_caption_names_every_dataset_once_with_the_profile():
     cap = corpora_caption(runs, "positions >= 5")
     assert cap == ("model; note | wikitext-103: 3 texts, 1,200 tokens + 1bw: 3 texts, 800 tokens | positions >= 5 "
                    "| profile paper")
+
+
+def test_norm_quantiles_draw_every_corpus_band_under_every_median():
+    """Two corpora whose medians nearly coincide (the paper profile's 1BW covered WikiText): each has its own
+    translucent 10-90% band drawn before any median line, and the medians differ in marker."""
+    rng = np.random.default_rng(1)
+    norms = {ds: rng.lognormal(size=(200, 5)).cumsum(1) for ds in ("wikitext-103", "1bw")}
+    fig = fig_norm_quantiles(norms, "t", "m | d")
+    names = [t.name for t in fig.data]
+    bands = [i for i, t in enumerate(fig.data) if t.fill == "tonexty"]
+    medians = [i for i, n in enumerate(names) if n and n.endswith(": median")]
+    assert len(bands) == 2 and len(medians) == 2 and max(bands) < min(medians)
+    assert fig.data[medians[0]].marker.symbol != fig.data[medians[1]].marker.symbol
+    lo = fig.data[bands[0]].y
+    assert np.allclose(lo, np.percentile(norms["wikitext-103"], 10, 0)) and "rgba(" in fig.data[bands[0]].fillcolor
+
+
+def test_norm_steps_show_block_0_on_the_log_axis():
+    """Block 0's ratio (from the embeddings, 18.5 for SmolLM2) was clipped off the lower panel."""
+    from helpers.report.figures import fig_norm_steps
+
+    norms = pd.DataFrame([{"model": "M", "weights": w, "layer": k, "attn_decrease_pct": 10.0, "ffn_decrease_pct": 5.0,
+                           "block_decrease_pct": 1.0, "ratio_median": r} for w in ("trained", "untrained twin")
+                          for k, r in enumerate([18.5, 1.4, 1.1, 1.02])])
+    fig = fig_norm_steps(norms, "M", "m | d", 1.045)
+    lo, hi = fig.layout.yaxis2.range
+    assert 10 ** lo <= 1.02 and 10 ** hi >= 18.5
