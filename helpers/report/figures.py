@@ -95,28 +95,48 @@ def dataset_color(name: str) -> str | None:
     return next((c for ds, c in DATASET_COLORS.items() if str(name).startswith(ds)), None)
 
 
+TRANSITION_FLOOR = 0.02  # % decreasing: a share below it (0 included) is drawn at it, on the log axis
+
+
 def fig_transitions(trans: pd.DataFrame, title: str, caption: str, twin: pd.DataFrame | None = None,
                     paper: pd.DataFrame | None = None):
-    """Share of tokens whose norm does not decrease at each layer step, one bar group per dataset; with ``twin``
-    (the untrained twin's table, same columns) its shares as black markers on each dataset's bar, with ``paper``
-    (rows of the paper's Table 1) the range of its pair levels (= the mean over steps) as a band."""
+    """Share of tokens whose norm *decreases* at each layer step (100 - the non-decreasing share), one bar group
+    per dataset, on a log axis: the steps that break the pattern stand out, and so do the nulls, which sit near
+    0 (a non-decreasing axis drew them on the 100% bar tops, where nobody could see them). With ``twin`` (the
+    untrained twin's table, same columns) its shares as black marks on each dataset's bar; with ``paper`` (rows of
+    the paper's Table 1) the range of its pair levels as a band. Shares below ``TRANSITION_FLOOR`` % (0 included)
+    are drawn at the floor; the hover gives every share as computed."""
+    import math
+
     import plotly.graph_objects as go
 
-    fig = go.Figure([go.Bar(x=t.step, y=t.non_decreasing_pct, name=ds, marker_color=dataset_color(ds),
-                            offsetgroup=ds) for ds, t in trans.groupby("dataset", sort=False)])
+    def down(t: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+        pct = 100.0 - t.non_decreasing_pct
+        return pct.clip(lower=TRANSITION_FLOOR), pct
+
+    fig = go.Figure()
+    for ds, t in trans.groupby("dataset", sort=False):
+        y, pct = down(t)
+        fig.add_trace(go.Bar(x=t.step, y=y, customdata=pct, name=ds, marker_color=dataset_color(ds), offsetgroup=ds,
+                             hovertemplate=f"{ds}, step %{{x}}: %{{customdata:.2f}}% decrease<extra></extra>"))
     for i, (ds, t) in enumerate(twin.groupby("dataset", sort=False) if twin is not None else ()):
-        fig.add_trace(go.Scatter(x=t.step, y=t.non_decreasing_pct, mode="markers", offsetgroup=ds, showlegend=i == 0,
-                                 name="untrained twin (mark on each bar)", legendgroup="twin", marker={"symbol": "line-ew-open", "size": 14, "color": "black",
-                                 "line": {"width": 3, "color": "black"}}))
+        y, pct = down(t)
+        fig.add_trace(go.Scatter(x=t.step, y=y, customdata=pct, mode="markers", offsetgroup=ds, showlegend=i == 0,
+                                 name="untrained twin (mark on each bar)", legendgroup="twin",
+                                 hovertemplate=f"twin, {ds}, step %{{x}}: %{{customdata:.2f}}%<extra></extra>",
+                                 marker={"symbol": "line-ew-open", "size": 14, "color": "black",
+                                         "line": {"width": 3, "color": "black"}}))
     if paper is not None and len(paper):
-        lo, hi = float(paper.pair_pct.min()), float(paper.pair_pct.max())
-        fig.add_hrect(y0=lo, y1=hi, fillcolor="grey", opacity=0.25, line_width=0)
+        lo, hi = 100.0 - float(paper.pair_pct.max()), 100.0 - float(paper.pair_pct.min())
+        fig.add_hrect(y0=max(lo, TRANSITION_FLOOR), y1=hi, fillcolor="grey", opacity=0.25, line_width=0)
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", marker={"symbol": "square", "size": 12,
                                  "color": "rgba(128,128,128,0.4)"},
-                                 name=f"paper's pair level (mean over steps): {lo:.1f}-{hi:.1f}%<br>"
-                                      f"({', '.join(paper.model.unique())}; {', '.join(paper.dataset.unique())})"))
-    fig.update_layout(xaxis_title="layer step", yaxis_title="% of tokens non-decreasing", barmode="group",
-                      scattermode="group", yaxis_range=[0, 101])
+                                 name=f"paper: {lo:.1f}-{hi:.1f}% of steps decrease (pair level,<br>"
+                                      f"{', '.join(paper.model.unique())}; {', '.join(paper.dataset.unique())})"))
+    fig.update_layout(xaxis_title="layer step", barmode="group", scattermode="group",
+                      yaxis={"type": "log", "range": [math.log10(TRANSITION_FLOOR), 2.0], "exponentformat": "none",
+                             "title": {"text": f"% of tokens whose norm decreases (log axis; below {TRANSITION_FLOOR}%: "
+                                               "at the axis floor)"}})
     return with_caption(fig, title, caption)
 
 

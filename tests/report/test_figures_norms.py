@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from helpers.experiments.paper import PAPER_TABLE1
-from helpers.report.figures import fig_norm_quantiles, fig_transitions
+from helpers.report.figures import TRANSITION_FLOOR, fig_norm_quantiles, fig_transitions
 from helpers.runs.datasets import DatasetRun, corpora_caption
 
 
@@ -17,14 +18,25 @@ def _trans(pct: float) -> pd.DataFrame:
 
 
 def test_transitions_show_twin_and_paper_band():
+    """The share that decreases, on a log axis: the twin's marks and the paper's band sit near 0, where the log
+    axis spreads them out (on a non-decreasing axis they sat on the 100% bar tops, unseen)."""
     paper = PAPER_TABLE1[PAPER_TABLE1.dataset.isin(["wikitext-103", "1bw"])]
     fig = fig_transitions(_trans(90.0), "t", "m | d", twin=_trans(99.0), paper=paper)
     twins = [t for t in fig.data if "untrained twin" in (t.name or "")]
     assert len(twins) == 2 and {t.offsetgroup for t in twins} == {"wikitext-103", "1bw"}  # on its dataset's bar
     assert [t.showlegend for t in twins] == [True, False]  # one legend entry for both
+    assert np.allclose(twins[0].y, 1.0) and np.allclose([t for t in fig.data if t.type == "bar"][0].y, 10.0)
     band = fig.layout.shapes[0]
-    assert (band.y0, band.y1) == (paper.pair_pct.min(), paper.pair_pct.max())
-    assert any(f"{paper.pair_pct.min():.1f}-{paper.pair_pct.max():.1f}%" in (t.name or "") for t in fig.data)
+    assert (band.y0, band.y1) == pytest.approx((100 - paper.pair_pct.max(), 100 - paper.pair_pct.min()))
+    assert fig.layout.yaxis.type == "log" and "decreases" in fig.layout.yaxis.title.text
+    lo, hi = fig.layout.yaxis.range
+    assert 10 ** lo <= band.y0 and 10 ** hi >= 100
+
+
+def test_transitions_draw_zero_at_the_floor_and_keep_the_value_in_the_hover():
+    fig = fig_transitions(_trans(100.0), "t", "m | d", twin=_trans(100.0))
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert np.allclose(bars[0].y, TRANSITION_FLOOR) and np.allclose(bars[0].customdata, 0.0)
 
 
 def test_norm_quantiles_draw_twin_medians_on_a_marked_log_axis():
