@@ -66,7 +66,7 @@ def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str,
         if twin is not None else []
     if len(t):
         fig.add_trace(go.Scatter(x=t.layer, y=t["median"], mode="lines", line={"color": "black", "width": 2.5},
-                                 name=f"untrained twin, inner loss median<br>({int(t.n_tokens.iloc[0]):,} tokens, "
+                                 name=f"untrained twin, inner loss median ({int(t.n_tokens.iloc[0]):,} tokens, "
                                       f"{twin_sample})"), row=1, col=2)
     shown = curves[curves.dataset == dataset]
     span = [float(shown.layer.min()), float(shown.layer.max())] if len(shown) else []
@@ -84,6 +84,9 @@ def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str,
     fig.update_yaxes(type="log")
     fig.update_yaxes(title_text="cross-entropy (nats, log axis); band: 10-90% of tokens", row=1, col=1)
     fig.update_xaxes(title_text="layer l (input of block l)")
+    # the legend below both panels, in the bottom margin: at the side its long entries squeezed each panel to ~180 px
+    fig.update_layout(height=780, margin={"b": 170},
+                      legend={"orientation": "h", "yref": "container", "y": 0.01, "yanchor": "bottom", "x": 0.01})
     return with_caption(fig, title, caption)
 
 

@@ -28,5 +28,8 @@ def test_twin_curves_share_notebook_08s_cached_twin_run(tmp_path, one_thread):
     drawn = [tr for tr in fig.data if tr.name and tr.name.startswith("untrained twin")]
     assert len(drawn) == 1 and drawn[0].xaxis == "x2"  # the all-tokens panel
     assert list(drawn[0].y) == list(inner.sort_values("layer")["median"])
+    # the legend in the bottom margin, so the two panels keep the figure's width
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.yref == "container"
+    assert fig.layout.xaxis2.domain[1] == 1.0
     text = inner_loss._twin_text(table, "1bw", sample)
     assert f"{inner['median'].iloc[0]:.1f} ->" in text and sample in text
