@@ -76,20 +76,31 @@ def subtitle_lines(caption: str, width: int = SUBTITLE_WIDTH, max_lines: int = 2
 
 
 def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken after a comma where it can (a phrase such as
+    'first 64 tokens of each' stays on one line), else at a space."""
     lines, cur = [], ""
-    for word in text.split():
-        if cur and len(cur) + 1 + len(word) > width:
+    for phrase in (p + ("," if i < len(parts) - 1 else "") for parts in [text.split(", ")]
+                   for i, p in enumerate(parts)):
+        joined = f"{cur} {phrase}".strip()
+        if len(joined) <= width:
+            cur = joined
+            continue
+        if cur:
             lines.append(cur)
-            cur = word
-        else:
-            cur = f"{cur} {word}".strip()
+        cur = ""
+        for word in phrase.split():  # a phrase longer than a line: at spaces
+            if cur and len(cur) + 1 + len(word) > width:
+                lines.append(cur)
+                cur = word
+            else:
+                cur = f"{cur} {word}".strip()
     return lines + ([cur] if cur else [])
 
 
 def with_caption(fig, title: str, caption: str):
     """Title and a provenance subtitle (model, data, sample, filter, profile) of at most two lines that fit the
-    figure (:func:`subtitle_lines`); the full caption is kept in the figure's metadata and the table captions."""
-    lines = subtitle_lines(caption)
+    figure's width (:func:`subtitle_lines`, set the width first); the full caption is kept in the figure's metadata and the table captions."""
+    lines = subtitle_lines(caption, int(SUBTITLE_WIDTH * (fig.layout.width or 1000) / 1000))
     fig.update_layout(
         title={"text": f"{title}<br><sup>{'<br>'.join(lines)}</sup>", "x": 0.01, "y": 0.97,
                "yref": "container", "yanchor": "top", "pad": {"t": 6}},

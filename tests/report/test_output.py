@@ -70,6 +70,18 @@ def test_subtitle_trims_only_the_longest_parts():
     assert subtitle_lines("a; b | c", width=20) == ["a; b · c"]  # fits: nothing dropped
 
 
+def test_subtitle_lines_break_between_phrases_and_use_a_wide_figure_s_width():
+    """08_scale's subtitle broke 'first 64 / tokens of each': lines now end after a comma where they can, and a
+    1300-pixel figure gets 1.3 times the characters per line."""
+    caption = ("the same texts for every model: 40 WikiText-103 test paragraphs and 100 1BW test sentences (seeded "
+               "sample after the paper's filtering), first 64 tokens of each, tokens at positions >= 5")
+    lines = subtitle_lines(caption)
+    assert " ".join(lines) == caption and all(line.endswith(",") for line in lines[:-1])
+    assert not any(line.endswith("first 64") for line in lines)
+    fig = with_caption(go.Figure(layout={"width": 1300}), "t", caption)
+    assert "<br>" not in fig.layout.title.text.split("<sup>")[1]  # one line at 1300 px
+
+
 PNG_SCRIPT = """
 import sys
 import plotly.graph_objects as go
