@@ -36,7 +36,7 @@ from helpers.checks import (
     check_share,
 )
 from helpers.config import get_profile
-from helpers.corpus.samples import MIN_WORDS, describe_empty, peek_samples
+from helpers.corpus.samples import MIN_WORDS, SAMPLE_SEED, describe_empty, peek_samples
 from helpers.lm.files import check_model_files
 from helpers.paths import FILTERED_DIR
 
@@ -51,6 +51,7 @@ _INTS = {
     "batch_size": (1, True),
     "batch_tokens": (1, True),
     "seed": (0, False),
+    "filter_seed": (0, False),
     "min_words": (1, False),
     "pca_samples": (1, True),
     "n_samples": (1, True),
@@ -64,10 +65,12 @@ _BOOLS = ("include_last", "include_trained", "include_untrained", "train_natural
 
 
 def check_corpus(dataset: str, data_dir=None, filtered_dir=FILTERED_DIR, min_words: int | None = None,
-                 seed: int = 0) -> int:
+                 seed: int = SAMPLE_SEED) -> int:
     """Read (never write) the filtered texts of ``dataset`` and return how many there are; a one-line error
     naming the file and the rule when the filters leave nothing (``min_words`` given: the caller has that
-    parameter, so lowering it is the advice)."""
+    parameter, so lowering it is the advice). ``seed`` is the filter's 1BW draw (notebook 01's ``filter_seed``;
+    every other run filters with :data:`~helpers.corpus.samples.SAMPLE_SEED`), not a notebook's text-sample
+    ``seed``."""
 
     words = MIN_WORDS if min_words is None else min_words
     texts, report = peek_samples(dataset, filtered_dir, data_dir, min_words=words, seed=seed)
@@ -152,7 +155,7 @@ def _check_data(datasets: list[str], p: dict, out: dict, cli: bool) -> None:
     shard = check_shard(out.get("shard"))
     for ds in datasets:
         kept = check_corpus(ds, out.get("data_dir"), out.get("filtered_dir", FILTERED_DIR), out.get("min_words"),
-                            out.get("seed", 0))
+                            out.get("filter_seed", SAMPLE_SEED))  # the sample the run filters, whatever its ``seed``
         if "n_texts" not in p and "shard" not in p and "shards" not in p:
             continue
         n = out.get("n_texts") if "n_texts" in p else None

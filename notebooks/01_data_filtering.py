@@ -35,7 +35,7 @@ model = "smollm2-135m"      # the tokenizer used for the length histograms
 datasets = ["wikitext-103", "1bw"]
 data_dir = None             # None: $METALEARN_DATA, else the repository's data/ (data/README.md), else the hub
 min_words = 10
-seed = 0
+filter_seed = 0             # the seed of the 5,000-sentence 1BW draw (every notebook filters with 0)
 figures_dir = "figures"
 results_dir = "results"
 filtered_dir = "data/filtered"  # cache of the filtered samples, relative to the repository root
@@ -56,7 +56,7 @@ from helpers.experiments import corpus
 # rules: a different corpus or rule recomputes it.
 
 # %%
-r = corpus.run(datasets, model, filtered_dir, data_dir, min_words, seed)
+r = corpus.run(datasets, model, filtered_dir, data_dir, min_words, filter_seed)
 _, counts = corpus.report_counts(r, results_dir)
 counts
 

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from helpers.corpus.samples import MIN_WORDS, SAMPLE_SEED, filtered_samples
-from helpers.lm.load import load_model
+from helpers.lm.load import load_tokenizer
 from helpers.paths import FILTERED_DIR
 from helpers.report.figures import dataset_color
 from helpers.report.output import save_figure, save_table, with_caption
@@ -37,7 +37,7 @@ def run(datasets: list[str], model: str, filtered_dir: str = FILTERED_DIR, data_
         texts, rep = filtered_samples(ds, filtered_dir, data_dir, min_words=min_words, seed=seed)
         samples[ds] = texts
         counts.append(rep.as_dict())
-    tok = load_model(model).tokenizer
+    tok = load_tokenizer(model)
     lengths = {ds: [len(r) for r in tok(texts[:N_LENGTHS])["input_ids"]] for ds, texts in samples.items()}
     return CorpusRun(samples, pd.DataFrame(counts), lengths, model, min_words, seed)
 

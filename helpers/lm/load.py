@@ -308,3 +308,18 @@ def load_model(
     if not fingerprint:
         fingerprint = "hub:" + str(getattr(config, "_commit_hash", None) or where)
     return wrap_model(model, tokenizer, name=spec, label=label, fingerprint=fingerprint, note=note)
+
+
+def load_tokenizer(spec: str = DEFAULT_MODEL):
+    """The tokenizer of ``spec`` (registry name, hub id, local directory or ``.gguf`` file) without its weights:
+    what notebook 01 needs for token lengths (loading the whole model for it cost a model load)."""
+    from transformers import AutoTokenizer
+
+    where, kwargs, *_ = resolve_spec(spec)
+    try:
+        return AutoTokenizer.from_pretrained(where, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        if not Path(where).exists() and not isinstance(exc, (OSError, ValueError)):
+            raise
+        raise CompendiumError(f"cannot load the tokenizer of '{spec}' ({_first_line(exc)}): save the tokenizer "
+                              f"with the model (tokenizer.save_pretrained)") from None

@@ -366,3 +366,22 @@ def test_valid_arguments_reach_the_command_module(monkeypatch):
     monkeypatch.setattr(commands, "cmd_notebook", lambda args: seen.append((args.only, args.profile)))
     assert cli.main(["notebook", "02", "--profile", "smoke"]) == 0
     assert seen == [(["02"], "smoke")]
+
+
+def test_validation_checks_the_sample_the_run_filters(monkeypatch):
+    """A notebook's ``seed`` draws its texts from the filtered corpus; the filter itself (the 1BW draw of 5,000
+    sentences) uses SAMPLE_SEED in every run. Validation checked the filter drawn with the notebook's ``seed``, a
+    different sample from the one analysed; only notebook 01's ``filter_seed`` changes the filter's draw."""
+    from helpers import validate
+    from helpers.corpus.samples import SAMPLE_SEED
+
+    seen = []
+
+    def peek(name, filtered_dir, data_dir, min_words, seed):
+        seen.append(seed)
+        return ["a text of enough words"] * 10, None
+
+    monkeypatch.setattr(validate, "peek_samples", peek)
+    validate.validate_params({"datasets": ["1bw"], "seed": 7})
+    validate.validate_params({"datasets": ["1bw"], "filter_seed": 7})
+    assert seen == [SAMPLE_SEED, 7]

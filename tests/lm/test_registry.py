@@ -85,3 +85,20 @@ def test_qwen_entries_match_the_published_packages():
         assert 0 < chunks.expected_size(n) <= chunks.part_size
     assert REGISTRY["qwen2.5-coder-1.5b"].packages == QWEN_15B.specs()
     assert REGISTRY["qwen2.5-coder-0.5b"].params < REGISTRY["qwen2.5-coder-1.5b"].params
+
+
+def test_tokenizer_alone_equals_the_loaded_model_s(monkeypatch):
+    """Notebook 01 needs only token lengths: ``load_tokenizer`` reads the tokenizer without building the model,
+    and it tokenises as the full load's tokenizer does (the registry's GGUF model)."""
+    import transformers
+
+    from helpers.lm.load import load_model, load_tokenizer
+
+    text = "The tokenizer of a model, read without its weights: 12,345 tokens."
+    full = load_model("smollm2-135m").tokenizer
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("load_tokenizer built a model")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_model)
+    assert load_tokenizer("smollm2-135m")(text)["input_ids"] == full(text)["input_ids"]
