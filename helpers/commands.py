@@ -23,7 +23,7 @@ from helpers.lm.load import load_model
 from helpers.lm.registry import DEFAULT_MODEL
 from helpers.notebooks import PER_MODEL, PeakMemory, execute, sources, stale_pngs, timed
 from helpers.paths import RESULTS_DIR, atomic_write_text, repo_path, repo_root
-from helpers.report import figures, output
+from helpers.report import figures, figures_norms, output
 from helpers.report.findings import brief, render
 from helpers.report.tables_index import tables_markdown
 from helpers.runs.analysis import NotFinished, merge_records
@@ -51,7 +51,7 @@ def _outputs(lm, run, args) -> list[Path]:
     paths += output.save_figure(figures.fig_inner_loss(curves, run.dataset, f"Inner loss across layers, {run.dataset}", cap,
                                                        lm.lm_head.weight.shape[0]),
                                f"cli_inner_loss_{tag}", figures_dir, png=args.png)
-    paths += output.save_figure(figures.fig_transitions(trans, "Which layer steps break the non-decreasing pattern", cap),
+    paths += output.save_figure(figures_norms.fig_transitions(trans, "Which layer steps break the non-decreasing pattern", cap),
                                f"cli_transitions_{tag}", figures_dir, png=args.png)
     body = {
         "model": {"name": lm.name, "description": lm.describe(), "n_layers": lm.n_layers, "fingerprint": lm.fingerprint},

@@ -66,7 +66,7 @@ from IPython.display import Markdown, display
 from helpers.config import get_profile
 from helpers.experiments import table1 as reports
 from helpers.experiments.paper import PAPER_TABLE1
-from helpers.report import figures, output
+from helpers.report import figures_norms, output
 from helpers.runs.datasets import analyse_corpora, analyse_twin, corpora_caption
 from helpers.stats.tokens import norm_trajectories
 
@@ -103,7 +103,7 @@ output.save_table(trans, f"03_transitions_{tag}", results_dir,
                  caption=f"Share of tokens whose norm does not decrease at each layer step. {lm.describe()}.")
 where = corpora_caption(runs, f"positions >= {min_position + 1}")
 twin_trans = reports.transitions_table(twin_runs, lm.n_layers, min_position) if twin_runs else None
-fig = figures.fig_transitions(trans, "Which layer steps break the non-decreasing pattern", where, twin=twin_trans,
+fig = figures_norms.fig_transitions(trans, "Which layer steps break the non-decreasing pattern", where, twin=twin_trans,
                               paper=PAPER_TABLE1[PAPER_TABLE1.dataset.isin(list(runs))])
 output.save_figure(fig, f"03_transitions_{tag}", figures_dir)
 fig
@@ -113,7 +113,7 @@ def block_inputs(run):  # norms of the current token at the inputs of blocks 0..
     return norm_trajectories(run.records, lm.n_layers)[run.records["position"] >= min_position]
 
 
-fig = figures.fig_norm_quantiles({ds: block_inputs(r) for ds, r in runs.items()},
+fig = figures_norms.fig_norm_quantiles({ds: block_inputs(r) for ds, r in runs.items()},
                                  "Residual norm of the current token across layers", where,
                                  twin={ds: block_inputs(r) for ds, r in twin_runs.items()})
 output.save_figure(fig, f"03_norms_by_layer_{tag}", figures_dir)

@@ -30,9 +30,10 @@
 #   chance, the twin's value, and the inner loss (Eq. 14) at layer 0 and at the last layer. The inner loss is
 #   given for the paper's filter (final loss <= 1) and for a seeded sample of all tokens. An untrained model has
 #   no token with final loss <= 1.
-# * **Quantisation check.** SmolLM2 and Gemma exist here only as 4-bit GGUF files, dequantised. We take a model
-#   whose fp32 weights we have (the project-trained one) and round its weights with the two files' schemes:
-#   Q4_1 (SmolLM2's) and Q4_K_M (Gemma's). Then we compare its numbers on the same tokens.
+# * **Quantisation check.** Every real model here (SmolLM2, Gemma, both Qwen models) exists only as a 4-bit GGUF
+#   file, dequantised. We take a model whose fp32 weights we have (the project-trained one) and round its weights
+#   with the files' two schemes: Q4_1 (SmolLM2's) and Q4_K_M (Gemma's and Qwen's). Then we compare its numbers on
+#   the same tokens.
 #
 # The paper's rows (GPT-2, LLaMA-7B/13B; full texts, their own sample) stand beside ours. Hub models add a row
 # through `extra_models` where the hub, or a local copy of it, is reachable.

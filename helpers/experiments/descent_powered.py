@@ -38,7 +38,7 @@ from helpers.config import PoweredDescentProfile
 from helpers.corpus.samples import sample_texts
 from helpers.experiments.descent_tables import layer_thirds
 from helpers.experiments.zoo import load_or_skip
-from helpers.lm.families import attn_update_module, halfstep_module
+from helpers.lm.families import halfstep_module
 from helpers.lm.load import LoadedModel
 from helpers.lm.twin import untrained_twin
 from helpers.paths import CACHE_DIR, atomic_write_text, config_hash, repo_path
@@ -143,7 +143,7 @@ def _subset_records(lm: LoadedModel, out: dict, cap: Capture, steps: dict, targe
     for ctl in CONTROLS:  # controls on the subset: both gradients for another target
         _, gc_in = predictor(kv_last, z[:n], targets[ctl], sub)
         pc = path_grads(lm, blocks, cap.layer_kwargs, r[sub], c[sub], z[0, sub], targets[ctl][sub],
-                        halfstep_module(lm.family, lm.model.config))
+                        halfstep_module(lm.family, lm.model.config) is not None)
         for step, (_, dz, _, _) in steps.items():
             grads = {"inner": gc_in, "true": pc["grads"].transpose(0, 1)}
             if step == "ffn":
@@ -176,7 +176,6 @@ def continuations(lm: LoadedModel, blocks: list, layer_kwargs: list[dict], steps
     k = len(sub)
     rr, cc, tt = r[sub].repeat(n), c[sub].repeat(n), t[sub].repeat(n)
     nan = torch.full((n, len(r)), float("nan"), dtype=torch.float64)
-    module = attn_update_module(lm.family, lm.model.config)
     out = {}
     for step, (start, dz) in ((name, v[:2]) for name, v in steps.items()):
         for a in alphas:
@@ -186,7 +185,7 @@ def continuations(lm: LoadedModel, blocks: list, layer_kwargs: list[dict], steps
             elif step == "attn":
                 first = torch.arange(n).repeat_interleave(k)
                 loss = continuation_losses(lm, blocks, layer_kwargs, first, rr, cc, start[:, sub].reshape(-1, d), tt,
-                                           update_scale=(module, torch.full((n * k,), float(a))))
+                                           update_scale=torch.full((n * k,), float(a)))
                 col[:, sub] = loss.reshape(n, -1).double()
             else:
                 first = torch.arange(1, n + 1).repeat_interleave(k)
@@ -231,7 +230,7 @@ def batch_records(lm: LoadedModel, rows: list[list[int]], positions: list[list[i
     everyone = torch.arange(len(r))
     out: dict[str, torch.Tensor] = {}
     loss_in, g_in = predictor(kv_last, z[:n], targets["true"], everyone)
-    path = path_grads(lm, blocks, cap.layer_kwargs, r, c, z[0], t, halfstep_module(lm.family, lm.model.config))
+    path = path_grads(lm, blocks, cap.layer_kwargs, r, c, z[0], t, halfstep_module(lm.family, lm.model.config) is not None)
     g_true = path["grads"].transpose(0, 1)
     out.update(loss_in=loss_in, final_loss=path["loss"][None].expand(n, -1), cos_grads=_cos(g_in, g_true))
     steps = {"block": (z[:n], z[1:] - z[:n], g_in, g_true)}

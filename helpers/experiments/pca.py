@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from helpers.report.figures import fig_norm_lines, trajectory_figure
+from helpers.report.figures import trajectory_figure
+from helpers.report.figures_norms import fig_norm_lines
 from helpers.report.output import save_figure, with_caption
 from helpers.runs.datasets import DatasetRun
 from helpers.stats.pca import TrajectoryPCA, fit_layers

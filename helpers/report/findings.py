@@ -203,7 +203,10 @@ def quantisation_section(quant: pd.DataFrame, tensors: pd.DataFrame | None, cros
     if tensors is not None and len(tensors):
         used = " (" + "; ".join(f"{scheme}: " + ", ".join(f"{n} tensors {q}" for q, n in t.type.value_counts().items())
                                 for scheme, t in tensors.groupby("scheme", sort=False)) + ")"
-    lines = ["**Can the 4-bit models be trusted?** SmolLM2 and Gemma exist here only as 4-bit GGUF files. Rounding the "
+    real = [] if cross is None else list(cross[(cross.role == TRAINED) & (cross.group != "natural")].model.unique())
+    exist = (f"All {len(real)} real models here ({', '.join(m.split('-Instruct')[0] for m in real)}) exist only as "
+             "4-bit GGUF files." if real else "The real models here exist only as 4-bit GGUF files.")
+    lines = [f"**Can the 4-bit models be trusted?** {exist} Rounding the "
              f"project-trained model's fp32 weights with the same schemes{used} moves its sequence-level rate by at "
              f"most {worst['sequence change (pp)']:+.2f} pp ({worst.weights}, {worst.dataset}) and its pair level by "
              f"at most {quant['pair change (pp)'].abs().max():.2f} pp; {quant['sequence flips %'].max():.2f}% of "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from helpers.lm.families import halfstep_module
+from helpers.lm.families import attn_update_module, halfstep_module
 from helpers.lm.load import LoadedModel
 
 # Arguments of a block call that refer to the model's own KV cache or output options: a block re-run
@@ -86,43 +86,92 @@ def bind_block_call(block: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.
     return hidden, named
 
 
-PreHook = Callable[[int, torch.Tensor, dict], None]
+POINTS = ("resid_pre", "resid_mid", "resid_post", "attn_out")  # the named hook points of every block
 
 
-PostHook = Callable[[int, torch.Tensor], None]
+def first_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The first input of a module call, passed positionally or by keyword (the one place that knows how)."""
+    return args[0] if args else next(iter(kwargs.values()))
+
+
+def _replace_first(output, new: torch.Tensor):
+    return (new, *output[1:]) if isinstance(output, tuple) else new
 
 
 @contextmanager
-def block_hooks(lm: LoadedModel, on_input: PreHook | None = None, on_output: PostHook | None = None,
-                layers: list[int] | None = None) -> Iterator[None]:
-    """Hook the decoder blocks: ``on_input(l, hidden, named_args)`` before and ``on_output(l, out)`` after
-    block ``l`` runs, for every block (or those in ``layers``); the hooks are removed on exit.
+def hooks(lm: LoadedModel, layers: list[int] | None = None, *,
+          resid_pre: Callable[[int, torch.Tensor, dict], torch.Tensor | None] | None = None,
+          resid_mid: Callable[[int, torch.Tensor], None] | None = None,
+          resid_post: Callable[[int, torch.Tensor], None] | None = None,
+          attn_out: Callable[[int, torch.Tensor], torch.Tensor | None] | None = None,
+          inputs_of: dict[str, Callable[[int, torch.Tensor], None]] | None = None) -> Iterator[None]:
+    """The one hook primitive: named points of every decoder block ``l`` (or those in ``layers``), removed on exit.
 
-    This is the one capture primitive: the residual capture, the lens and the eigenvalue code all see a
-    block call through :func:`bind_block_call`.
+    - ``resid_pre(l, hidden, named)``: before block ``l``, its real call bound to the block's signature
+      (:func:`bind_block_call`: the hidden state and every other argument by name); a tensor it returns replaces
+      the block's input (a splice), None leaves the call as it is;
+    - ``resid_mid(l, x)``: the state after block ``l``'s attention half-step, as the block's pre-FFN module
+      (:func:`helpers.lm.families.halfstep_module`) receives it; nothing is hooked where a block has no such state
+      (parallel residual, post-norm OPT), and OPT's module sees it flattened to ``[B*T, D]``;
+    - ``resid_post(l, out)``: block ``l``'s output (its first element);
+    - ``attn_out(l, out)``: the output of the module whose output is the attention half-step's update
+      (:func:`helpers.lm.families.attn_update_module`); a tensor it returns replaces it (scaling the update);
+    - ``inputs_of``: ``{submodule name: fn(l, x)}``, the first input of that submodule of each block (the block
+      layouts of the linear surrogates).
+
+    Every capture, splice and surrogate in the package goes through this context manager.
     """
     handles = []
+    config = lm.model.config
 
     def pre(i: int):
         def hook(module, args, kwargs):
             hidden, named = bind_block_call(module, args, kwargs)
-            on_input(i, hidden, named)
+            new = resid_pre(i, hidden, named)
+            if new is None:
+                return None
+            if args:
+                return (new, *args[1:]), kwargs
+            return args, {**kwargs, next(iter(inspect.signature(module.forward).parameters)): new}
 
         return hook
 
     def post(i: int):
         def hook(module, args, kwargs, output):
-            on_output(i, output[0] if isinstance(output, tuple) else output)
+            resid_post(i, output[0] if isinstance(output, tuple) else output)
 
         return hook
 
+    def module_input(i: int, fn):
+        def hook(module, args, kwargs):
+            fn(i, first_input(args, kwargs))
+
+        return hook
+
+    def update(i: int):
+        def hook(module, args, output):
+            new = attn_out(i, output[0] if isinstance(output, tuple) else output)
+            return None if new is None else _replace_first(output, new)
+
+        return hook
+
+    mid = halfstep_module(lm.family, config) if resid_mid is not None else None
+    attn = attn_update_module(lm.family, config) if attn_out is not None else None
+    if attn_out is not None and attn is None:
+        raise ValueError(f"family {lm.family} has no attention half-step update to hook (attn_out)")
     try:
         for i in layers if layers is not None else range(lm.n_layers):
             blk = lm.blocks[i]
-            if on_input is not None:
+            if resid_pre is not None:
                 handles.append(blk.register_forward_pre_hook(pre(i), with_kwargs=True))
-            if on_output is not None:
+            if resid_post is not None:
                 handles.append(blk.register_forward_hook(post(i), with_kwargs=True))
+            if mid is not None:
+                handles.append(getattr(blk, mid).register_forward_pre_hook(module_input(i, resid_mid), with_kwargs=True))
+            if attn is not None:
+                handles.append(getattr(blk, attn).register_forward_hook(update(i)))
+            for name, fn in (inputs_of or {}).items():
+                handles.append(getattr(blk, name).register_forward_pre_hook(module_input(i, fn), with_kwargs=True))
         yield
     finally:
         for h in handles:
@@ -155,10 +204,9 @@ def capture_residuals(
             kwargs_store.update(named)
 
     def on_output(index: int, out: torch.Tensor) -> None:
-        if index == n - 1:
-            states[n] = out.detach()
+        states[n] = out.detach()
 
-    with block_hooks(lm, on_input, on_output), torch.inference_mode():
+    with hooks(lm, resid_pre=on_input), hooks(lm, [n - 1], resid_post=on_output), torch.inference_mode():
         lm.model(
             input_ids=input_ids.to(target),
             attention_mask=attention_mask.to(target),
@@ -180,24 +228,12 @@ def capture_residuals(
 def capture_halfsteps(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       every_block: bool = False) -> tuple[Capture, torch.Tensor | None]:
     """One model call: the residual capture (states ``[L+1, B, T, D]``, last block's call arguments) and the
-    states after every attention half-step ``[L, B, T, D]`` (``None`` without half-steps), taken by a forward
-    pre-hook on :func:`halfstep_module` of every block (OPT's module sees them flattened to ``[B*T, D]``)."""
-    name, store = halfstep_module(lm.family, lm.model.config), {}
-
-    def hook(i: int):
-        def pre(module, args, kwargs):
-            store[i] = args[0] if args else next(iter(kwargs.values()))
-
-        return pre
-
-    handles = [getattr(blk, name).register_forward_pre_hook(hook(i), with_kwargs=True)
-               for i, blk in enumerate(lm.blocks)] if name else []
-    try:
+    states after every attention half-step ``[L, B, T, D]`` (``None`` without half-steps), from the
+    ``resid_mid`` point of :func:`hooks` (OPT's module sees them flattened to ``[B*T, D]``)."""
+    store: dict[int, torch.Tensor] = {}
+    with hooks(lm, resid_mid=lambda i, x: store.__setitem__(i, x)):
         cap = capture_residuals(lm, input_ids, attention_mask, every_block)
-    finally:
-        for h in handles:
-            h.remove()
-    if name is None:
+    if halfstep_module(lm.family, lm.model.config) is None:
         return cap, None
     shape = cap.states.shape[1:]
     return cap, torch.stack([store[i].detach().reshape(shape).to(cap.states.device) for i in range(lm.n_layers)])

@@ -32,7 +32,6 @@ in its ``AttentionMaskInterface``) under :data:`OWN_PATH`; every family whose at
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -42,9 +41,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-from helpers.lm.families import halfstep_module
 from helpers.lm.load import LoadedModel
-from helpers.residual.hooks import bind_block_call, pad_batch
+from helpers.residual.hooks import hooks, pad_batch
 from helpers.residual.lens import (
     token_ce,
 )
@@ -150,43 +148,21 @@ def _state_hooks(lm: LoadedModel, states: dict, mids: dict | None = None) -> Ite
     """Capture the residual states of one forward pass with their graph: ``states[l]`` = input of block ``l``
     (block 0's input is replaced by a leaf requiring grad, so every later state is in the graph), ``states[L]``
     = output of the last block; with ``mids``, ``mids[l]`` = block ``l``'s state after its attention half-step
-    (the input of :func:`helpers.lm.families.halfstep_module`; none for blocks without one)."""
+    (the ``resid_mid`` point of :func:`helpers.residual.hooks.hooks`; none for blocks without one)."""
 
-    def pre(i: int):
-        def hook(module, args, kwargs):
-            hidden, _ = bind_block_call(module, args, kwargs)
-            if i == 0:
-                hidden = hidden.detach().requires_grad_(True)
-                states[0] = hidden
-                if args:
-                    return (hidden, *args[1:]), kwargs
-                first = next(iter(inspect.signature(module.forward).parameters))
-                return args, {**kwargs, first: hidden}
-            states[i] = hidden
-            return None
+    def pre(i: int, hidden: torch.Tensor, named: dict) -> torch.Tensor | None:
+        if i == 0:
+            states[0] = hidden.detach().requires_grad_(True)
+            return states[0]
+        states[i] = hidden
+        return None
 
-        return hook
+    def post(i: int, out: torch.Tensor) -> None:
+        states[lm.n_layers] = out
 
-    def post(module, args, kwargs, output):
-        states[lm.n_layers] = output[0] if isinstance(output, tuple) else output
-
-    def mid(i: int):
-        def hook(module, args, kwargs):
-            mids[i] = args[0] if args else next(iter(kwargs.values()))
-
-        return hook
-
-    handles = [blk.register_forward_pre_hook(pre(i), with_kwargs=True) for i, blk in enumerate(lm.blocks)]
-    handles.append(lm.blocks[-1].register_forward_hook(post, with_kwargs=True))
-    name = halfstep_module(lm.family, lm.model.config) if mids is not None else None
-    if name is not None:
-        handles += [getattr(blk, name).register_forward_pre_hook(mid(i), with_kwargs=True)
-                    for i, blk in enumerate(lm.blocks)]
-    try:
+    with hooks(lm, resid_pre=pre, resid_mid=None if mids is None else mids.__setitem__), \
+            hooks(lm, [lm.n_layers - 1], resid_post=post):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _forward(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, mids: dict | None = None) -> dict:

@@ -21,11 +21,13 @@ rest of the real network from a replaced state. Both are exact: equal to the ful
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 
 from helpers.lm.load import LoadedModel
+from helpers.residual.hooks import hooks
 
 # the names under which a decoder block takes its KV cache (helpers.residual.hooks drops the same names)
 CACHE_ARGS = ("past_key_values", "past_key_value", "layer_past")
@@ -200,44 +202,31 @@ def predictor_losses(lm: LoadedModel, keys_values: tuple[torch.Tensor, torch.Ten
     return loss, grads
 
 
-def _scale_output(factor: torch.Tensor):
-    """A forward hook multiplying a module's output (or its first element) by ``factor`` [R], one per row."""
-
-    def hook(module, args, output):
-        first = output[0] if isinstance(output, tuple) else output
-        scaled = first * factor.to(first.device, first.dtype).view(-1, *([1] * (first.dim() - 1)))
-        return (scaled, *output[1:]) if isinstance(output, tuple) else scaled
-
-    return hook
+def _scale_rows(factor: torch.Tensor):
+    """An ``attn_out`` hook multiplying row ``r`` of the update by ``factor[r]``."""
+    return lambda _, out: out * factor.to(out.device, out.dtype).view(-1, *([1] * (out.dim() - 1)))
 
 
 def continuation_losses(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torch.Tensor]], layer_kwargs: list[dict],
                         start: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, current: torch.Tensor,
                         targets: torch.Tensor, chunk: int = 256,
-                        update_scale: tuple[str, torch.Tensor] | None = None) -> torch.Tensor:
+                        update_scale: torch.Tensor | None = None) -> torch.Tensor:
     """The model's final next-token loss [R] when token ``(rows[r], cols[r])`` enters block ``start[r]`` with
     state ``current[r]`` and runs the rest of the real network (blocks ``start[r]..L-1``, final norm, LM head),
     every other position's keys and values at every layer those of the clean pass (:func:`block_keys_values`).
     ``start[r] = L`` scores ``current[r]`` with the head alone. With ``current`` the clean state it equals the
-    model's own loss. ``update_scale = (module, alpha)``: in block ``start[r]`` the output of the submodule
-    ``module`` is multiplied by ``alpha[r]`` (with :func:`helpers.lm.families.attn_update_module`, the attention
-    half-step's update scaled by alpha)."""
+    model's own loss. ``update_scale = alpha`` [R]: in block ``start[r]`` the attention half-step's update (the
+    ``attn_out`` point of :func:`helpers.residual.hooks.hooks`) is multiplied by ``alpha[r]``."""
     with torch.inference_mode():
         h = current.clone()
         for j in range(lm.n_layers):
             active = (start <= j).nonzero().flatten()
             for s in range(0, len(active), chunk):
                 a = active[s : s + chunk]
-                handle = None
-                if update_scale is not None and bool((start[a] == j).any()):
-                    factor = torch.where(start[a] == j, update_scale[1][a].to(h.dtype), 1.0)
-                    module = getattr(lm.blocks[j], update_scale[0])
-                    handle = module.register_forward_hook(_scale_output(factor))
-                try:
+                scaled = update_scale is not None and bool((start[a] == j).any())
+                factor = torch.where(start[a] == j, update_scale[a].to(h.dtype), 1.0) if scaled else None
+                with hooks(lm, [j], attn_out=_scale_rows(factor)) if scaled else nullcontext():
                     h[a] = query_block(lm, j, h[a], block_kv[j], rows[a], cols[a], layer_kwargs[j], rows[a]).to(h.dtype)
-                finally:
-                    if handle is not None:
-                        handle.remove()
         out = torch.empty(len(rows), dtype=torch.promote_types(h.dtype, torch.float32))
         for s in range(0, len(rows), chunk):
             logits = lm.logits(h[s : s + chunk]).to(out.dtype)
@@ -248,9 +237,9 @@ def continuation_losses(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torc
 
 def path_grads(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torch.Tensor]], layer_kwargs: list[dict],
                rows: torch.Tensor, cols: torch.Tensor, embedded: torch.Tensor, targets: torch.Tensor,
-               mid_module: str | None = None, chunk: int = 128) -> dict[str, torch.Tensor]:
+               halfsteps: bool = False, chunk: int = 128) -> dict[str, torch.Tensor]:
     """The true next-token loss's gradient with respect to the token's own state at every layer, through the
-    rest of the real network: ``loss`` [R], ``grads`` [R, L, D] at each block's input and, with ``mid_module``
+    rest of the real network: ``loss`` [R], ``grads`` [R, L, D] at each block's input and, with ``halfsteps``
     (:func:`helpers.lm.families.halfstep_module`), ``mid_grads`` [R, L, D] after each attention half-step.
 
     The token's path runs from its layer-0 state ``embedded`` [R, D] through every block as one query with the
@@ -260,30 +249,22 @@ def path_grads(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torch.Tensor]
     n = lm.n_layers
     dtype = torch.promote_types(embedded.dtype, torch.float32)
     out = {"loss": torch.empty(len(rows), dtype=dtype), "grads": torch.empty((len(rows), n, embedded.shape[-1]), dtype=dtype)}
-    if mid_module is not None:
+    if halfsteps:
         out["mid_grads"] = torch.empty_like(out["grads"])
     with torch.inference_mode(False), torch.enable_grad():
         for s in range(0, len(rows), chunk):
             sl = slice(s, s + chunk)
-            h, states, mids, handles = embedded[sl].detach().clone(), [], [], []
-            if mid_module is not None:
-                def keep(module, args, kwargs, mids=mids):
-                    mids.append(args[0] if args else next(iter(kwargs.values())))
-
-                handles = [getattr(b, mid_module).register_forward_pre_hook(keep, with_kwargs=True) for b in lm.blocks]
-            try:
+            h, states, mids = embedded[sl].detach().clone(), [], []
+            with hooks(lm, resid_mid=(lambda _, x, mids=mids: mids.append(x)) if halfsteps else None):
                 for j in range(n):
                     h = h.detach().requires_grad_(True) if j == 0 else h
                     states.append(h)
                     h = query_block(lm, j, h, block_kv[j], rows[sl], cols[sl], layer_kwargs[j], rows[sl])
-            finally:
-                for handle in handles:
-                    handle.remove()
             logits = lm.logits(h)
             ce = F.cross_entropy(logits.to(dtype), targets[sl].to(logits.device), reduction="none")
             grads = torch.autograd.grad(ce.sum(), states + mids)
             out["loss"][sl] = ce.detach().cpu()
             out["grads"][sl] = torch.stack(grads[:n], dim=1).to(dtype).cpu()
-            if mid_module is not None:
+            if halfsteps:
                 out["mid_grads"][sl] = torch.stack([g.reshape(h.shape) for g in grads[n:]], dim=1).to(dtype).cpu()
     return out

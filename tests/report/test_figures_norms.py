@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from helpers.experiments.paper import PAPER_TABLE1
-from helpers.report.figures import TRANSITION_FLOOR, fig_norm_quantiles, fig_transitions
+from helpers.report.figures_norms import TRANSITION_FLOOR, fig_norm_quantiles, fig_transitions
 from helpers.runs.datasets import DatasetRun, corpora_caption
 
 

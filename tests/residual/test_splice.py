@@ -108,14 +108,15 @@ def test_path_grads_equal_per_token_backward(family, attn):
     cap, _ = capture_halfsteps(lm, ids, mask, every_block=True)
     kv = block_keys_values(lm, cap.states, cap.layer_kwargs)
     mid = halfstep_module(lm.family, lm.model.config)
-    got = path_grads(lm, kv, cap.layer_kwargs, rows, cols, cap.states[0][rows, cols], targets, mid)
+    got = path_grads(lm, kv, cap.layer_kwargs, rows, cols, cap.states[0][rows, cols], targets, mid is not None)
     ref = per_token_grads(lm, ROWS, layers=list(range(lm.n_layers)), mids=True)
     at = [int(((ref["row"] == r) & (ref["pos"] == c)).nonzero()) for r, c in TOKENS]
     torch.testing.assert_close(got["loss"], ref["loss"][at].to(got["loss"].dtype), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got["grads"], ref["grads"][at].to(got["grads"].dtype), rtol=1e-4, atol=1e-6)
     if mid is not None:
         torch.testing.assert_close(got["mid_grads"], ref["mid_grads"][at].to(got["grads"].dtype), rtol=1e-4, atol=1e-6)
-    wrong = path_grads(lm, kv, cap.layer_kwargs, rows, cols, cap.states[0][rows, cols], (targets + 1) % 50, mid)
+    wrong = path_grads(lm, kv, cap.layer_kwargs, rows, cols, cap.states[0][rows, cols], (targets + 1) % 50,
+                       mid is not None)
     assert (wrong["grads"] - got["grads"]).abs().max() > 1e-6
 
 
@@ -138,7 +139,7 @@ def test_continuation_scales_each_halfstep(family, attn):
     for layer, alpha in [(0, 0.0), (1, 2.0), (lm.n_layers - 1, 0.5)]:
         z, zm, z1 = cap.states[layer][rows, cols], mid[layer][rows, cols], cap.states[layer + 1][rows, cols]
         got_attn = continuation_losses(lm, kv, cap.layer_kwargs, torch.full_like(rows, layer), rows, cols, z, targets,
-                                       update_scale=(module, torch.full((len(rows),), alpha)))
+                                       update_scale=torch.full((len(rows),), alpha))
         got_ffn = continuation_losses(lm, kv, cap.layer_kwargs, torch.full_like(rows, layer + 1), rows, cols,
                                       zm + alpha * (z1 - zm), targets)
         for i, (r, c) in enumerate(TOKENS):
