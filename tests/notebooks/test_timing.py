@@ -23,3 +23,40 @@ def test_peak_memory_includes_a_child_process():
 def test_timed_returns_the_result_its_time_and_memory():
     out, seconds, gb = timed(sorted, [3, 1, 2])
     assert out == [1, 2, 3] and 0 <= seconds < 60 and gb > 0
+
+
+def test_a_run_without_a_browser_says_so_once_and_lists_the_pngs_it_left(tmp_path, monkeypatch, capsys):
+    """`make reproduce` without Chrome/Chromium: one line at the start (what it skips, how to fix it), the kernels
+    told not to warn again, and at the end the figures whose PNG is older than their new HTML; a whole run also
+    writes its timings table."""
+    import argparse
+    import os
+
+    from helpers import commands
+    from helpers.report import output
+
+    figures, results = tmp_path / "figures", tmp_path / "results"
+    figures.mkdir()
+    (figures / "02_old.png").write_text("x")
+    os.utime(figures / "02_old.png", (1, 1))
+
+    def fake_execute(src, out, params, log_output=False):
+        assert os.environ.get(output.PNG_NOTICE_ENV) == "1"
+        (figures / f"{src.name[:2]}_old.html").write_text("new")
+
+    monkeypatch.setattr(output, "browser_available", lambda: False)
+    monkeypatch.setattr(commands, "execute", fake_execute)
+    monkeypatch.setattr(commands, "repo_path", lambda p: tmp_path / p)
+    monkeypatch.setattr(commands, "RESULTS_DIR", str(results))
+    monkeypatch.setattr(commands, "sources", lambda: [tmp_path / "02_inner_loss.py"])
+    monkeypatch.delenv(output.PNG_NOTICE_ENV, raising=False)
+    monkeypatch.setattr(commands, "get_profile", lambda name: argparse.Namespace(corpus=argparse.Namespace(models=())))
+    commands.cmd_notebook(argparse.Namespace(only=[], model=None, profile="smoke"))
+    out = capsys.readouterr().out
+    assert out.count("static PNG export needs Chrome or Chromium") == 1
+    assert out.startswith("== PNGs:") and "== PNGs not refreshed (1; no browser): 02_old" in out
+    import pandas as pd
+
+    timings = pd.read_csv(results / "reproduce_timings_smoke.csv")
+    assert list(timings.columns) == ["stage", "model", "seconds", "peak_rss_gb"]
+    assert list(timings.stage) == ["02_inner_loss", "total"] and timings.model.iloc[0] == "smollm2-135m"
