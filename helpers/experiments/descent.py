@@ -201,7 +201,7 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: DescentProfi
         tokens = sample_tokens(lm, {ds: sample_texts(t, n[ds], seed) for ds, t in texts.items()}, prof.max_tokens,
                                seed=seed)
         parts.append(run_descent(lm, tokens, prof.n_random, seed, cache_dir=cache_dir))
-        parts.append(run_descent(untrained_twin(lm, seed), tokens, prof.n_random, seed, cache_dir=cache_dir,
+        parts.append(run_descent(untrained_twin(lm, seed, release=True), tokens, prof.n_random, seed, cache_dir=cache_dir,
                                  weights="untrained twin", model=lm.label))
         tags[lm.label] = spec.replace("/", "_")
         captions[lm.label] = (f"{lm.describe()}; {len(tokens)} tokens (one per text, position >= 5) of "

@@ -369,7 +369,7 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: PoweredDesce
                   "1bw": sample_texts(texts["1bw"], size.onebw_texts, seed)} if size.tokens else {}
         sample = sample_positions(lm, picked, prof.max_tokens, prof.per_text, prof.min_context, seed)
         parts.append(run_powered(lm, sample, size.line_tokens, prof.alphas, seed, cache_dir=cache_dir))
-        twin = untrained_twin(lm, seed)
+        twin = untrained_twin(lm, seed, release=True)  # the model's weights freed first: one model in memory
         parts.append(run_powered(twin, sample, size.line_tokens, prof.alphas, seed, cache_dir=cache_dir,
                                  weights="untrained twin", model=lm.label))
         n_ctx = [x for p in sample.positions for x in p]
