@@ -32,6 +32,13 @@ from helpers.runs.launch import barrier_and_close, from_env, init_group
 from helpers.stats import tokens
 
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
+KERNEL_ENV = {
+    # the kernels' progress bars stream through papermill one line per refresh: one refresh in 20 s is enough
+    "TQDM_MININTERVAL": "20",
+    # libraries that import tqdm.auto (huggingface_hub) warn in every kernel that ipywidgets is missing: the text
+    # bars they fall back to are what papermill streams, so that warning says nothing to act on
+    "PYTHONWARNINGS": "ignore:IProgress not found",
+}
 
 
 def _outputs(lm, run, args) -> list[Path]:
@@ -168,8 +175,8 @@ def cmd_notebook(args) -> None:
         print(f"== PNGs: {output.PNG_HINT}; the PNGs of the figures this run writes keep their old version "
               "(listed at the end)", flush=True)
         os.environ[output.PNG_NOTICE_ENV] = "1"  # the kernels inherit it: no warning again per notebook
-    # the kernels' progress bars stream through papermill one line per refresh: one refresh in 20 s is enough there
-    os.environ.setdefault("TQDM_MININTERVAL", "20")
+    for key, value in KERNEL_ENV.items():  # the kernels inherit them
+        os.environ.setdefault(key, value)
     rows = []
     with PeakMemory() as whole:
         for src in chosen:

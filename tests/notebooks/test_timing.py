@@ -60,3 +60,18 @@ def test_a_run_without_a_browser_says_so_once_and_lists_the_pngs_it_left(tmp_pat
     timings = pd.read_csv(results / "reproduce_timings_smoke.csv")
     assert list(timings.columns) == ["stage", "model", "seconds", "peak_rss_gb"]
     assert list(timings.stage) == ["02_inner_loss", "total"] and timings.model.iloc[0] == "smollm2-135m"
+
+
+def test_kernels_run_without_the_ipywidgets_warning_but_keep_the_others():
+    """Every kernel of `make reproduce` printed "TqdmWarning: IProgress not found"; with the environment the
+    kernels inherit it is silent, and any other warning still shows."""
+    import os
+
+    from helpers.commands import KERNEL_ENV
+
+    code = ("import warnings; from tqdm import TqdmWarning; "
+            "warnings.warn('IProgress not found. Please update jupyter and ipywidgets.', TqdmWarning); "
+            "warnings.warn('a real problem', UserWarning)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **KERNEL_ENV})
+    assert "IProgress" not in proc.stderr and "a real problem" in proc.stderr
