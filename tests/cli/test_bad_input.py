@@ -342,7 +342,7 @@ HEAVY = ("torch", "transformers", "pandas", "plotly", "papermill")
     (["analyse", "--lens-share", "2", "--profile", "smoke"], "--lens-share"),
     (["merge", "--shards", "0"], "--shards"),
     (["notebook", "99"], "no notebook source matches"),
-    (["notebook", "02", "--model", "gpt2"], "is not a further model"),
+    (["notebook", "02", "--model", "gpt2"], "is not a model of profile"),
 ])
 def test_bad_arguments_are_answered_before_any_heavy_import(argv, flag):
     """A typo is answered from the torch-free checks: the entry point imports the command's modules (torch,
