@@ -76,25 +76,16 @@ def _outputs(lm, run, args) -> list[Path]:
 
 
 def _load(args):
-
     return load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
 
 
-def _share(text: str) -> float | str:
-    if text == "all":
-        return "all"
-    try:
-        return float(text)
-    except ValueError:
-        raise CompendiumError(f"--lens-share must be a number in [0, 1] or 'all', got {text!r}") from None
-
-
 def _run(lm, args, shard, cached_only: bool = False):
-
+    """The analysis of ``args`` (checked and normalised by the entry point: ``lens_share`` is already a number,
+    "all" or None) for one shard."""
     return analyse_dataset(
         lm, args.dataset, profile=args.profile, n_texts=args.n_texts, max_tokens=args.max_tokens,
         min_position=args.min_position, batch_size=args.batch_size, batch_tokens=args.batch_tokens,
-        lens_share=_share(args.lens_share) if args.lens_share is not None else None, seed=args.seed, cache_dir=args.cache_dir,
+        lens_share=args.lens_share, seed=args.seed, cache_dir=args.cache_dir,
         data_dir=args.data_dir, shard=shard, cached_only=cached_only,
     )
 
@@ -171,7 +162,8 @@ def cmd_notebook(args) -> None:
     extra = [args.model] if args.model else [m.model for m in get_profile(args.profile).corpus.models]
     chosen = [s for s in sources() if not args.only or s.name[:2] in args.only]
     begin = time.time()
-    if not output.browser_available():
+    browser = output.browser_available()
+    if not browser:
         print(f"== PNGs: {output.PNG_HINT}; the PNGs of the figures this run writes keep their old version "
               "(listed at the end)", flush=True)
         os.environ[output.PNG_NOTICE_ENV] = "1"  # the kernels inherit it: no warning again per notebook
@@ -183,7 +175,7 @@ def cmd_notebook(args) -> None:
             runs = ([] if args.model else [None]) + (extra if src.name[:2] in PER_MODEL else [])
             for model in runs:
                 seconds, gb = _one_notebook(src, model, args.profile)
-                rows.append({"stage": src.stem, "model": model or _own_model(src, args.profile),
+                rows.append({"stage": src.stem, "model": model or _own_model(src),
                              "seconds": round(seconds, 1), "peak_rss_gb": round(gb, 2)})
     rows.append({"stage": "total", "model": "", "seconds": round(time.time() - begin, 1),
                  "peak_rss_gb": round(whole.gb, 2)})
@@ -195,12 +187,12 @@ def cmd_notebook(args) -> None:
     print("== wall time per notebook: " + ", ".join(f"{r['stage']} {r['seconds']:.0f} s" for r in rows[:-1])
           + f"; total {rows[-1]['seconds']:.0f} s ({rows[-1]['seconds'] / 60:.1f} min), peak RSS "
           f"{rows[-1]['peak_rss_gb']:.1f} GB", flush=True)
-    stale = stale_pngs(repo_path("figures"), begin) if not output.browser_available() else []
+    stale = stale_pngs(repo_path("figures"), begin) if not browser else []
     if stale:
         print(f"== PNGs not refreshed ({len(stale)}; no browser): {', '.join(stale)}", flush=True)
 
 
-def _own_model(src: Path, profile: str) -> str:
+def _own_model(src: Path) -> str:
     """The model a notebook runs on when no further model is named: the default model for 02-04 (the others
     name theirs in their tables)."""
     return DEFAULT_MODEL if src.name[:2] in PER_MODEL else ""

@@ -17,10 +17,10 @@ import psutil
 
 from helpers.paths import repo_root
 
-PER_MODEL = ("02", "03", "04")
+PER_MODEL = ("02", "03", "04")  # notebooks that ``make reproduce`` also runs on the profile's further models
 # the kernel's own log at ERROR: its start-up notice ("Kernel is running over TCP without encryption", about a
 # local kernel talking to its own client) would otherwise print once per notebook, between the lines that matter
-KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]  # notebooks that ``make reproduce`` also runs on the profile's further models
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
 
 
 def sources() -> list[Path]:

@@ -246,7 +246,7 @@ def load_model(
     large model over the visible GPUs (accelerate) and then ``device`` is ignored.
     Raises :class:`CompendiumError` (one line, what to do) on bad input before any heavy work.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     torch_dtype = _check_dtype(dtype)
@@ -295,13 +295,7 @@ def load_model(
         raise CompendiumError(f"cannot load the weights of '{spec}' ({_first_line(exc)}): {fix}") from None
     if device_map is None:
         model = model.to(device)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
-    except Exception as exc:  # noqa: BLE001
-        if not local and not isinstance(exc, (OSError, ValueError)):
-            raise
-        raise CompendiumError(f"cannot load the tokenizer of '{spec}' ({_first_line(exc)}): save the tokenizer "
-                              f"with the model (tokenizer.save_pretrained)") from None
+    tokenizer = _read_tokenizer(spec, where, kwargs)
     if not tokenizer("The tokenizer works.", add_special_tokens=False)["input_ids"]:
         raise CompendiumError(f"the tokenizer of '{spec}' turns text into no tokens (its vocabulary files are "
                               f"missing): save the tokenizer with the model (tokenizer.save_pretrained)")
@@ -310,12 +304,10 @@ def load_model(
     return wrap_model(model, tokenizer, name=spec, label=label, fingerprint=fingerprint, note=note)
 
 
-def load_tokenizer(spec: str = DEFAULT_MODEL):
-    """The tokenizer of ``spec`` (registry name, hub id, local directory or ``.gguf`` file) without its weights:
-    what notebook 01 needs for token lengths (loading the whole model for it cost a model load)."""
+def _read_tokenizer(spec: str, where: str, kwargs: dict):
+    """The tokenizer at a resolved ``where`` (:func:`resolve_spec`); one line naming ``spec`` if it cannot load."""
     from transformers import AutoTokenizer
 
-    where, kwargs, *_ = resolve_spec(spec)
     try:
         return AutoTokenizer.from_pretrained(where, **kwargs)
     except Exception as exc:  # noqa: BLE001
@@ -323,3 +315,10 @@ def load_tokenizer(spec: str = DEFAULT_MODEL):
             raise
         raise CompendiumError(f"cannot load the tokenizer of '{spec}' ({_first_line(exc)}): save the tokenizer "
                               f"with the model (tokenizer.save_pretrained)") from None
+
+
+def load_tokenizer(spec: str = DEFAULT_MODEL):
+    """The tokenizer of ``spec`` (registry name, hub id, local directory or ``.gguf`` file) without its weights:
+    what notebook 01 needs for token lengths (loading the whole model for it cost a model load)."""
+    where, kwargs, *_ = resolve_spec(spec)
+    return _read_tokenizer(spec, where, kwargs)

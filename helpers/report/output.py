@@ -99,7 +99,8 @@ def _wrap(text: str, width: int) -> list[str]:
 
 def with_caption(fig, title: str, caption: str):
     """Title and a provenance subtitle (model, data, sample, filter, profile) of at most two lines that fit the
-    figure's width (:func:`subtitle_lines`, set the width first); the full caption is kept in the figure's metadata and the table captions."""
+    figure's width (:func:`subtitle_lines`, set the width first); the full caption is kept in the figure's
+    metadata and the table captions."""
     lines = subtitle_lines(caption, int(SUBTITLE_WIDTH * (fig.layout.width or 1000) / 1000))
     fig.update_layout(
         title={"text": f"{title}<br><sup>{'<br>'.join(lines)}</sup>", "x": 0.01, "y": 0.97,

@@ -86,9 +86,6 @@ def bind_block_call(block: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.
     return hidden, named
 
 
-POINTS = ("resid_pre", "resid_mid", "resid_post", "attn_out")  # the named hook points of every block
-
-
 def first_input(args: tuple, kwargs: dict) -> torch.Tensor:
     """The first input of a module call, passed positionally or by keyword (the one place that knows how)."""
     return args[0] if args else next(iter(kwargs.values()))
@@ -233,7 +230,7 @@ def capture_halfsteps(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: 
     store: dict[int, torch.Tensor] = {}
     with hooks(lm, resid_mid=lambda i, x: store.__setitem__(i, x)):
         cap = capture_residuals(lm, input_ids, attention_mask, every_block)
-    if halfstep_module(lm.family, lm.model.config) is None:
+    if not store:  # the block has no half-step state (hooks() registered no resid_mid)
         return cap, None
     shape = cap.states.shape[1:]
     return cap, torch.stack([store[i].detach().reshape(shape).to(cap.states.device) for i in range(lm.n_layers)])
