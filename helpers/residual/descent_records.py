@@ -1,28 +1,36 @@
 """The descent test's records for one batch of rows (notebook 07, part 2): tensor work on the states of one clean pass.
 
-For the current tokens of a batch, at every layer ``l`` and for every update (``block`` ``z^{l+1} - z^l``,
-``attn`` ``z_mid - z^l``, ``ffn`` ``z^{l+1} - z_mid``): two gradients at the update's starting state (``inner``,
-Eq. 14 with the prefix held fixed, :func:`helpers.residual.splice.predictor_losses`; ``true``, the model's own
-next-token loss through the rest of the network, :func:`helpers.residual.splice.path_grads`), the cosine of each
-update with minus the gradient and whether it is a descent direction; on a subset, the controls (a random wrong
-target, the model's own argmax) and the line search read two ways (the Eq. 14 predictor; the rest of the network,
-:func:`helpers.residual.splice.continuation_losses`). :mod:`helpers.experiments.descent_powered` samples the
-tokens, batches them, caches the records and reads them.
+For the current tokens of a batch, at every layer ``l`` and for every update ``dz`` (``block`` ``z^{l+1} - z^l``,
+``attn`` ``z_mid - z^l``, ``ffn`` ``z^{l+1} - z_mid``), write ``phi(alpha)`` for the loss when the update is scaled
+by ``alpha``. Three slopes, each the gradient ``g`` of one loss at one point, dotted with ``dz``:
+
+- ``inner``: the Eq. 14 predictor (last block, final norm, LM head, prefix held fixed;
+  :func:`helpers.residual.splice.predictor_losses`) at the update's starting state: ``phi_a'(0)`` of line search (a);
+- ``true``: the rest of the real network at the update's starting state, ``grad f(start)`` with ``f`` the final
+  loss when the state after the update is replaced (block and FFN: blocks ``l+1..``; attention: block ``l``'s FFN
+  and on): ``phi_b'(0)`` of line search (b), the slope at the *start* of the step
+  (:func:`helpers.residual.splice.continuation_grads`, from the alpha = 0 continuation; on the subset);
+- ``true_end``: the same loss's gradient at the state *after* the update (:func:`helpers.residual.splice.path_grads`):
+  ``phi_b'(1)``, about 0 at a tuned step size, a step-size test and not a descent test.
+
+Per slope the cosine of ``dz`` with ``-g``, the slope itself and whether it is negative (descent). On a subset
+(``line``): the controls (a random wrong target, the model's own argmax), the line search read two ways, and the
+ablation (the update with its component along ``-g`` removed, with a random component of the same norm removed,
+or with everything but that component removed; the loss change read both ways).
+:mod:`helpers.experiments.descent_powered` samples the tokens, batches them, caches the records and reads them.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helpers.lm.families import halfstep_module
 from helpers.lm.load import LoadedModel
-from helpers.residual.hooks import Capture, capture_halfsteps, pad_batch
+from helpers.residual.hooks import capture_halfsteps, pad_batch
 from helpers.residual.splice import (
     block_keys_values,
+    continuation_grads,
     continuation_losses,
     path_grads,
     predictor_losses,
@@ -30,6 +38,8 @@ from helpers.residual.splice import (
 )
 
 CONTROLS = ("rand", "argmax")
+SLOPES = ("inner", "true", "true_end")
+ABLATED = ("gradient", "random", "orthogonal")  # the component removed (orthogonal: all but the gradient's)
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -42,152 +52,178 @@ def _wrong_targets(targets: torch.Tensor, vocab: int, gen: torch.Generator) -> t
     return draw + (draw >= targets).long()
 
 
-def _descent(out: dict, name: str, dz: torch.Tensor, g: torch.Tensor) -> None:
-    out[f"cos_{name}"] = _cos(dz, -g)
-    out[f"desc_{name}"] = ((dz.double() * g.double()).sum(-1) < 0).double()
+def slope_columns(name: str, dz: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``cos_{name}`` cos(dz, -g), ``slope_{name}`` <dz, g> (the directional derivative) and ``desc_{name}``
+    (1 where it is negative: a descent direction), each [L, N]."""
+    slope = (dz.double() * g.double()).sum(-1)
+    return {f"cos_{name}": _cos(dz, -g), f"slope_{name}": slope, f"desc_{name}": (slope < 0).double()}
 
 
-def _subset_columns(steps: list[str], alphas: tuple[float, ...]) -> list[str]:
-    """Names of the control and line-search columns (NaN for tokens outside the subset)."""
-    names = [f"desc_{kind}_{ctl}_{step}" for ctl in CONTROLS for step in steps
-             for kind in (("true",) if step == "ffn" else ("inner", "true"))]
-    return names + [f"{ab}_{step}_{a:g}" for ab in ("a", "b") for step in steps for a in alphas]
+def ablated_steps(dz: torch.Tensor, g: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """The update ``dz`` [..., D] with one part removed: ``gradient`` its component along ``g``, ``random`` a
+    random vector (direction uniform on the sphere, seeded) of that component's norm, ``orthogonal`` everything
+    but that component."""
+    unit = g.double() / g.double().norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    along = (dz.double() * unit).sum(-1, keepdim=True) * unit
+    rand = torch.randn(dz.shape, generator=gen, dtype=torch.float64)
+    rand = rand / rand.norm(dim=-1, keepdim=True) * along.norm(dim=-1, keepdim=True)
+    return {"gradient": dz.double() - along, "random": dz.double() - rand, "orthogonal": along}
 
 
-def _subset_records(lm: LoadedModel, out: dict, cap: Capture, steps: dict, targets: dict, predictor: Callable,
-                    blocks: list, kv_for: dict, tokens: tuple, path: dict, sub: torch.Tensor,
-                    alphas: tuple[float, ...]) -> None:
-    """The controls and the line search (module docstring) for the tokens ``sub``, into ``out``."""
-    n = lm.n_layers
-    r, c, t, z = tokens
-    nan = torch.full((n, len(r)), float("nan"), dtype=torch.float64)
-    kv_last, loss_in = kv_for["block"], out["loss_in"]
-    for ctl in CONTROLS:  # controls on the subset: both gradients for another target
-        _, gc_in = predictor(kv_last, z[:n], targets[ctl], sub)
-        pc = path_grads(lm, blocks, cap.layer_kwargs, r[sub], c[sub], z[0, sub], targets[ctl][sub],
-                        halfstep_module(lm.family, lm.model.config) is not None)
-        for step, (_, dz, _, _) in steps.items():
-            grads = {"inner": gc_in, "true": pc["grads"].transpose(0, 1)}
-            if step == "ffn":
-                grads = {"true": pc["mid_grads"].transpose(0, 1)}
-            for kind, g in grads.items():
-                col = nan.clone()
-                col[:, sub] = ((dz[:, sub].double() * g.double()).sum(-1) < 0).double()
-                out[f"desc_{kind}_{ctl}_{step}"] = col
-    for step, (start, dz, _, _) in steps.items():  # line search (a): the Eq. 14 predictor on start + alpha dz
-        for a in alphas:
-            col = nan.clone()
+def subset_columns(steps: list[str], alphas: tuple[float, ...]) -> list[str]:
+    """Names of the columns recorded on the subset only (NaN for other tokens)."""
+    names = [f"{c}_true_{step}" for c in ("cos", "slope", "desc") for step in steps]
+    names += [f"desc_{kind}_{ctl}_{step}" for ctl in CONTROLS for step in steps for kind in SLOPES]
+    names += [f"{ab}_{step}_{a:g}" for ab in ("a", "b") for step in steps for a in alphas]
+    return names + [f"abl_{ab}_{kind}_{step}_{comp}" for ab in ("a", "b") for kind in ("inner", "true")
+                    for step in steps for comp in ABLATED]
+
+
+class _Batch:
+    """The clean pass of one batch and the losses of its current tokens' replaced states."""
+
+    def __init__(self, lm: LoadedModel, rows: list[list[int]], positions: list[list[int]], line: list[list[bool]]):
+        self.lm, n = lm, lm.n_layers
+        pad = getattr(lm.tokenizer, "pad_token_id", None) or 0
+        ids, mask = pad_batch(rows, pad, lm.input_device)
+        self.cap, mid = capture_halfsteps(lm, ids, mask, every_block=True)
+        self.b = len(rows)
+        self.r = torch.tensor([i for i, p in enumerate(positions) for _ in p])
+        self.c = torch.tensor([x for p in positions for x in p])
+        self.sub = torch.tensor([x for flags in line for x in flags]).nonzero().flatten()
+        self.t = ids.cpu()[self.r, self.c + 1]
+        self.z = self.cap.states[:, self.r, self.c].cpu()  # [L+1, N, D]
+        self.zm = mid[:, self.r, self.c].cpu() if mid is not None else None
+        self.blocks = block_keys_values(lm, self.cap.states, self.cap.layer_kwargs)
+        self.kv = {"block": stacked_keys_values(lm, n - 1, self.cap.states[:n], self.cap.block_kwargs)}
+        self.kv["attn"] = self.kv["block"]
+        if mid is not None:
+            self.kv["ffn"] = stacked_keys_values(lm, n - 1, mid, self.cap.block_kwargs)
+
+    def steps(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Each update's starting state and the update [L, N, D]."""
+        z, zm = self.z, self.zm
+        out = {"block": (z[:-1], z[1:] - z[:-1])}
+        if zm is not None:
+            out |= {"attn": (z[:-1], zm - z[:-1]), "ffn": (zm, z[1:] - zm)}
+        return out
+
+    def predictor(self, step: str, current: torch.Tensor, targets: torch.Tensor, tokens: torch.Tensor,
+                  grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Eq. 14 of ``current[l, k]`` [L, K, D] at layer ``l`` for the tokens ``tokens`` [K]: loss [L, K] and
+        gradient [L, K, D] (the prefix after the update's start: ``step`` ffn the state after attention)."""
+        n, k = self.lm.n_layers, len(tokens)
+        rr, cc = self.r[tokens].repeat(n), self.c[tokens].repeat(n)
+        lt = torch.arange(n).repeat_interleave(k)
+        loss, g = predictor_losses(self.lm, self.kv[step], self.cap.block_kwargs, lt * self.b + rr, rr, cc,
+                                   current.reshape(-1, current.shape[-1]), targets[tokens].repeat(n), grad)
+        return loss.reshape(n, k), (g.reshape(n, k, -1) if grad else None)
+
+    def rest(self, step: str, current: torch.Tensor, targets: torch.Tensor, tokens: torch.Tensor,
+             shift: torch.Tensor | None = None, scale: float | None = None, grad: bool = False):
+        """Line search (b)'s loss [L, K] after the rest of the network from the state *after* ``step``
+        replaced: ``current`` [L, K, D] enters block ``l + 1`` (block, ffn) or, for ``attn``, block ``l`` is run
+        from ``current`` with its attention update edited (``scale``, ``shift`` [L, K, D]). With ``grad`` also the
+        gradient [L, K, D] with respect to ``current``."""
+        n, k = self.lm.n_layers, len(tokens)
+        rr, cc, tt = self.r[tokens].repeat(n), self.c[tokens].repeat(n), targets[tokens].repeat(n)
+        first = torch.arange(n).repeat_interleave(k) + (step != "attn")
+        flat = current.reshape(-1, current.shape[-1])
+        scales = None if scale is None else torch.full((n * k,), float(scale))
+        shifts = None if shift is None else shift.reshape(flat.shape)
+        args = (self.lm, self.blocks, self.cap.layer_kwargs, first, rr, cc, flat, tt)
+        if grad:
+            loss, g = continuation_grads(*args, update_scale=scales)
+            return loss.reshape(n, k), g.reshape(n, k, -1)
+        return continuation_losses(*args, update_scale=scales, update_shift=shifts).reshape(n, k)
+
+    def true_start(self, step: str, targets: torch.Tensor, tokens: torch.Tensor):
+        """phi_b(0) [L, K] and the ``true`` slope's gradient [L, K, D] at the start of ``step``."""
+        start, _ = self.steps()[step]
+        return self.rest(step, start[:, tokens], targets, tokens, scale=0.0 if step == "attn" else None, grad=True)
+
+
+def _subset_records(bt: _Batch, out: dict, targets: dict, grads: dict, final: torch.Tensor,
+                    alphas: tuple[float, ...], gen: torch.Generator) -> None:
+    """The ``true`` slope, controls, line search and ablation (module docstring) on the subset, into ``out``."""
+    n, sub = bt.lm.n_layers, bt.sub
+    nan = torch.full((n, len(bt.r)), float("nan"), dtype=torch.float64)
+
+    def put(name: str, value: torch.Tensor) -> None:
+        col = out.get(name, nan).clone()
+        col[:, sub] = value.double()
+        out[name] = col
+
+    halfsteps = bt.zm is not None
+    for step, (start, dz) in bt.steps().items():
+        d = dz[:, sub]
+        loss0, g_true = bt.true_start(step, targets["true"], sub)
+        for name, v in slope_columns(f"true_{step}", d, g_true).items():
+            put(name, v)
+        for ctl in CONTROLS:
+            _, gi = bt.predictor("ffn" if step == "ffn" else "block", start[:, sub], targets[ctl], sub, grad=True)
+            pc = path_grads(bt.lm, bt.blocks, bt.cap.layer_kwargs, bt.r[sub], bt.c[sub], bt.z[0, sub],
+                            targets[ctl][sub], halfsteps)
+            _, gt = bt.true_start(step, targets[ctl], sub)
+            for kind, g in (("inner", gi), ("true", gt), ("true_end", _end_grads(pc, step))):
+                put(f"desc_{kind}_{ctl}_{step}", ((d.double() * g.double()).sum(-1) < 0).double())
+        pred = "ffn" if step == "ffn" else "block"
+        line_a = {}
+        for a in alphas:  # line search (a) and (b)
+            line_a[a] = ((out["loss_mid"] if step == "ffn" else out["loss_in"])[:, sub] if a == 0 else
+                         bt.predictor(pred, start[:, sub] + a * d, targets["true"], sub)[0])
+            put(f"a_{step}_{a:g}", line_a[a])
             if a == 0:
-                col[:, sub] = (loss_in if step != "ffn" else out["loss_mid"])[:, sub].double()
-            else:
-                loss, _ = predictor(kv_for[step], start + a * dz, targets["true"], sub, grad=False)
-                col[:, sub] = loss.double()
-            out[f"a_{step}_{a:g}"] = col
-    out.update(continuations(lm, blocks, cap.layer_kwargs, steps, (r, c, t), sub, alphas, path["loss"]))
-
-
-def continuations(lm: LoadedModel, blocks: list, layer_kwargs: list[dict], steps: dict, tokens: tuple,
-                  sub: torch.Tensor, alphas: tuple[float, ...], final_loss: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Line search (b) on the tokens ``sub``: for each update in ``steps`` (name -> (start state, update) [L, N, D])
-    and alpha, the final loss after the rest of the real network, ``b_{step}_{alpha}`` [L, N] (NaN outside
-    ``sub``). Block and FFN updates: block ``l + 1`` onwards from ``start + alpha dz``; the attention update:
-    block ``l`` from its input, with the output of the family's attention-update module scaled by alpha. At
-    alpha = 1 every column is ``final_loss`` (the clean pass)."""
-    n, d = lm.n_layers, next(iter(steps.values()))[0].shape[-1]
-    r, c, t = tokens
-    k = len(sub)
-    rr, cc, tt = r[sub].repeat(n), c[sub].repeat(n), t[sub].repeat(n)
-    nan = torch.full((n, len(r)), float("nan"), dtype=torch.float64)
-    out = {}
-    for step, (start, dz) in ((name, v[:2]) for name, v in steps.items()):
-        for a in alphas:
-            col = nan.clone()
-            if a == 1:
-                col[:, sub] = final_loss[sub].double()[None].expand(n, -1)
+                b = loss0
+            elif a == 1:
+                b = final[None, sub].expand(n, -1)
             elif step == "attn":
-                first = torch.arange(n).repeat_interleave(k)
-                loss = continuation_losses(lm, blocks, layer_kwargs, first, rr, cc, start[:, sub].reshape(-1, d), tt,
-                                           update_scale=torch.full((n * k,), float(a)))
-                col[:, sub] = loss.reshape(n, -1).double()
+                b = bt.rest(step, start[:, sub], targets["true"], sub, scale=a)
             else:
-                first = torch.arange(1, n + 1).repeat_interleave(k)
-                cur = (start[:, sub] + a * dz[:, sub]).reshape(-1, d)
-                col[:, sub] = continuation_losses(lm, blocks, layer_kwargs, first, rr, cc, cur, tt).reshape(n, -1).double()
-            out[f"b_{step}_{a:g}"] = col
-    return out
+                b = bt.rest(step, start[:, sub] + a * d, targets["true"], sub)
+            put(f"b_{step}_{a:g}", b)
+        full_a = line_a[1.0] if 1.0 in line_a else bt.predictor(pred, start[:, sub] + d, targets["true"], sub)[0]
+        for kind, g in (("inner", grads["inner"][step][:, sub]), ("true", g_true)):
+            for comp, new in ablated_steps(d, g, gen).items():
+                new = new.to(d.dtype)
+                put(f"abl_a_{kind}_{step}_{comp}", bt.predictor(pred, start[:, sub] + new, targets["true"], sub)[0]
+                    - full_a)
+                b = (bt.rest(step, start[:, sub], targets["true"], sub, shift=new - d) if step == "attn" else
+                     bt.rest(step, start[:, sub] + new, targets["true"], sub))
+                put(f"abl_b_{kind}_{step}_{comp}", b - final[None, sub])
 
 
-def _token_index(ids: torch.Tensor, positions: list[list[int]], line: list[list[bool]]) -> tuple[torch.Tensor, ...]:
-    """Row, column, line-subset index and next-token target of every current token of a batch."""
-    r = torch.tensor([i for i, p in enumerate(positions) for _ in p])
-    c = torch.tensor([x for p in positions for x in p])
-    sub = torch.tensor([x for flags in line for x in flags]).nonzero().flatten()
-    return r, c, sub, ids.cpu()[r, c + 1]
+def _end_grads(path: dict, step: str) -> torch.Tensor:
+    """The ``true_end`` gradient [L, N, D] of ``step``: the true loss's gradient at the state after the update."""
+    if step == "attn":
+        return path["mid_grads"].transpose(0, 1)
+    return torch.cat([path["grads"][:, 1:], path["final_grad"][:, None]], dim=1).transpose(0, 1)
 
 
 def batch_records(lm: LoadedModel, rows: list[list[int]], positions: list[list[int]], line: list[list[bool]],
                   alphas: tuple[float, ...], gen: torch.Generator) -> dict[str, np.ndarray]:
     """Per (layer, token) arrays ``[L, N]`` for the current tokens of one batch of rows (see module docstring);
-    tokens outside ``line`` get NaN in the control and line-search columns."""
+    tokens outside ``line`` get NaN in the subset's columns (:func:`subset_columns`)."""
     n = lm.n_layers
-    pad = getattr(lm.tokenizer, "pad_token_id", None) or 0
-    ids, mask = pad_batch(rows, pad, lm.input_device)
-    cap, mid = capture_halfsteps(lm, ids, mask, every_block=True)
-    b = len(rows)
-    r, c, sub, t = _token_index(ids, positions, line)
-    z = cap.states[:, r, c].cpu()  # [L+1, N, D]
+    bt = _Batch(lm, rows, positions, line)
+    everyone = torch.arange(len(bt.r))
     with torch.inference_mode():
-        argmax = lm.logits(z[-1].to(lm.input_device)).argmax(-1).cpu()
-    targets = {"true": t, "rand": _wrong_targets(t, lm.lm_head.weight.shape[0], gen), "argmax": argmax}
-    kv_last = stacked_keys_values(lm, n - 1, cap.states[:n], cap.block_kwargs)
-    blocks = block_keys_values(lm, cap.states, cap.layer_kwargs)
-
-    def predictor(kv, current, which, tokens, grad=True):
-        rr, cc = r[tokens].repeat(n), c[tokens].repeat(n)
-        lt = torch.arange(n).repeat_interleave(len(tokens))
-        loss, g = predictor_losses(lm, kv, cap.block_kwargs, lt * b + rr, rr, cc,
-                                   current[:, tokens].reshape(-1, current.shape[-1]), which[tokens].repeat(n), grad)
-        return loss.reshape(n, -1), (g.reshape(n, len(tokens), -1) if grad else None)
-
-    everyone = torch.arange(len(r))
+        argmax = lm.logits(bt.z[-1].to(lm.input_device)).argmax(-1).cpu()
+    targets = {"true": bt.t, "rand": _wrong_targets(bt.t, lm.lm_head.weight.shape[0], gen), "argmax": argmax}
     out: dict[str, torch.Tensor] = {}
-    loss_in, g_in = predictor(kv_last, z[:n], targets["true"], everyone)
-    path = path_grads(lm, blocks, cap.layer_kwargs, r, c, z[0], t, halfstep_module(lm.family, lm.model.config) is not None)
-    g_true = path["grads"].transpose(0, 1)
-    out.update(loss_in=loss_in, final_loss=path["loss"][None].expand(n, -1), cos_grads=_cos(g_in, g_true))
-    steps = {"block": (z[:n], z[1:] - z[:n], g_in, g_true)}
-    kv_mid = None
-    if mid is not None:
-        zm = mid[:, r, c].cpu()
-        kv_mid = stacked_keys_values(lm, n - 1, mid, cap.block_kwargs)
-        loss_mid, g_mid = predictor(kv_mid, zm, targets["true"], everyone)
-        out["loss_mid"] = loss_mid
-        steps["attn"] = (z[:n], zm - z[:n], g_in, g_true)
-        steps["ffn"] = (zm, z[1:] - zm, g_mid, path["mid_grads"].transpose(0, 1))
-    for step, (_, dz, gi, gt) in steps.items():
-        _descent(out, f"inner_{step}", dz, gi)
-        _descent(out, f"true_{step}", dz, gt)
-    nan = torch.full((n, len(r)), float("nan"), dtype=torch.float64)
-    kv_for = {"block": kv_last, "attn": kv_last, "ffn": kv_mid if mid is not None else None}
-    if len(sub):
-        _subset_records(lm, out, cap, steps, targets, predictor, blocks, kv_for, (r, c, t, z), path, sub, alphas)
-    for name in _subset_columns(list(steps), alphas):
+    out["loss_in"], g_in = bt.predictor("block", bt.z[:-1], targets["true"], everyone, grad=True)
+    path = path_grads(lm, bt.blocks, bt.cap.layer_kwargs, bt.r, bt.c, bt.z[0], bt.t, bt.zm is not None)
+    out["final_loss"] = path["loss"][None].expand(n, -1)
+    out["cos_grads"] = _cos(g_in, path["grads"].transpose(0, 1))  # both at z_l: Eq. 14 and dL/dz_l
+    grads = {"inner": {"block": g_in, "attn": g_in}}
+    if bt.zm is not None:
+        out["loss_mid"], grads["inner"]["ffn"] = bt.predictor("ffn", bt.zm, targets["true"], everyone, grad=True)
+    for step, (_, dz) in bt.steps().items():
+        out |= slope_columns(f"inner_{step}", dz, grads["inner"][step])
+        out |= slope_columns(f"true_end_{step}", dz, _end_grads(path, step))
+    if len(bt.sub):
+        _subset_records(bt, out, targets, grads, path["loss"], alphas, gen)
+    nan = torch.full((n, len(bt.r)), float("nan"), dtype=torch.float64)
+    for name in subset_columns(list(bt.steps()), alphas):
         out.setdefault(name, nan)
     return {k: v.double().numpy() for k, v in out.items()}
-
-
-def halfstep_continuations(lm: LoadedModel, rows: list[list[int]], positions: list[list[int]],
-                           line: list[list[bool]], alphas: tuple[float, ...]) -> dict[str, np.ndarray]:
-    """Line search (b) of the two half-steps alone for one batch (``b_attn_*``, ``b_ffn_*`` as in
-    :func:`batch_records`): adds them to records cached before (b) covered the half-steps."""
-    n = lm.n_layers
-    pad = getattr(lm.tokenizer, "pad_token_id", None) or 0
-    ids, mask = pad_batch(rows, pad, lm.input_device)
-    cap, mid = capture_halfsteps(lm, ids, mask, every_block=True)
-    r, c, sub, t = _token_index(ids, positions, line)
-    z, zm = cap.states[:, r, c].cpu(), mid[:, r, c].cpu()
-    blocks = block_keys_values(lm, cap.states, cap.layer_kwargs)
-    final = continuation_losses(lm, blocks, cap.layer_kwargs, torch.full_like(r, n), r, c, z[-1], t)
-    steps = {"attn": (z[:n], zm - z[:n]), "ffn": (zm, z[1:] - zm)}
-    out = continuations(lm, blocks, cap.layer_kwargs, steps, (r, c, t), sub, alphas, final)
-    return {k: v.numpy() for k, v in out.items()}

@@ -202,44 +202,97 @@ def predictor_losses(lm: LoadedModel, keys_values: tuple[torch.Tensor, torch.Ten
     return loss, grads
 
 
-def _scale_rows(factor: torch.Tensor):
-    """An ``attn_out`` hook multiplying row ``r`` of the update by ``factor[r]``."""
-    return lambda _, out: out * factor.to(out.device, out.dtype).view(-1, *([1] * (out.dim() - 1)))
+def _edit_rows(scale: torch.Tensor | None, shift: torch.Tensor | None):
+    """An ``attn_out`` hook replacing row ``r`` of the update ``u`` by ``scale[r] * u + shift[r]``."""
+
+    def edit(_, out):
+        rows = [out.shape[0]] + [1] * (out.dim() - 1)
+        if scale is not None:
+            out = out * scale.to(out.device, out.dtype).view(rows)
+        if shift is not None:
+            out = out + shift.to(out.device, out.dtype).view(out.shape[0], *([1] * (out.dim() - 2)), -1)
+        return out
+
+    return edit
+
+
+def _rest_of_network(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torch.Tensor]], layer_kwargs: list[dict],
+                     start: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, h: torch.Tensor, chunk: int,
+                     update_scale: torch.Tensor | None, update_shift: torch.Tensor | None) -> torch.Tensor:
+    """The states [R, D] after the last block when row ``r`` enters block ``start[r]`` with ``h[r]`` (the
+    attention update of block ``start[r]`` edited as :func:`_edit_rows`); differentiable in ``h``."""
+    edited = update_scale is not None or update_shift is not None
+    for j in range(int(start.min()) if len(start) else lm.n_layers, lm.n_layers):
+        active = (start <= j).nonzero().flatten()
+        for s in range(0, len(active), chunk):
+            a = active[s : s + chunk]
+            first = start[a] == j
+            edit = None
+            if edited and bool(first.any()):
+                scale = None if update_scale is None else torch.where(first, update_scale[a].to(h.dtype), 1.0)
+                shift = None if update_shift is None else update_shift[a].to(h.dtype) * first[:, None]
+                edit = _edit_rows(scale, shift)
+            with hooks(lm, [j], attn_out=edit) if edit is not None else nullcontext():
+                new = query_block(lm, j, h[a], block_kv[j], rows[a], cols[a], layer_kwargs[j], rows[a])
+            h = h.index_put((a,), new.to(h.dtype))
+    return h
+
+
+def _head_losses(lm: LoadedModel, h: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    logits = lm.logits(h).to(dtype)
+    return F.cross_entropy(logits, targets.to(logits.device), reduction="none")
 
 
 def continuation_losses(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torch.Tensor]], layer_kwargs: list[dict],
                         start: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, current: torch.Tensor,
-                        targets: torch.Tensor, chunk: int = 256,
-                        update_scale: torch.Tensor | None = None) -> torch.Tensor:
+                        targets: torch.Tensor, chunk: int = 256, update_scale: torch.Tensor | None = None,
+                        update_shift: torch.Tensor | None = None) -> torch.Tensor:
     """The model's final next-token loss [R] when token ``(rows[r], cols[r])`` enters block ``start[r]`` with
     state ``current[r]`` and runs the rest of the real network (blocks ``start[r]..L-1``, final norm, LM head),
     every other position's keys and values at every layer those of the clean pass (:func:`block_keys_values`).
     ``start[r] = L`` scores ``current[r]`` with the head alone. With ``current`` the clean state it equals the
-    model's own loss. ``update_scale = alpha`` [R]: in block ``start[r]`` the attention half-step's update (the
-    ``attn_out`` point of :func:`helpers.residual.hooks.hooks`) is multiplied by ``alpha[r]``."""
+    model's own loss. In block ``start[r]`` the attention half-step's update ``u`` (the ``attn_out`` point of
+    :func:`helpers.residual.hooks.hooks`) becomes ``update_scale[r] * u + update_shift[r]`` where these are given
+    (scale 1 and shift 0 otherwise)."""
+    dtype = torch.promote_types(current.dtype, torch.float32)
+    out = torch.empty(len(rows), dtype=dtype)
     with torch.inference_mode():
-        h = current.clone()
-        for j in range(lm.n_layers):
-            active = (start <= j).nonzero().flatten()
-            for s in range(0, len(active), chunk):
-                a = active[s : s + chunk]
-                scaled = update_scale is not None and bool((start[a] == j).any())
-                factor = torch.where(start[a] == j, update_scale[a].to(h.dtype), 1.0) if scaled else None
-                with hooks(lm, [j], attn_out=_scale_rows(factor)) if scaled else nullcontext():
-                    h[a] = query_block(lm, j, h[a], block_kv[j], rows[a], cols[a], layer_kwargs[j], rows[a]).to(h.dtype)
-        out = torch.empty(len(rows), dtype=torch.promote_types(h.dtype, torch.float32))
+        h = _rest_of_network(lm, block_kv, layer_kwargs, start, rows, cols, current.clone(), chunk, update_scale,
+                             update_shift)
         for s in range(0, len(rows), chunk):
-            logits = lm.logits(h[s : s + chunk]).to(out.dtype)
-            out[s : s + chunk] = F.cross_entropy(logits, targets[s : s + chunk].to(logits.device),
-                                                 reduction="none").cpu()
+            out[s : s + chunk] = _head_losses(lm, h[s : s + chunk], targets[s : s + chunk], dtype).cpu()
     return out
+
+
+def continuation_grads(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torch.Tensor]], layer_kwargs: list[dict],
+                       start: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, current: torch.Tensor,
+                       targets: torch.Tensor, chunk: int = 64, update_scale: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`continuation_losses` [R] and its gradient [R, D] with respect to ``current``: the slope of the rest
+    of the network at the state it starts from. With ``start[r] = l + 1`` and ``current[r] = z_l`` that is
+    ``grad f_{l+1}(z_l)``, the true loss's slope at the start of block ``l``'s step; with ``start[r] = l``,
+    ``update_scale[r] = 0`` and ``current[r] = z_l``, the slope at the start of its attention half-step (the
+    scaled update contributes nothing, so the derivative is the rest's after the attention update)."""
+    dtype = torch.promote_types(current.dtype, torch.float32)
+    loss, grads = torch.empty(len(rows), dtype=dtype), torch.empty(current.shape, dtype=dtype)
+    with torch.inference_mode(False), torch.enable_grad():
+        for s in range(0, len(rows), chunk):
+            sl = slice(s, s + chunk)
+            x = current[sl].detach().clone().requires_grad_(True)
+            scale = None if update_scale is None else update_scale[sl]
+            h = _rest_of_network(lm, block_kv, layer_kwargs, start[sl], rows[sl], cols[sl], x, chunk, scale, None)
+            ce = _head_losses(lm, h, targets[sl], dtype)
+            (g,) = torch.autograd.grad(ce.sum(), x)
+            loss[sl], grads[sl] = ce.detach().cpu(), g.to(dtype).cpu()
+    return loss, grads
 
 
 def path_grads(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torch.Tensor]], layer_kwargs: list[dict],
                rows: torch.Tensor, cols: torch.Tensor, embedded: torch.Tensor, targets: torch.Tensor,
                halfsteps: bool = False, chunk: int = 128) -> dict[str, torch.Tensor]:
     """The true next-token loss's gradient with respect to the token's own state at every layer, through the
-    rest of the real network: ``loss`` [R], ``grads`` [R, L, D] at each block's input and, with ``halfsteps``
+    rest of the real network: ``loss`` [R], ``grads`` [R, L, D] at each block's input, ``final_grad`` [R, D] at the
+    last block's output (the final norm and head alone) and, with ``halfsteps``
     (:func:`helpers.lm.families.halfstep_module`), ``mid_grads`` [R, L, D] after each attention half-step.
 
     The token's path runs from its layer-0 state ``embedded`` [R, D] through every block as one query with the
@@ -248,7 +301,8 @@ def path_grads(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torch.Tensor]
     (:func:`helpers.residual.pertoken.per_token_grads`, one backward per token)."""
     n = lm.n_layers
     dtype = torch.promote_types(embedded.dtype, torch.float32)
-    out = {"loss": torch.empty(len(rows), dtype=dtype), "grads": torch.empty((len(rows), n, embedded.shape[-1]), dtype=dtype)}
+    out = {"loss": torch.empty(len(rows), dtype=dtype), "grads": torch.empty((len(rows), n, embedded.shape[-1]), dtype=dtype),
+           "final_grad": torch.empty((len(rows), embedded.shape[-1]), dtype=dtype)}
     if halfsteps:
         out["mid_grads"] = torch.empty_like(out["grads"])
     with torch.inference_mode(False), torch.enable_grad():
@@ -260,11 +314,11 @@ def path_grads(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torch.Tensor]
                     h = h.detach().requires_grad_(True) if j == 0 else h
                     states.append(h)
                     h = query_block(lm, j, h, block_kv[j], rows[sl], cols[sl], layer_kwargs[j], rows[sl])
-            logits = lm.logits(h)
-            ce = F.cross_entropy(logits.to(dtype), targets[sl].to(logits.device), reduction="none")
-            grads = torch.autograd.grad(ce.sum(), states + mids)
+            ce = _head_losses(lm, h, targets[sl], dtype)
+            grads = torch.autograd.grad(ce.sum(), [*states, h, *mids])
             out["loss"][sl] = ce.detach().cpu()
             out["grads"][sl] = torch.stack(grads[:n], dim=1).to(dtype).cpu()
+            out["final_grad"][sl] = grads[n].to(dtype).cpu()
             if halfsteps:
-                out["mid_grads"][sl] = torch.stack([g.reshape(h.shape) for g in grads[n:]], dim=1).to(dtype).cpu()
+                out["mid_grads"][sl] = torch.stack([g.reshape(h.shape) for g in grads[n + 1:]], dim=1).to(dtype).cpu()
     return out
