@@ -206,13 +206,16 @@ class DescentProfile:
 
 @dataclass(frozen=True)
 class PoweredSample:
-    """One model's sample in notebook 07's part 2 (>= 400 tokens): WikiText-103 texts (several tokens each), 1BW
-    sentences (one each), and how many get the controls and line search (their cost is the LM head's)."""
+    """One model's sample in notebook 07's part 2: WikiText-103 texts (several tokens each), 1BW sentences (one
+    each), and how many texts of each corpus give one token to the subset with the start-of-step slope, the
+    controls, the line search and the ablation (their cost is one continuation of the rest of the network per
+    variant, layer and token)."""
 
     model: str
     wikitext_texts: int
     onebw_texts: int
-    line_tokens: int
+    line_texts: int
+    line_stride: int = 1  # the subset's work at every line_stride-th layer (and the last)
 
     @property
     def tokens(self) -> bool:  # whether the model runs at all
@@ -228,8 +231,8 @@ class PoweredDescentProfile:
     max_tokens: int = 160
     per_text: int = 6
     min_context: int = 128
-    alphas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
-    sample: PoweredSample = PoweredSample("*", 40, 160, 400)
+    alphas: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+    sample: PoweredSample = PoweredSample("*", 40, 160, 30)
     models: tuple[PoweredSample, ...] = ()
     n_boot: int = 1000
 
@@ -320,7 +323,7 @@ PROFILES: dict[str, Profile] = {
         geometry=GeometryProfile(n_texts=4, max_tokens=24, models=("natural",), twin_scales=(0.02,),
                                  perturbed=("natural",), n_boot=50),
         powered=PoweredDescentProfile(specs=("natural",), max_tokens=40, per_text=3, min_context=16,
-                                      sample=PoweredSample("*", 4, 4, 8), n_boot=50),
+                                      sample=PoweredSample("*", 4, 4, 3), n_boot=50),
     ),
     "default": Profile(
         name="default",
@@ -350,11 +353,12 @@ PROFILES: dict[str, Profile] = {
         # several times that for Gemma's 262k-word head; the small natural-text model is cheap
         descent=DescentProfile(n_texts=20, max_tokens=24, n_random=8,
                                models=(ModelSample("gemma-3-270m", 6, 6), ModelSample("natural", 100, 100))),
-        powered=PoweredDescentProfile(per_text=8, sample=PoweredSample("*", 60, 160, 100),
-                                      models=(PoweredSample("gemma-3-270m", 60, 160, 60),
-                                              PoweredSample("qwen2.5-coder-0.5b", 60, 160, 60),
-                                              PoweredSample("qwen2.5-coder-1.5b", 60, 160, 30),
-                                              PoweredSample("natural", 60, 160, 400))),
+        # measured per subset token on this CPU (45 passes of the rest of the network per layer): SmolLM2 ~3.5 s,
+        # Qwen2.5-Coder-1.5B ~23 s at every other layer; the twin takes the true slope and the predictor's readings
+        powered=PoweredDescentProfile(per_text=4, sample=PoweredSample("*", 60, 160, 30),
+                                      models=(PoweredSample("natural", 60, 160, 60),
+                                              PoweredSample("qwen2.5-coder-0.5b", 60, 160, 30, 2),
+                                              PoweredSample("qwen2.5-coder-1.5b", 60, 160, 30, 2))),
     ),
     "paper": Profile(
         name="paper",
@@ -385,7 +389,7 @@ PROFILES: dict[str, Profile] = {
                                 models=("smollm2-135m", "gemma-3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b",
                                         "natural", "gpt2", "meta-llama/Llama-2-7b-hf")),
         geometry=GeometryProfile(n_texts=400, max_tokens=128),
-        powered=PoweredDescentProfile(max_tokens=256, sample=PoweredSample("*", 200, 800, 2000)),
+        powered=PoweredDescentProfile(max_tokens=256, sample=PoweredSample("*", 200, 800, 100)),
     ),
 }
 

@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 07 · Is each layer's update a descent step on the inner loss? Which sublayer moves the norm?
 #
-# **What it shows.** Whether each layer's and each half-step's update points downhill on the next-token loss: the share of descent directions for the Eq. 14 gradient and for the true loss's, with controls, the untrained twin and a line search over the step size. Part 1 also asks which sublayer moves the norm.
+# **What it shows.** Whether each layer's and each half-step's update points downhill on the next-token loss: the share of descent directions for the Eq. 14 gradient and for the true loss's at the start of the step (and, as a step-size test, at its end), with controls, the untrained twin, a line search over the step size, and an ablation of the update's gradient component. Part 1 also asks which sublayer moves the norm.
 #
 # *Where its result is read:* [Findings, Claim 1b](../docs/findings.md#claim-1b) (verdicts per third of the layers). Every table: [results/README.md](../results/README.md#notebook-07).
 #
@@ -104,23 +104,33 @@ attribution.round(3)
 display(Markdown(descent.reading_of(run)))
 
 # %% [markdown]
-# ## Part 2 · The powered, two-sided test: two gradients, controls, and the line search
+# ## Part 2 · The powered, two-sided test: three slopes, controls, the line search and the ablation
 #
-# Part 1 rests on one short-context token per text. Part 2 samples at least 400 tokens per model (several per
+# Part 1 rests on one short-context token per text. Part 2 samples about 400 tokens per model (up to 4 per
 # WikiText-103 text at positions >= 128, one per 1BW sentence), keeps every token's context as the clean pass gave
-# it, and asks three questions per (token, layer) update:
+# it, and writes `phi(alpha)` for the loss when a layer's update `dz` is scaled by `alpha`:
 #
-# * **Two gradients.** `inner`: the paper's Eq. 14 loss (last block + head, prefix held fixed). `true`: the
-#   model's own next-token loss through the rest of the real network. A share of descent directions above 50%
-#   (a direction unrelated to the gradient gives exactly 50%) with a Holm-adjusted two-sided p < 0.05 reads
-#   "descends"; below, "ascends"; else "not distinguishable". The untrained twin on the same tokens is the second
-#   null; the predictor layer L-1 is left out of the thirds.
-# * **Controls.** The same test for a random wrong target and for the model's own final prediction: an update
+# * **Three slopes** `<g, dz>`. `inner`: the gradient of the paper's Eq. 14 loss (last block + head, prefix held
+#   fixed) at the step's start, `phi_a'(0)`. `true`: the gradient of the model's own loss through the rest of the
+#   real network at the step's start, `phi_b'(0)`: the descent test (on the subset below). `true_end`: the same
+#   loss at the step's end, `phi_b'(1)`, about 0 when the step size is tuned: a step-size test, not a descent test
+#   (earlier versions used a gradient at this end and read it as a descent test). A share of descent directions
+#   (`<dz, g> < 0`; an unrelated direction gives 50%) reads "descends" when its family-adjusted interval lies above
+#   50%, at least 3 pp above, and above the untrained twin's on the same tokens; "ascends" the mirror image; else
+#   "not distinguishable" with the reason. The predictor layer L-1 is left out of the thirds.
+# * **Controls.** The same slopes for a random wrong target and for the model's own final prediction: an update
 #   that "descends" toward any target is not evidence of descending the language-modelling loss.
-# * **The line search.** The update scaled by alpha in {0, 0.5, 1, 1.5, 2}, read (a) by the Eq. 14 predictor and
-#   (b) by the rest of the network with the context cached. A layer is a "descent step" when removing its update
-#   raises the loss and no other alpha does better. (b) favours alpha = 1 by co-adaptation of the later layers;
-#   (a) is the sharper test of the paper's claim.
+# * **The line search** on a subset stratified by corpus (one token from each of 30 WikiText-103 texts and 30 1BW
+#   sentences; the two Qwen models at every other layer): `alpha` in {-1, -0.5, 0, 0.5, 1, 1.5, 2, 3, 4}, read (a)
+#   by the Eq. 14 predictor and (b) by the rest of the network with the context cached; the minimiser `alpha*` of
+#   each layer's mean curve with a cluster-bootstrap interval. (b) favours `alpha = 1` by co-adaptation of the later
+#   layers; (a) is the sharper test of the paper's claim.
+# * **The ablation**, the causal test: remove from each update its component along `-g`, a random component of the
+#   same norm, or everything but the gradient component, and read the loss change. If the updates are gradient
+#   steps, the gradient part does the work: removing it costs more than removing a random part.
+#
+# The untrained twin gets the slopes and the predictor's readings (a); reading (b) of the line search and the
+# ablation passes the rest of the network once per variant, layer and token, and is run on the trained models.
 
 # %%
 pprof = get_profile(profile).powered
@@ -131,10 +141,13 @@ run2.timings
 figs, tables2 = descent_powered_report.report_powered(run2, profile, figures_dir, results_dir, pprof.n_boot)
 for fig in figs:
     fig.show()
-tables2["thirds"].query("weights == 'trained' and gradient in ['inner', 'true']").round(2)
+tables2["thirds"].query("weights == 'trained' and gradient in ['inner', 'true', 'true_end']").round(2)
 
 # %%
 tables2["line_thirds"].round(3)
+
+# %%
+tables2["ablation"].query("weights == 'trained' and step == 'block' and component == 'gradient'").round(3)
 
 # %%
 display(Markdown(descent_powered_report.reading(tables2)))

@@ -1,24 +1,12 @@
-"""The powered, two-sided descent test and the line search (notebook 07, part 2).
+"""The powered, two-sided descent test, the line search and the ablation (notebook 07, part 2).
 
-For sampled current tokens ``n`` (several per WikiText-103 text at positions >= ``min_context``, one per 1BW
-sentence), at every layer ``l`` and for every update (``block`` ``z^{l+1} - z^l``, ``attn`` ``z_mid - z^l``,
-``ffn`` ``z^{l+1} - z_mid``) this records:
-
-- two gradients at the update's starting state: ``inner``, the paper's Eq. 14 loss (last block + final norm +
-  LM head, prefix held fixed; :func:`helpers.residual.splice.predictor_losses`), and ``true``, the model's own
-  next-token loss through the rest of the real network (:func:`helpers.residual.splice.path_grads`); per pair
-  cos(dz, -g) and whether ``<dz, g> < 0`` (descent); and cos(g_inner, g_true);
-- controls on a subset (``line``): both gradients for a random wrong target and for the model's own final
-  prediction (argmax), which separate "descends the language-modelling loss" from "moves toward the output";
-- the line search on the same subset: the update scaled by alpha, read (a) with the Eq. 14 predictor on
-  ``start + alpha dz`` (block, attn, ffn) and (b) as the final loss after the rest of the network with the
-  context's keys and values unchanged (:func:`helpers.residual.splice.continuation_losses`; block and FFN updates
-  enter the next block as ``start + alpha dz``, the attention update is scaled inside its own block, where the
-  rest of that block, the FFN, then sees it).
-
-Every token's context stays the clean pass's: only the current token's state varies, one query per variant. The
-tensor work of one batch is :mod:`helpers.residual.descent_records`; this module samples the tokens, batches and
-caches them and runs each model beside its twin.
+For sampled current tokens (several per WikiText-103 text at positions >= ``min_context``, one per 1BW
+sentence), at every layer and for every update (``block``, ``attn``, ``ffn``) the records of
+:func:`helpers.residual.descent_records.batch_records`: three slopes (``inner`` Eq. 14 and ``true`` the rest of
+the network, both at the step's start; ``true_end`` at its end, a step-size test), and on a subset stratified by
+corpus (:func:`line_subset`, one token per text) the controls, the line search read two ways and the ablation of
+the gradient component. Every token's context stays the clean pass's: only the current token's state varies, one
+query per variant. This module samples the tokens, batches and caches them and runs each model beside its twin.
 """
 
 from __future__ import annotations
@@ -38,13 +26,12 @@ from helpers.config import PoweredDescentProfile
 from helpers.corpus.samples import sample_texts
 from helpers.experiments.descent_tables import layer_thirds
 from helpers.experiments.zoo import load_or_skip
-from helpers.lm.families import halfstep_module
 from helpers.lm.load import LoadedModel
 from helpers.lm.twin import untrained_twin
 from helpers.paths import CACHE_DIR, atomic_write_text, config_hash, repo_path
-from helpers.residual.descent_records import batch_records, halfstep_continuations
+from helpers.residual.descent_records import batch_records
 
-VERSION = 1  # bump when the records change meaning (cache key)
+VERSION = 2  # bump when the records change meaning (cache key)
 KEYS = ["dataset", "text", "position", "layer"]  # one record per token and layer
 
 
@@ -91,15 +78,32 @@ def sample_positions(lm: LoadedModel, texts: dict[str, list[str]], max_tokens: i
     return PositionSample(**out, min_context=min_context)
 
 
-def sample_caption(model: str, sample: PositionSample, per_text: int, line_tokens: int, seed: int,
-                   profile: str) -> str:
+def line_subset(sample: PositionSample, line_texts: int, seed: int = 0) -> list[list[bool]]:
+    """Per text, which of its current tokens join the subset (start-of-step slope, controls, line search,
+    ablation): one seeded token from each of the first ``line_texts`` texts of every corpus (the texts are a
+    seeded sample already), so the subset is stratified by corpus and has one token per text cluster."""
+    rng = random.Random(seed + 1)
+    seen: dict[str, int] = {}
+    out = []
+    for ds, pos in zip(sample.dataset, sample.positions, strict=True):
+        pick = rng.randrange(len(pos)) if seen.get(ds, 0) < line_texts else -1
+        seen[ds] = seen.get(ds, 0) + 1
+        out.append([i == pick for i in range(len(pos))])
+    return out
+
+
+def sample_caption(model: str, sample: PositionSample, per_text: int, line_texts: int, seed: int,
+                   profile: str, line_stride: int = 1) -> str:
     """The provenance caption of one model's tokens: the positions as the sample applied them (a model whose
-    window is shorter than twice the profile's context gets the second half of its window)."""
+    window is shorter than twice the profile's context gets the second half of its window) and the subset."""
+    n_line = sum(map(any, line_subset(sample, line_texts, seed)))
+    layers = "every layer" if line_stride == 1 else f"every {line_stride}-th layer and the last"
     return " | ".join([
         model, f"{len(sample)} tokens of {len(sample.rows)} texts: WikiText-103 up to {per_text} per text at "
         f"positions >= {sample.min_context}, 1BW one per sentence",
-        f"controls and line search on {min(line_tokens, len(sample))} tokens",
-        f"untrained twin seed {seed}, profile {profile}"])
+        f"start-of-step slope, controls, line search and ablation on {n_line} tokens (one per text, up to "
+        f"{line_texts} texts per corpus), {layers}", f"untrained twin seed {seed} (slopes and reading (a)), "
+        f"profile {profile}"])
 
 
 def _batches(sample: PositionSample, batch_tokens: int) -> list[list[int]]:
@@ -127,45 +131,33 @@ def _frame(lm: LoadedModel, sample: PositionSample, idx: list[int], line: list[l
     return pd.DataFrame(frame | {k: v.T.reshape(-1) for k, v in arrays.items()})
 
 
-def run_powered(lm: LoadedModel, sample: PositionSample, line_tokens: int, alphas: tuple[float, ...], seed: int = 0,
+def run_powered(lm: LoadedModel, sample: PositionSample, line_texts: int, alphas: tuple[float, ...], seed: int = 0,
                 batch_tokens: int = 4096, cache_dir: str | None = None, weights: str = "trained",
-                model: str | None = None) -> pd.DataFrame:
+                model: str | None = None, line_stride: int = 1) -> pd.DataFrame:
     """Records of every sampled token at every layer (one row per token and layer), cached under
-    ``cache_dir/descent_powered`` by model fingerprint, sample and settings. The first ``line_tokens`` tokens
-    (in sample order) get the controls and the line search. Records cached before line search (b) covered the
-    half-steps get those columns added (:func:`halfstep_continuations`) and are written back."""
-    key = config_hash({"fp": lm.fingerprint, "sample": sample.key(), "line": line_tokens, "alphas": list(alphas),
-                       "seed": seed, "v": VERSION})
+    ``cache_dir/descent_powered`` by model fingerprint, sample and settings. The tokens of :func:`line_subset`
+    get, at every ``line_stride``-th layer, the start-of-step slope, the controls, the line search and the
+    ablation (the untrained twin: the slope and the predictor's readings,
+    :func:`helpers.residual.descent_records.batch_records` with ``full`` False)."""
+    full = weights == "trained"
+    key = config_hash({"fp": lm.fingerprint, "sample": sample.key(), "line_texts": line_texts,
+                       "alphas": list(alphas), "seed": seed, "v": VERSION, "stride": line_stride, "full": full})
     path = repo_path(cache_dir) / "descent_powered" / f"{key}.csv" if cache_dir else None
-    count, line = 0, []
-    for pos in sample.positions:
-        line.append([count + i < line_tokens for i in range(len(pos))])
-        count += len(pos)
-    batches = _batches(sample, batch_tokens)
+    line = line_subset(sample, line_texts, seed)
     label = f"{model or lm.label} ({weights})"
-    df = pd.read_csv(path) if path is not None and path.is_file() else None
-    halfsteps = halfstep_module(lm.family, lm.model.config) is not None
-    if df is None:
+    if path is not None and path.is_file():
+        df = pd.read_csv(path)
+    else:
         gen = torch.Generator().manual_seed(seed)
         parts = []
-        for idx in tqdm(batches, unit="batch", desc=f"descent {label}"):
+        for idx in tqdm(_batches(sample, batch_tokens), unit="batch", desc=f"descent {label}"):
             arrays = batch_records(lm, [sample.rows[i] for i in idx], [sample.positions[i] for i in idx],
-                                   [line[i] for i in idx], alphas, gen)
+                                   [line[i] for i in idx], alphas, gen, line_stride, full)
             parts.append(_frame(lm, sample, idx, line, arrays))
         df = pd.concat(parts, ignore_index=True).sort_values(KEYS, ignore_index=True)
-    elif halfsteps and line_tokens and f"b_attn_{alphas[0]:g}" not in df:
-        parts = []
-        for idx in tqdm([b for b in batches if any(any(line[i]) for i in b)], unit="batch",
-                        desc=f"line search (b), half-steps {label}"):
-            arrays = halfstep_continuations(lm, [sample.rows[i] for i in idx], [sample.positions[i] for i in idx],
-                                            [line[i] for i in idx], alphas)
-            parts.append(_frame(lm, sample, idx, line, arrays).drop(columns="line"))
-        df = df.merge(pd.concat(parts, ignore_index=True), on=KEYS, how="left")
-    else:
-        path = None  # cached and complete: nothing to write
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, df.to_csv(index=False, float_format="%.7g"))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, df.to_csv(index=False, float_format="%.7g"))
     df.insert(0, "weights", weights)
     df.insert(0, "model", model or lm.label)
     thirds = layer_thirds(lm.n_layers - 1).tolist() + ["predictor"]  # layer L-1 is the predictor itself
@@ -199,14 +191,17 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: PoweredDesce
         picked = {"wikitext-103": sample_texts(texts["wikitext-103"], size.wikitext_texts, seed),
                   "1bw": sample_texts(texts["1bw"], size.onebw_texts, seed)} if size.tokens else {}
         sample = sample_positions(lm, picked, prof.max_tokens, prof.per_text, prof.min_context, seed)
-        parts.append(run_powered(lm, sample, size.line_tokens, prof.alphas, seed, cache_dir=cache_dir))
+        parts.append(run_powered(lm, sample, size.line_texts, prof.alphas, seed, cache_dir=cache_dir,
+                                 line_stride=size.line_stride))
         twin = untrained_twin(lm, seed, release=True)  # the model's weights freed first: one model in memory
-        parts.append(run_powered(twin, sample, size.line_tokens, prof.alphas, seed, cache_dir=cache_dir,
-                                 weights="untrained twin", model=lm.label))
+        parts.append(run_powered(twin, sample, size.line_texts, prof.alphas, seed, cache_dir=cache_dir,
+                                 weights="untrained twin", model=lm.label, line_stride=size.line_stride))
         n_ctx = [x for p in sample.positions for x in p]
         tags[lm.label] = spec.replace("/", "_")
-        captions[lm.label] = sample_caption(lm.describe(), sample, prof.per_text, size.line_tokens, seed, profile)
-        timings.append({"model": lm.label, "tokens": len(sample), "line_tokens": min(size.line_tokens, len(sample)),
+        captions[lm.label] = sample_caption(lm.describe(), sample, prof.per_text, size.line_texts, seed, profile,
+                                            size.line_stride)
+        n_line = sum(map(any, line_subset(sample, size.line_texts, seed)))
+        timings.append({"model": lm.label, "tokens": len(sample), "line_tokens": n_line,
                         "texts": len(sample.rows), "median_position": float(np.median(n_ctx)),
                         "seconds": round(time.time() - start, 1)})
         del lm, twin

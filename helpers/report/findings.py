@@ -372,8 +372,10 @@ def render(results: str | Path, figures: str | Path = FIGURES_DIR) -> str:
     powered, thirds = _read(results, "07_powered_thirds"), _read(results, "07_descent_thirds")
     if powered is not None and len(powered):
         parts += [POWERED_TITLE, ""] + powered_reading(powered, _read(results, "07_line_search_thirds"),
-                                                       _read(results, "07_gradient_agreement")).split("\n")
-        figs = sorted(figures.glob("07_powered_*.png")) + sorted(figures.glob("07_line_search_*.png"))
+                                                       _read(results, "07_gradient_agreement"),
+                                                       _read(results, "07_ablation")).split("\n")
+        figs = [f for name in ("07_powered_*.png", "07_line_search_*.png", "07_ablation_*.png")
+                for f in sorted(figures.glob(name))]
         parts += [" ".join(f"[{f.stem}](figures/{f.name})" for f in figs), ""] if figs else []
     elif thirds is not None and len(thirds):
         parts += descent_section(thirds) + [""]

@@ -16,7 +16,8 @@ by ``alpha``. Three slopes, each the gradient ``g`` of one loss at one point, do
 Per slope the cosine of ``dz`` with ``-g``, the slope itself and whether it is negative (descent). On a subset
 (``line``): the controls (a random wrong target, the model's own argmax), the line search read two ways, and the
 ablation (the update with its component along ``-g`` removed, with a random component of the same norm removed,
-or with everything but that component removed; the loss change read both ways).
+or with everything but that component removed; the loss change read by the predictor for both gradients, and by
+the rest of the network for the ``true`` one, whose reading it is: that costs one pass of the rest per variant).
 :mod:`helpers.experiments.descent_powered` samples the tokens, batches them, caches the records and reads them.
 """
 
@@ -73,10 +74,11 @@ def ablated_steps(dz: torch.Tensor, g: torch.Tensor, gen: torch.Generator) -> di
 def subset_columns(steps: list[str], alphas: tuple[float, ...]) -> list[str]:
     """Names of the columns recorded on the subset only (NaN for other tokens)."""
     names = [f"{c}_true_{step}" for c in ("cos", "slope", "desc") for step in steps]
-    names += [f"desc_{kind}_{ctl}_{step}" for ctl in CONTROLS for step in steps for kind in SLOPES]
+    names += [f"desc_{kind}_{ctl}_{step}" for ctl in CONTROLS for step in steps for kind in SLOPES
+              if kind != "true" or step == "block"]
     names += [f"{ab}_{step}_{a:g}" for ab in ("a", "b") for step in steps for a in alphas]
-    return names + [f"abl_{ab}_{kind}_{step}_{comp}" for ab in ("a", "b") for kind in ("inner", "true")
-                    for step in steps for comp in ABLATED]
+    return names + [f"abl_{ab}_{kind}_{step}_{comp}" for ab, kinds in (("a", ("inner", "true")), ("b", ("true",)))
+                    for kind in kinds for step in steps for comp in ABLATED]
 
 
 class _Batch:
@@ -109,88 +111,95 @@ class _Batch:
         return out
 
     def predictor(self, step: str, current: torch.Tensor, targets: torch.Tensor, tokens: torch.Tensor,
-                  grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Eq. 14 of ``current[l, k]`` [L, K, D] at layer ``l`` for the tokens ``tokens`` [K]: loss [L, K] and
-        gradient [L, K, D] (the prefix after the update's start: ``step`` ffn the state after attention)."""
-        n, k = self.lm.n_layers, len(tokens)
-        rr, cc = self.r[tokens].repeat(n), self.c[tokens].repeat(n)
-        lt = torch.arange(n).repeat_interleave(k)
+                  grad: bool = False, layers: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Eq. 14 of ``current[i, k]`` [len(layers), K, D] at layer ``layers[i]`` (default every layer) for the
+        tokens ``tokens`` [K]: loss [len(layers), K] and gradient (the prefix after the update's start: ``step``
+        ffn the state after attention)."""
+        layers = torch.arange(self.lm.n_layers) if layers is None else layers
+        m, k = len(layers), len(tokens)
+        rr, cc = self.r[tokens].repeat(m), self.c[tokens].repeat(m)
+        lt = layers.repeat_interleave(k)
         loss, g = predictor_losses(self.lm, self.kv[step], self.cap.block_kwargs, lt * self.b + rr, rr, cc,
-                                   current.reshape(-1, current.shape[-1]), targets[tokens].repeat(n), grad)
-        return loss.reshape(n, k), (g.reshape(n, k, -1) if grad else None)
+                                   current.reshape(-1, current.shape[-1]), targets[tokens].repeat(m), grad)
+        return loss.reshape(m, k), (g.reshape(m, k, -1) if grad else None)
 
     def rest(self, step: str, current: torch.Tensor, targets: torch.Tensor, tokens: torch.Tensor,
-             shift: torch.Tensor | None = None, scale: float | None = None, grad: bool = False):
-        """Line search (b)'s loss [L, K] after the rest of the network from the state *after* ``step``
-        replaced: ``current`` [L, K, D] enters block ``l + 1`` (block, ffn) or, for ``attn``, block ``l`` is run
-        from ``current`` with its attention update edited (``scale``, ``shift`` [L, K, D]). With ``grad`` also the
-        gradient [L, K, D] with respect to ``current``."""
-        n, k = self.lm.n_layers, len(tokens)
-        rr, cc, tt = self.r[tokens].repeat(n), self.c[tokens].repeat(n), targets[tokens].repeat(n)
-        first = torch.arange(n).repeat_interleave(k) + (step != "attn")
+             layers: torch.Tensor, shift: torch.Tensor | None = None, scale: float | None = None,
+             grad: bool = False):
+        """Line search (b)'s loss [len(layers), K] after the rest of the network from the state *after* the
+        update ``step`` of layer ``layers[i]`` replaced: ``current[i]`` [K, D] enters block ``layers[i] + 1``
+        (block, ffn) or, for ``attn``, block ``layers[i]`` is run from ``current[i]`` with its attention update
+        edited (``scale``, ``shift`` [len(layers), K, D]). With ``grad`` also the gradient with respect to
+        ``current``."""
+        m, k = len(layers), len(tokens)
+        rr, cc, tt = self.r[tokens].repeat(m), self.c[tokens].repeat(m), targets[tokens].repeat(m)
+        first = layers.repeat_interleave(k) + (step != "attn")
         flat = current.reshape(-1, current.shape[-1])
-        scales = None if scale is None else torch.full((n * k,), float(scale))
+        scales = None if scale is None else torch.full((m * k,), float(scale))
         shifts = None if shift is None else shift.reshape(flat.shape)
         args = (self.lm, self.blocks, self.cap.layer_kwargs, first, rr, cc, flat, tt)
         if grad:
             loss, g = continuation_grads(*args, update_scale=scales)
-            return loss.reshape(n, k), g.reshape(n, k, -1)
-        return continuation_losses(*args, update_scale=scales, update_shift=shifts).reshape(n, k)
-
-    def true_start(self, step: str, targets: torch.Tensor, tokens: torch.Tensor):
-        """phi_b(0) [L, K] and the ``true`` slope's gradient [L, K, D] at the start of ``step``."""
-        start, _ = self.steps()[step]
-        return self.rest(step, start[:, tokens], targets, tokens, scale=0.0 if step == "attn" else None, grad=True)
+            return loss.reshape(m, k), g.reshape(m, k, -1)
+        return continuation_losses(*args, update_scale=scales, update_shift=shifts).reshape(m, k)
 
 
 def _subset_records(bt: _Batch, out: dict, targets: dict, grads: dict, final: torch.Tensor,
-                    alphas: tuple[float, ...], gen: torch.Generator) -> None:
-    """The ``true`` slope, controls, line search and ablation (module docstring) on the subset, into ``out``."""
+                    alphas: tuple[float, ...], gen: torch.Generator, layers: torch.Tensor, full: bool) -> None:
+    """On the subset's tokens at ``layers``: the ``true`` slope, the line search (a) and the ablation read by the
+    predictor; with ``full`` also the controls, line search (b) and the ablation read by the rest of the network
+    (module docstring), into ``out``."""
     n, sub = bt.lm.n_layers, bt.sub
     nan = torch.full((n, len(bt.r)), float("nan"), dtype=torch.float64)
+    at = (layers[:, None], sub[None, :])
 
     def put(name: str, value: torch.Tensor) -> None:
         col = out.get(name, nan).clone()
-        col[:, sub] = value.double()
+        col[at] = value.double()
         out[name] = col
 
+    def loss_b(step: str, start: torch.Tensor, d: torch.Tensor, a: float) -> torch.Tensor:
+        if step == "attn":
+            return bt.rest(step, start, targets["true"], sub, layers, scale=a)
+        return bt.rest(step, start + a * d, targets["true"], sub, layers)
+
     halfsteps = bt.zm is not None
-    for step, (start, dz) in bt.steps().items():
-        d = dz[:, sub]
-        loss0, g_true = bt.true_start(step, targets["true"], sub)
+    for step, (start_all, dz_all) in bt.steps().items():
+        start, d = start_all[at], dz_all[at]
+        pred = "ffn" if step == "ffn" else "block"
+        loss0, g_true = bt.rest(step, start, targets["true"], sub, layers, scale=0.0 if step == "attn" else None,
+                                grad=True)
         for name, v in slope_columns(f"true_{step}", d, g_true).items():
             put(name, v)
-        for ctl in CONTROLS:
-            _, gi = bt.predictor("ffn" if step == "ffn" else "block", start[:, sub], targets[ctl], sub, grad=True)
-            pc = path_grads(bt.lm, bt.blocks, bt.cap.layer_kwargs, bt.r[sub], bt.c[sub], bt.z[0, sub],
-                            targets[ctl][sub], halfsteps)
-            _, gt = bt.true_start(step, targets[ctl], sub)
-            for kind, g in (("inner", gi), ("true", gt), ("true_end", _end_grads(pc, step))):
-                put(f"desc_{kind}_{ctl}_{step}", ((d.double() * g.double()).sum(-1) < 0).double())
-        pred = "ffn" if step == "ffn" else "block"
+        if full:
+            for ctl in CONTROLS:  # the controls: every slope for another target
+                _, gi = bt.predictor(pred, start, targets[ctl], sub, grad=True, layers=layers)
+                pc = path_grads(bt.lm, bt.blocks, bt.cap.layer_kwargs, bt.r[sub], bt.c[sub], bt.z[0, sub],
+                                targets[ctl][sub], halfsteps)
+                slopes = {"inner": gi, "true_end": _end_grads(pc, step)[layers]}
+                if step == "block":  # the start-of-step slope's controls on the block only (a pass each)
+                    slopes["true"] = bt.rest(step, start, targets[ctl], sub, layers, grad=True)[1]
+                for kind, g in slopes.items():
+                    put(f"desc_{kind}_{ctl}_{step}", ((d.double() * g.double()).sum(-1) < 0).double())
         line_a = {}
-        for a in alphas:  # line search (a) and (b)
-            line_a[a] = ((out["loss_mid"] if step == "ffn" else out["loss_in"])[:, sub] if a == 0 else
-                         bt.predictor(pred, start[:, sub] + a * d, targets["true"], sub)[0])
+        for a in alphas:  # line search (a) and, with ``full``, (b)
+            line_a[a] = ((out["loss_mid"] if step == "ffn" else out["loss_in"])[at] if a == 0 else
+                         bt.predictor(pred, start + a * d, targets["true"], sub, layers=layers)[0])
             put(f"a_{step}_{a:g}", line_a[a])
-            if a == 0:
-                b = loss0
-            elif a == 1:
-                b = final[None, sub].expand(n, -1)
-            elif step == "attn":
-                b = bt.rest(step, start[:, sub], targets["true"], sub, scale=a)
-            else:
-                b = bt.rest(step, start[:, sub] + a * d, targets["true"], sub)
-            put(f"b_{step}_{a:g}", b)
-        full_a = line_a[1.0] if 1.0 in line_a else bt.predictor(pred, start[:, sub] + d, targets["true"], sub)[0]
-        for kind, g in (("inner", grads["inner"][step][:, sub]), ("true", g_true)):
+            if full:
+                put(f"b_{step}_{a:g}", loss0 if a == 0 else final[None, sub].expand(len(layers), -1) if a == 1
+                    else loss_b(step, start, d, a))
+        full_a = line_a[1.0] if 1.0 in line_a else bt.predictor(pred, start + d, targets["true"], sub,
+                                                                  layers=layers)[0]
+        for kind, g in (("inner", grads["inner"][step][at]), ("true", g_true)):
             for comp, new in ablated_steps(d, g, gen).items():
                 new = new.to(d.dtype)
-                put(f"abl_a_{kind}_{step}_{comp}", bt.predictor(pred, start[:, sub] + new, targets["true"], sub)[0]
-                    - full_a)
-                b = (bt.rest(step, start[:, sub], targets["true"], sub, shift=new - d) if step == "attn" else
-                     bt.rest(step, start[:, sub] + new, targets["true"], sub))
-                put(f"abl_b_{kind}_{step}_{comp}", b - final[None, sub])
+                put(f"abl_a_{kind}_{step}_{comp}",
+                    bt.predictor(pred, start + new, targets["true"], sub, layers=layers)[0] - full_a)
+                if full and kind == "true":  # read by the rest of the network: the true slope's own reading
+                    b = (bt.rest(step, start, targets["true"], sub, layers, shift=new - d) if step == "attn" else
+                         bt.rest(step, start + new, targets["true"], sub, layers))
+                    put(f"abl_b_{kind}_{step}_{comp}", b - final[None, sub])
 
 
 def _end_grads(path: dict, step: str) -> torch.Tensor:
@@ -201,9 +210,12 @@ def _end_grads(path: dict, step: str) -> torch.Tensor:
 
 
 def batch_records(lm: LoadedModel, rows: list[list[int]], positions: list[list[int]], line: list[list[bool]],
-                  alphas: tuple[float, ...], gen: torch.Generator) -> dict[str, np.ndarray]:
-    """Per (layer, token) arrays ``[L, N]`` for the current tokens of one batch of rows (see module docstring);
-    tokens outside ``line`` get NaN in the subset's columns (:func:`subset_columns`)."""
+                  alphas: tuple[float, ...], gen: torch.Generator, line_stride: int = 1,
+                  full: bool = True) -> dict[str, np.ndarray]:
+    """Per (layer, token) arrays ``[L, N]`` for the current tokens of one batch of rows (see module docstring).
+    The subset's columns (:func:`subset_columns`) are computed for the tokens in ``line`` at every
+    ``line_stride``-th layer (and the last), and with ``full`` False only those that need no further pass of the
+    rest of the network beyond the ``true`` slope's (the untrained twin's null); NaN elsewhere."""
     n = lm.n_layers
     bt = _Batch(lm, rows, positions, line)
     everyone = torch.arange(len(bt.r))
@@ -222,7 +234,8 @@ def batch_records(lm: LoadedModel, rows: list[list[int]], positions: list[list[i
         out |= slope_columns(f"inner_{step}", dz, grads["inner"][step])
         out |= slope_columns(f"true_end_{step}", dz, _end_grads(path, step))
     if len(bt.sub):
-        _subset_records(bt, out, targets, grads, path["loss"], alphas, gen)
+        layers = torch.tensor(sorted(set(range(0, n, line_stride)) | {n - 1}))
+        _subset_records(bt, out, targets, grads, path["loss"], alphas, gen, layers, full)
     nan = torch.full((n, len(bt.r)), float("nan"), dtype=torch.float64)
     for name in subset_columns(list(bt.steps()), alphas):
         out.setdefault(name, nan)

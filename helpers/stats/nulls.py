@@ -61,21 +61,25 @@ def wilson(k: float, n: float, z: float = 1.959964) -> tuple[float, float]:
 
 def design_effect(successes: np.ndarray, clusters: np.ndarray) -> float:
     """Variance inflation of a share when trials come in clusters (tokens of one text): the cluster-robust
-    variance of the share over the binomial one, at least 1 (1 when the share is 0 or 1 or there is one cluster)."""
+    variance of the share over the binomial one, at least 1. At a share of 0 or 1 the data carry no estimate of
+    it, so the worst case is taken: the mean cluster size (every text's tokens perfectly correlated, the
+    effective sample the number of texts); 1 with one cluster."""
     y = np.asarray(successes, dtype=np.float64)
     _, idx = np.unique(np.asarray(clusters), return_inverse=True)
     n, c = len(y), idx.max() + 1 if len(y) else 0
     p = y.mean() if n else 0.0
-    if c < 2 or p in (0.0, 1.0):
+    if c < 2:
         return 1.0
+    if p in (0.0, 1.0):
+        return n / c
     resid = np.bincount(idx, weights=y - p, minlength=c)
     var_cluster = c / (c - 1) * float((resid ** 2).sum()) / n ** 2
     return max(1.0, var_cluster / (p * (1 - p) / n))
 
 
-def share_interval(successes: np.ndarray, clusters: np.ndarray) -> tuple[float, float]:
-    """95% interval (%) of a share of clustered trials: Wilson on the effective sample size ``n / deff``; used
-    where the percentile cluster bootstrap degenerates (0%, 100%, or fewer than 30 clusters)."""
+def share_interval(successes: np.ndarray, clusters: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Interval (%, 95% by default) of a share of clustered trials: Wilson on the effective sample size
+    ``n / deff``; used where the percentile cluster bootstrap degenerates (0%, 100%, or fewer than 30 clusters)."""
     y = np.asarray(successes, dtype=np.float64)
     deff = design_effect(y, clusters)
-    return wilson(y.sum() / deff, len(y) / deff)
+    return wilson(y.sum() / deff, len(y) / deff, z=float(stats.norm.ppf(0.5 + level / 2)))

@@ -1,6 +1,7 @@
-"""The powered descent test: both gradients against finite differences (float64, every family), the records'
-internal identities (line search at alpha = 0 and 1, descent flags from the dot products), the thirds, and the
-two-sided statistics (Holm, the cluster-robust p-value against its simulation)."""
+"""The powered descent test: the gradients against finite differences (float64, every family), the records'
+internal identities (line search at alpha = 0 and 1, descent flags from the dot products), the stratified
+subset, the thirds, and the two-sided statistics (the verdict rule, the minimiser and its interval, the
+cluster-robust p-value against its simulation)."""
 
 from __future__ import annotations
 
@@ -81,47 +82,41 @@ def test_both_gradients_match_finite_differences(family):
 @pytest.mark.parametrize("family", ["llama", "gemma3", "gpt_neox"])
 def test_records_identities(family):
     """alpha = 0 of line search (a) is the inner loss before the step, alpha = 1 of (b) the model's own loss; the
-    descent flags are the sign of <dz, g> (cos < 0 iff ascent); the subset alone has controls; thirds leave out
-    the predictor layer."""
+    descent flags are the sign of <dz, g> (cos < 0 iff ascent); the subset alone has the controls and the
+    start-of-step slope; thirds leave out the predictor layer; the twin's records lack reading (b)."""
     lm = tiny_model(family, "sdpa")
-    sample = dp.PositionSample(["wikitext-103"] * 3, [0, 1, 2], ROWS, [[4, 7], [3], [6]])
-    df = dp.run_powered(lm, sample, line_tokens=3, alphas=(0.0, 1.0, 2.0), seed=0)
+    sample = dp.PositionSample(["wikitext-103"] * 2 + ["1bw"], [0, 1, 0], ROWS, [[4, 7], [3], [6]])
+    df = dp.run_powered(lm, sample, line_texts=1, alphas=(0.0, 1.0, 2.0), seed=0)
     assert len(df) == len(sample) * lm.n_layers
-    np.testing.assert_allclose(df["a_block_0"].dropna(), df.loc[df["line"], "loss_in"], rtol=1e-6)
-    np.testing.assert_allclose(df["b_block_1"].dropna(), df.loc[df["line"], "final_loss"], rtol=1e-6)
-    assert df["line"].sum() == 3 * lm.n_layers
-    assert df.loc[~df["line"], "desc_true_rand_block"].isna().all()
-    assert df.loc[df["line"], "desc_true_rand_block"].notna().all()
+    line = df["line"].astype(bool)
+    assert line.sum() == 2 * lm.n_layers  # one token of the first text of each corpus
+    assert df.loc[line, "cluster"].nunique() == 2 and set(df.loc[line, "dataset"]) == {"wikitext-103", "1bw"}
+    np.testing.assert_allclose(df["a_block_0"].dropna(), df.loc[line, "loss_in"], rtol=1e-6)
+    np.testing.assert_allclose(df["b_block_1"].dropna(), df.loc[line, "final_loss"], rtol=1e-6)
+    for col in ("desc_true_rand_block", "desc_true_block", "slope_true_block"):
+        assert df.loc[~line, col].isna().all() and df.loc[line, col].notna().all()
     assert ((df["cos_inner_block"] > 0) == (df["desc_inner_block"] == 1)).all()
+    assert ((df["slope_true_end_block"] < 0) == (df["desc_true_end_block"] == 1)).all()
     assert set(df.loc[df["layer"] == lm.n_layers - 1, "third"]) == {"predictor"}
-    # at the predictor layer the Eq. 14 loss is the model's loss: the two gradients coincide
-    last = df[df["layer"] == lm.n_layers - 1]
-    np.testing.assert_allclose(last["cos_grads"], 1.0, atol=1e-5)
-    assert (last["desc_inner_block"] == last["desc_true_block"]).all()
+    # at the predictor layer the Eq. 14 loss is the model's loss: its gradient is dL/dz_l
+    np.testing.assert_allclose(df.loc[df["layer"] == lm.n_layers - 1, "cos_grads"], 1.0, atol=1e-5)
     has_half = halfstep_module(lm.family, lm.model.config) is not None
-    assert ("cos_true_ffn" in df) == has_half
-    # the block update at alpha = 1 through the rest of the network is the model's loss, whatever the layer
-    last = df.groupby(["text", "position"])["final_loss"].nunique()
-    assert (last == 1).all()
+    assert ("cos_true_end_ffn" in df) == has_half
+    assert (df.groupby(["text", "position"])["final_loss"].nunique() == 1).all()
     for step in ("block", "attn", "ffn") if has_half else ("block",):
-        np.testing.assert_allclose(df[f"b_{step}_1"].dropna(), df.loc[df["line"], "final_loss"], rtol=1e-6)
-        assert df.loc[df["line"], f"b_{step}_0"].notna().all() and df.loc[~df["line"], f"b_{step}_2"].isna().all()
+        np.testing.assert_allclose(df[f"b_{step}_1"].dropna(), df.loc[line, "final_loss"], rtol=1e-6)
+        assert df.loc[line, f"b_{step}_0"].notna().all() and df.loc[~line, f"b_{step}_2"].isna().all()
+    twin = dp.run_powered(lm, sample, line_texts=1, alphas=(0.0, 1.0, 2.0), weights="untrained twin")
+    assert twin["b_block_2"].isna().all() and twin.loc[twin["line"].astype(bool), "slope_true_block"].notna().all()
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma3"])
-def test_cached_records_gain_halfstep_line_search(family, tmp_path):
-    """Records cached without line search (b) of the half-steps get exactly the columns a fresh run computes."""
-    lm = tiny_model(family, "sdpa")
-    sample = dp.PositionSample(["wikitext-103"] * 3, [0, 1, 2], ROWS, [[4, 7], [3], [6]])
-    fresh = dp.run_powered(lm, sample, line_tokens=3, alphas=(0.0, 1.0, 2.0), cache_dir=str(tmp_path))
-    (cached,) = (tmp_path / "descent_powered").glob("*.csv")
-    old = pd.read_csv(cached)
-    half = [k for k in old if k.startswith(("b_attn_", "b_ffn_"))]
-    assert len(half) == 6
-    old.drop(columns=half).to_csv(cached, index=False)
-    upgraded = dp.run_powered(lm, sample, line_tokens=3, alphas=(0.0, 1.0, 2.0), cache_dir=str(tmp_path))
-    pd.testing.assert_frame_equal(upgraded[fresh.columns], fresh, rtol=1e-5, check_dtype=False)
-    assert set(half) <= set(pd.read_csv(cached).columns)
+def test_line_subset_is_stratified_one_token_per_text():
+    """The subset takes one token from each of the first ``line_texts`` texts of every corpus, whatever the
+    tokens per text."""
+    sample = dp.PositionSample(["wikitext-103"] * 4 + ["1bw"] * 3, list(range(4)) + list(range(3)), [[1]] * 7,
+                               [[5, 6, 7], [5, 9], [8], [4, 6], [3], [4], [5]])
+    assert [sum(f) for f in dp.line_subset(sample, 2, seed=0)] == [1, 1, 0, 0, 1, 1, 0]
+    assert all(sum(f) == 1 for f in dp.line_subset(sample, 10, seed=0))
 
 
 def test_sample_positions_context_and_counts():
@@ -146,7 +141,7 @@ def test_caption_states_the_context_the_sample_applied():
     s = dp.sample_positions(lm, {"wikitext-103": ["x" * 200], "1bw": ["x" * 9]}, max_tokens=256, per_text=4,
                             min_context=128)
     assert s.min_context == 32 and all(32 <= p <= 62 for p in s.positions[0])
-    caption = dp.sample_caption("m", s, per_text=4, line_tokens=100, seed=0, profile="default")
+    caption = dp.sample_caption("m", s, per_text=4, line_texts=30, seed=0, profile="default")
     assert "positions >= 32" in caption and "128" not in caption
     long = tiny_model("llama")
     long.model.config.max_position_embeddings = 2048
@@ -154,13 +149,29 @@ def test_caption_states_the_context_the_sample_applied():
     assert dp.sample_positions(long, {"wikitext-103": ["x" * 200]}, 256, 4, 128).min_context == 128
 
 
-def test_holm_and_verdicts():
-    p = np.array([0.01, 0.04, 0.03, np.nan, 0.5])
-    adj = sd.holm(p)
-    np.testing.assert_allclose(adj[[0, 2, 1, 4]], [0.04, 0.09, 0.09, 0.5])
-    assert np.isnan(adj[3])
-    assert sd.verdict(60, 0.01) == "descends" and sd.verdict(40, 0.01) == "ascends"
-    assert sd.verdict(60, 0.2) == "not distinguishable"
+def test_verdict_rule_needs_the_interval_the_effect_and_the_twin():
+    """'descends' needs all three conditions; each failing one gives 'not distinguishable' with its reason; the
+    mirror image gives 'ascends'."""
+    assert sd.descent_verdict(60, 55, 65, 2, 9) == ("descends", "")
+    assert sd.descent_verdict(40, 35, 45, -9, -2) == ("ascends", "")
+    assert sd.descent_verdict(52, 50.5, 53.5, 1, 3) == ("not distinguishable", "within 3 pp of 50%")
+    assert sd.descent_verdict(60, 55, 65, -1, 4) == ("not distinguishable", "the untrained twin as far from 50%")
+    assert sd.descent_verdict(60, 49, 71, 2, 9) == ("not distinguishable", "interval includes 50%")
+    assert sd.descent_verdict(60, 55, 65) == ("descends", "")  # a twin row: no twin check
+
+
+def test_parabola_minimiser_and_its_interval():
+    """The vertex of an exact parabola sampled on the grid; the lowest end of a monotone curve; the bootstrap
+    interval of noisy clustered curves covers the true minimiser and is not a point."""
+    alphas = np.array([-1, -0.5, 0, 0.5, 1, 1.5, 2, 3, 4], dtype=float)
+    assert abs(sd.parabola_minimiser(alphas, (alphas - 1.3) ** 2) - 1.3) < 1e-12
+    assert sd.parabola_minimiser(alphas, -alphas) == 4.0  # falls to the edge: clipped to the grid
+    assert abs(sd.parabola_minimiser(alphas, (alphas - 2.6) ** 2) - 2.6) < 1e-12  # between uneven points
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 3)
+    losses = (alphas - 1.3) ** 2 + rng.normal(0, 0.3, (40, 1))[groups] + rng.normal(0, 0.3, (120, 9))
+    out = sd.minimiser_interval(alphas, losses, groups, n_boot=300)
+    assert out["lo"] < 1.3 < out["hi"] and out["hi"] - out["lo"] > 0.01
 
 
 def test_cluster_pvalue_matches_simulation():

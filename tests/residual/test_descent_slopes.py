@@ -4,6 +4,7 @@ implementation (float64 weights; some families' norms compute in float32, so the
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import FAMILY_ATTN, tiny_model
@@ -128,11 +129,31 @@ def test_line_search_and_ablation_equal_direct_evaluations(family, attn):
                 unit = g / g.norm(dim=-1, keepdim=True)
                 along = (dz * unit).sum(-1, keepdim=True) * unit
                 for comp, new in (("gradient", dz - along), ("orthogonal", along)):
-                    for way, phi in (("a", cur.phi_a), ("b", cur.phi_b)):
+                    for way, phi in (("a", cur.phi_a), ("b", cur.phi_b))[: 2 if kind == "true" else 1]:
                         want = phi(step, layer, new) - phi(step, layer, 1.0)
                         torch.testing.assert_close(torch.from_numpy(rec[f"abl_{way}_{kind}_{step}_{comp}"][layer]),
                                                    want, rtol=1e-6, atol=1e-8)
-                assert torch.isfinite(torch.from_numpy(rec[f"abl_b_{kind}_{step}_random"][layer])).all()
+                assert torch.isfinite(torch.from_numpy(rec[f"abl_a_{kind}_{step}_random"][layer])).all()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neox"])
+def test_layer_stride_and_the_twins_subset_keep_the_values(family):
+    """A layer stride computes the subset's columns at every stride-th layer and the last, with the values of the
+    full computation; ``full=False`` (the twin's null) keeps the true slope and the predictor's readings and
+    leaves the rest-of-network readings and the controls empty."""
+    lm = tiny_model(family)
+    line = [[True] * len(p) for p in POSITIONS]
+    every = batch_records(lm, ROWS, POSITIONS, line, ALPHAS, torch.Generator().manual_seed(0))
+    strided = batch_records(lm, ROWS, POSITIONS, line, ALPHAS, torch.Generator().manual_seed(0), line_stride=2)
+    lean = batch_records(lm, ROWS, POSITIONS, line, ALPHAS, torch.Generator().manual_seed(0), full=False)
+    kept, dropped = [0, 2], [1]  # 3 layers: stride 2 keeps 0 and the last
+    for name in ("slope_true_block", "a_block_2", "b_block_-1", "desc_true_rand_block"):
+        torch.testing.assert_close(strided[name][kept], every[name][kept])
+        assert np.isnan(strided[name][dropped]).all()
+    for name in ("slope_true_block", "a_block_0.5", "slope_inner_block", "abl_a_true_block_gradient"):
+        torch.testing.assert_close(lean[name], every[name])
+    for name in ("b_block_2", "abl_b_true_block_gradient", "desc_inner_rand_block"):
+        assert np.isnan(lean[name]).all() and not np.isnan(every[name]).any()
 
 
 def test_ablated_steps_split_the_update():

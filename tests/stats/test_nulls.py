@@ -72,3 +72,14 @@ def test_design_effect_grows_with_clustering():
     lo, hi = share_interval(clustered, np.repeat(np.arange(5), 20))
     wide = hi - lo
     assert wide > (lambda b: b[1] - b[0])(wilson(clustered.sum(), len(clustered)))  # wider than ignoring clusters
+
+
+def test_all_or_none_share_takes_the_worst_case_design_effect():
+    """At 100% (or 0%) the data carry no estimate of the clustering: the interval is the one of one trial per
+    text (effective n = number of texts), never the narrower one of treating every token as independent."""
+    texts = np.repeat(np.arange(10), 10)  # 10 texts x 10 tokens
+    assert design_effect(np.ones(100), texts) == 10.0
+    lo, _ = share_interval(np.ones(100), texts)
+    assert abs(lo - wilson(10, 10)[0]) < 1e-5 and lo < wilson(100, 100)[0] - 10
+    lo99, _ = share_interval(np.ones(100), texts, level=0.99)
+    assert lo99 < lo  # a higher level, a wider interval
