@@ -207,15 +207,14 @@ class DescentProfile:
 @dataclass(frozen=True)
 class PoweredSample:
     """One model's sample in notebook 07's part 2: WikiText-103 texts (several tokens each), 1BW sentences (one
-    each), and how many texts of each corpus give one token to the subset with the start-of-step slope, the
-    controls, the line search and the ablation (their cost is one continuation of the rest of the network per
-    variant, layer and token)."""
+    each), texts per corpus giving one token to the subset (slope at the start, controls, line search, ablation:
+    one pass of the rest of the network per variant, layer and token), and its layer stride."""
 
     model: str
     wikitext_texts: int
     onebw_texts: int
     line_texts: int
-    line_stride: int = 1  # the subset's work at every line_stride-th layer (and the last)
+    line_stride: int = 1  # (and the last layer)
 
     @property
     def tokens(self) -> bool:  # whether the model runs at all
@@ -327,13 +326,13 @@ PROFILES: dict[str, Profile] = {
     ),
     "default": Profile(
         name="default",
-        # whole texts: 240 WikiText-103 paragraphs (~36k SmolLM2 tokens) + 800 1BW sentences (~25k), 4x the
-        # tokens of the first default (120 + 240 texts cut at 64 tokens); Gemma-3-270M (262k-word head) on a subsample
+        # whole texts: 240 WikiText-103 paragraphs (~36k SmolLM2 tokens) + 800 1BW sentences (~25k); Gemma subsampled
         corpus=CorpusProfile(wikitext_texts=240, onebw_texts=800, max_tokens=None, n_vectors=150, pca_samples=50,
                              n_boot=1000, models=(ModelSample("gemma-3-270m", wikitext_texts=16, onebw_texts=60),
                                                   ModelSample("qwen2.5-coder-0.5b", wikitext_texts=16, onebw_texts=60),
                                                   ModelSample("qwen2.5-coder-1.5b", wikitext_texts=16, onebw_texts=60))),
-        eigen=EigenProfile(n_samples=5, max_tokens=32, min_tokens=8, layer_stride=1, spectra_samples=1,
+        # 25 texts x 4 blocks of the natural model = 100 steps per dataset: Claim 3's rule reads a correlation
+        eigen=EigenProfile(n_samples=25, max_tokens=32, min_tokens=8, layer_stride=1, spectra_samples=1,
                            ablation_samples=2, ablation_layer_stride=1),
         synthetic=TrainingProfile(
             data=SyntheticConfig(n_tasks=4, vocab_size=12, alpha=0.1, seq_len=64, min_segment=12, max_segment=32,
@@ -349,12 +348,10 @@ PROFILES: dict[str, Profile] = {
         ),
         measure=MeasureConfig(),
         eq1=Eq1Profile(16, 5, 200, 100),
-        # a gradient per (token, layer) through the last block and LM head: ~30 ms per pair for SmolLM2 on one core,
-        # several times that for Gemma's 262k-word head; the small natural-text model is cheap
+        # a gradient per (token, layer) through the last block and LM head: ~30 ms per pair for SmolLM2 on one core
         descent=DescentProfile(n_texts=20, max_tokens=24, n_random=8,
                                models=(ModelSample("gemma-3-270m", 6, 6), ModelSample("natural", 100, 100))),
-        # measured per subset token on this CPU (45 passes of the rest of the network per layer): SmolLM2 ~3.5 s,
-        # Qwen2.5-Coder-1.5B ~23 s at every other layer; the twin takes the true slope and the predictor's readings
+        # per subset token on this CPU: SmolLM2 ~3.5 s, Qwen 1.5B ~23 s (every other layer); twins lack reading (b)
         powered=PoweredDescentProfile(per_text=4, sample=PoweredSample("*", 60, 160, 30),
                                       models=(PoweredSample("natural", 60, 160, 60),
                                               PoweredSample("qwen2.5-coder-0.5b", 60, 160, 30, 2),
@@ -362,9 +359,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "paper": Profile(
         name="paper",
-        # the paper's protocol, and only its work: the lens on the filtered tokens plus a 2% sample for the
-        # "all tokens" panel, no logit lens (each halves or doubles the LM-head work that dominates the run); the
-        # twin rows of Table 1 off (one more forward pass over 450k tokens): the default sample and 08 have it
+        # the paper's protocol, and only its work: the lens on the filtered tokens plus a 2% "all tokens" sample, no
+        # logit lens (the LM head dominates the run), no twin rows of Table 1 (the default sample and 08 have them)
         corpus=CorpusProfile(wikitext_texts=None, onebw_texts=None, max_tokens=None, n_vectors=150, pca_samples=150,
                              n_boot=1000, lens_share=0.02, logit_lens=False, twin=False),
         eigen=EigenProfile(n_samples=100, max_tokens=64, min_tokens=10, layer_stride=1, spectra_samples=5,

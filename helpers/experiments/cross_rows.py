@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 
 from helpers.config import MAX_FINAL_LOSS, get_profile
-from helpers.experiments.paper import PAPER_LAYERS, PAPER_PARAMS, PAPER_TABLE1
+from helpers.experiments.paper import PAPER_LAYERS, PAPER_PARAMS, PAPER_TABLE1, paper_references
 from helpers.experiments.zoo import CHECKPOINT, TWIN, Entry
 from helpers.paths import CACHE_DIR
 from helpers.runs.datasets import DatasetRun, analyse_dataset
-from helpers.stats.inner import sample_calibration
+from helpers.stats.inner import paired_trend_difference, sample_calibration
 from helpers.stats.intervals import ci_text, paired_difference_ci
 from helpers.stats.monotone import step_ok
 from helpers.stats.tokens import loss_curves, norm_stats, norm_trajectories
@@ -43,6 +43,7 @@ def entry_row(entry: Entry, run: DatasetRun, n_boot: int = 1000, seed: int = 0) 
     cal = sample_calibration(rec, run.min_position, int(entry.lm.model.config.vocab_size), n_boot, seed)
     return {
         "model": entry.lm.label, "group": entry.group, "role": entry.role, "epoch": entry.epoch, "step": entry.step,
+        "family": entry.lm.family, "paper_refs": ";".join(paper_references(entry.lm.family)),
         "params": entry.lm.n_params, "layers": run.n_layers, "dataset": run.dataset, "n_texts": st["n_texts"], "n_tokens": st["n"],
         "steps": st["steps"], "sequence_pct": st["sequence_pct"], "sequence_lo": st["sequence_lo"],
         "sequence_hi": st["sequence_hi"], "pair_pct": st["pair_pct"], "pair_lo": st["pair_lo"],
@@ -80,11 +81,13 @@ def add_twin_columns(rows: pd.DataFrame, runs: dict | None = None, n_boot: int =
     """Each row's untrained twin (same group and dataset; for the project-trained model its checkpoint at epoch 0):
     ``twin_sequence_pct`` / ``twin_pair_pct``, and when ``runs`` ({entry_key: {dataset: DatasetRun}}) is given the
     paired difference model - twin in percentage points with a 95% CI from one cluster bootstrap over the shared
-    texts (``vs_twin_sequence_pp``, ``_lo``, ``_hi``; the same for pair). NaN where there is no twin."""
+    texts (``vs_twin_sequence_pp``, ``_lo``, ``_hi``; the same for pair) and of the interior inner-loss trend
+    (``vs_twin_tau``, ``_lo``, ``_hi``: Claim 1's paired check). NaN where there is no twin."""
 
     out = rows.copy().reset_index(drop=True)
     cols = [f"{p}{stat}{q}" for stat in ("sequence", "pair") for p, q in (("twin_", "_pct"), ("vs_twin_", "_pp"),
                                                                           ("vs_twin_", "_lo"), ("vs_twin_", "_hi"))]
+    cols += ["vs_twin_tau", "vs_twin_tau_lo", "vs_twin_tau_hi"]
     for col in cols:
         out[col] = np.nan
     for i, r in out.iterrows():
@@ -109,6 +112,8 @@ def add_twin_columns(rows: pd.DataFrame, runs: dict | None = None, n_boot: int =
         for stat in ("sequence", "pair"):
             d, lo, hi = diff[f"{stat}_pct"]
             out.loc[i, [f"vs_twin_{stat}_pp", f"vs_twin_{stat}_lo", f"vs_twin_{stat}_hi"]] = [d, lo, hi]
+        tau = paired_trend_difference(a, b, mine.min_position, n_boot, seed)
+        out.loc[i, ["vs_twin_tau", "vs_twin_tau_lo", "vs_twin_tau_hi"]] = list(tau.values())
     return out
 
 

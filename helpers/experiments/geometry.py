@@ -41,7 +41,14 @@ from helpers.stats.intervals import ci_text
 
 DATASET = "wikitext-103"
 TRAINED = "trained"
-ROUNDING, NOISE, SAME_SCHEME = "Q4_K_M round trip", "noise of the Q4_K_M size", "its own scheme (Q4_1) again"
+ROUNDING, NOISE = "Q4_K_M round trip", "noise of the Q4_K_M size"
+
+
+def round_trip_role(spec: str, scheme: str) -> str:
+    """The role of ``spec`` after ``scheme``'s round trip, named from the perturbation: a registry model already
+    published in ``scheme`` is unchanged by it (a check of the round trip, 0 flips by construction)."""
+    own = REGISTRY[spec].scheme if spec in REGISTRY else None
+    return f"{scheme} round trip" + (" (its own scheme: unchanged by construction)" if own == scheme else "")
 
 
 @dataclass
@@ -57,6 +64,7 @@ class GeoEntry:
     describe: str
     geo: dict[str, np.ndarray]
     init_std: float | None = None
+    reference: str | None = None  # a perturbed copy: the role of the entry it perturbs
 
     @property
     def kinds(self) -> list[str]:
@@ -93,24 +101,28 @@ def scales_for(spec: str, profile_scales: tuple[float, ...]) -> list[tuple[float
     return sorted(out.items())
 
 
-def _entry(lm: LoadedModel, group: str, role: str, geo: dict, init_std: float | None = None) -> GeoEntry:
+def _entry(lm: LoadedModel, group: str, role: str, geo: dict, init_std: float | None = None,
+           reference: str | None = None) -> GeoEntry:
     return GeoEntry(group=group, role=role, label=lm.label, d=int(lm.model.config.hidden_size if hasattr(
         lm.model.config, "hidden_size") else lm.model.config.n_embd), n_layers=lm.n_layers, params=float(lm.n_params),
-        describe=lm.describe(), geo=geo, init_std=init_std)
+        describe=lm.describe(), geo=geo, init_std=init_std, reference=reference)
 
 
 def _perturbed(lm: LoadedModel, spec: str, texts: list[str], opts: dict) -> list[GeoEntry]:
-    """SmolLM2 (or any perturbed model) after a 4-bit rounding with another scheme, after Gaussian noise of that
-    rounding's per-tensor size, and after its own scheme again; the released-scale twin rounded the same way."""
+    """SmolLM2 (or any perturbed model) after a Q4_K_M round trip, after Gaussian noise of that rounding's
+    per-tensor size, and after a Q4_1 round trip (SmolLM2's own scheme: a check that gives 0 flips); the
+    released-scale twin rounded the same way."""
     rounded = quantised_twin(lm, "Q4_K_M")
     errors = dict(zip(rounded.extra["tensors"].name, rounded.extra["tensors"].rel_error, strict=True))
-    out = [_entry(rounded, spec, ROUNDING, run_geometry(rounded, texts, DATASET, **opts))]
+    out = [_entry(rounded, spec, round_trip_role(spec, "Q4_K_M"), run_geometry(rounded, texts, DATASET, **opts),
+                  reference=TRAINED)]
     del rounded
     noisy = noisy_twin(lm, errors, seed=0, name="q4_k_m-size noise")
-    out.append(_entry(noisy, spec, NOISE, run_geometry(noisy, texts, DATASET, **opts)))
+    out.append(_entry(noisy, spec, NOISE, run_geometry(noisy, texts, DATASET, **opts), reference=TRAINED))
     del noisy
     again = quantised_twin(lm, "Q4_1")
-    out.append(_entry(again, spec, SAME_SCHEME, run_geometry(again, texts, DATASET, **opts)))
+    out.append(_entry(again, spec, round_trip_role(spec, "Q4_1"), run_geometry(again, texts, DATASET, **opts),
+                      reference=TRAINED))
     return out
 
 
@@ -133,7 +145,8 @@ def _model_entries(spec: str, texts: list[str], prof, opts: dict, cache_dir: str
         out.append(_entry(twin, spec, role, run_geometry(twin, texts, DATASET, **opts), init_std=std))
         if spec in prof.perturbed and std is not None and abs(std - ref_std) < 1e-6:  # scales are rounded to 1e-6
             rt = quantised_twin(twin, "Q4_K_M")
-            out.append(_entry(rt, spec, f"{role}, {ROUNDING}", run_geometry(rt, texts, DATASET, **opts), std))
+            out.append(_entry(rt, spec, f"{role}, {ROUNDING}", run_geometry(rt, texts, DATASET, **opts), std,
+                              reference=role))
             del rt
         del twin
         gc.collect()
@@ -188,8 +201,8 @@ def flips_table(r: GeometryRun) -> pd.DataFrame:
     rows = []
     base = {(e.group, e.role): e for e in r.entries}
     for e in r.entries:
-        ref_role = TRAINED if e.role in (ROUNDING, NOISE, SAME_SCHEME) else e.role.removesuffix(f", {ROUNDING}")
-        if ref_role == e.role or (e.group, ref_role) not in base:
+        ref_role = e.reference
+        if ref_role is None or (e.group, ref_role) not in base:
             continue
         a, b = base[(e.group, ref_role)].geo, e.geo
         if not np.array_equal(a["text_id"], b["text_id"]) or not np.array_equal(a["position"], b["position"]):
@@ -198,7 +211,8 @@ def flips_table(r: GeometryRun) -> pd.DataFrame:
         da, db = _relative_change(a), _relative_change(b)
         pert = float(np.median(np.abs(db - da)))
         dec = ~ok_a
-        rows.append({"model": e.label, "group": e.group, "compared with": ref_role, "perturbation": e.role,
+        rows.append({"model": base[(e.group, ref_role)].label, "group": e.group, "compared with": ref_role,
+                     "perturbation": e.role,
                      "tokens": int(len(ok_a)), "step flips %": 100 * float(np.mean(ok_a != ok_b)),
                      "sequence flips %": 100 * float(np.mean(ok_a.all(1) != ok_b.all(1))),
                      "pair change (pp)": 100 * float(ok_b.mean() - ok_a.mean()),

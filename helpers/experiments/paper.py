@@ -27,6 +27,15 @@ PAPER_LAYERS = {"GPT-2": 12, "LLaMA-7B": 32, "LLaMA-13B": 40}
 # inconsistent: GPT-2 with 1.5B parameters (GPT2-XL) has 48 layers, GPT-2 small (124M) has 12; we take 12 layers
 # (n = 11, the paper's number) and keep the paper's 1.5B on the size axis.
 PAPER_PARAMS = {"GPT-2": 1.5e9, "LLaMA-7B": 6.7e9, "LLaMA-13B": 13.0e9}
+# their architecture family (helpers.lm.families names): a model of the same family is read beside those rows
+PAPER_FAMILY = {"GPT-2": "gpt2", "LLaMA-7B": "llama", "LLaMA-13B": "llama"}
+
+
+def paper_references(family: str | None) -> list[str]:
+    """The paper's Table 1 models to set beside a model of ``family``: those of the same architecture (a Llama
+    model beside LLaMA-7B and -13B), else GPT-2, the paper's other reference."""
+    same = [m for m, f in PAPER_FAMILY.items() if f == family]
+    return same or ["GPT-2"]
 
 
 def with_paper_values(ours: pd.DataFrame, dataset: str) -> pd.DataFrame:

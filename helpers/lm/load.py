@@ -80,8 +80,9 @@ class LoadedModel:
 
     @property
     def n_params(self) -> int:
-        """Number of parameters (tied embeddings counted once)."""
-        return sum(p.numel() for p in self.model.parameters())
+        """Number of parameters, tied embeddings counted once: a registry model's released count (its GGUF file
+        may store the tied head as a second tensor), else the model's distinct parameter tensors."""
+        return self.extra.get("release_params") or sum(p.numel() for p in self.model.parameters())
 
     @property
     def context(self) -> int | None:
@@ -301,7 +302,10 @@ def load_model(
                               f"missing): save the tokenizer with the model (tokenizer.save_pretrained)")
     if not fingerprint:
         fingerprint = "hub:" + str(getattr(config, "_commit_hash", None) or where)
-    return wrap_model(model, tokenizer, name=spec, label=label, fingerprint=fingerprint, note=note)
+    lm = wrap_model(model, tokenizer, name=spec, label=label, fingerprint=fingerprint, note=note)
+    if spec in REGISTRY:  # its GGUF file may store a tied head as a tensor of its own (Qwen2.5's do)
+        lm.extra["release_params"] = int(REGISTRY[spec].params)
+    return lm
 
 
 def _read_tokenizer(spec: str, where: str, kwargs: dict):

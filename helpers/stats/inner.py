@@ -64,17 +64,57 @@ def calibration(inner: np.ndarray, groups: np.ndarray, targets: np.ndarray, voca
     return out | interior_trend(inner, groups, n_boot, seed)
 
 
-def trend_verdict(tau_lo: float, tau_hi: float, twin_tau: float, last_k: float) -> str:
-    """Claim 1's rule: "falls across layers" when the interior tau's CI lies below 0 and the twin's tau is within
-    +-0.05 (flat: the null has no trend of its own); "rises across layers" when the CI lies above 0; otherwise "falls
-    only in the last k layers" with k measured (the layers whose median is below ln|V|)."""
+FLAT = 0.05  # |tau| below which an interior trend counts as flat (the equivalence margin)
+
+
+def trend_verdict(tau_lo: float, tau_hi: float, diff_lo: float = np.nan, diff_hi: float = np.nan) -> str:
+    """Claim 1's rule from the interior tau's 95% interval and the interval of the paired difference from the
+    untrained twin on the same tokens (model - twin; NaN where there is none): "falls across layers" when the
+    tau interval lies below 0 and the difference's below 0 too (the fall is more than the untrained network's);
+    "rises across layers" the mirror image; "flat" when the tau interval lies within +-:data:`FLAT`; "falls, no
+    more than the untrained twin" / "rises, no more than ..." when the tau interval excludes 0 but the
+    difference's does not; else "no clear trend"."""
     if np.isnan(tau_lo):
         return "no interior layers"
-    if tau_hi < 0 and (np.isnan(twin_tau) or abs(twin_tau) <= 0.05):
-        return "falls across layers"
+    twin = not np.isnan(diff_lo)
+    if tau_hi < 0:
+        return "falls across layers" if not twin or diff_hi < 0 else "falls, no more than the untrained twin"
     if tau_lo > 0:
-        return f"rises across the interior layers; below ln|V| only in the last {int(last_k)}"
-    return f"falls only in the last {int(last_k)} layers"
+        return "rises across layers" if not twin or diff_lo > 0 else "rises, no more than the untrained twin"
+    if -FLAT <= tau_lo and tau_hi <= FLAT:
+        return "flat"
+    return "no clear trend"
+
+
+def uniform_text(last_k: float) -> str:
+    """The statement beside the verdict: in how many last layers the median inner loss beats a uniform guess."""
+    return f"below ln|V| in the last {int(last_k)} layer{'s' if last_k != 1 else ''}"
+
+
+def _calibrated_tokens(records: dict[str, np.ndarray], min_position: int) -> np.ndarray:
+    """The tokens :func:`sample_calibration` reads: a target, the position, a finite inner loss at every layer
+    and, where the run sampled its lens, in that sample."""
+    keep = ((records["target"] >= 0) & (records["position"] >= min_position)
+            & np.isfinite(records["inner_loss"]).all(axis=1))
+    if "lens_sampled" in records:
+        keep &= records["lens_sampled"]
+    return keep
+
+
+def paired_trend_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray], min_position: int,
+                            n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Mean per-token interior tau of run ``a`` minus run ``b`` on the tokens both calibrate (the same texts and
+    positions), with a 95% cluster-bootstrap interval over texts (``tau_diff``, ``_lo``, ``_hi``); NaN without
+    inner losses, fewer than 4 layers or shared tokens."""
+    nan = {"tau_diff": np.nan, "tau_diff_lo": np.nan, "tau_diff_hi": np.nan}
+    if "inner_loss" not in a or "inner_loss" not in b or a["inner_loss"].shape[1] < 4:
+        return nan
+    keep = _calibrated_tokens(a, min_position) & _calibrated_tokens(b, min_position)
+    if not keep.any():
+        return nan
+    d = kendall_tau_rows(a["inner_loss"][keep][:, 1:-1]) - kendall_tau_rows(b["inner_loss"][keep][:, 1:-1])
+    lo, hi = cluster_bootstrap({"d": d}, a["text_id"][keep], n_boot, seed=seed)["d"]
+    return {"tau_diff": float(d.mean()), "tau_diff_lo": lo / 100, "tau_diff_hi": hi / 100}
 
 
 def sample_calibration(records: dict[str, np.ndarray], min_position: int, vocab_size: int, n_boot: int = 1000,
@@ -83,9 +123,6 @@ def sample_calibration(records: dict[str, np.ndarray], min_position: int, vocab_
     every token with a lens when the run has no sample); {} without an inner loss."""
     if "inner_loss" not in records:
         return {}
-    keep = ((records["target"] >= 0) & (records["position"] >= min_position)
-            & np.isfinite(records["inner_loss"]).all(axis=1))
-    if "lens_sampled" in records:
-        keep &= records["lens_sampled"]
+    keep = _calibrated_tokens(records, min_position)
     return calibration(records["inner_loss"][keep], records["text_id"][keep], records["target"][keep], vocab_size,
                        n_boot, seed)

@@ -91,6 +91,7 @@ def agreement_table(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
             "real_grows_%": 100.0 * g["real_grows"].mean(),
             "agree_%": 100.0 * g["agrees"].mean(),
             "agree_when_real_shrinks_%": 100.0 * shrink["agrees"].mean() if len(shrink) else math.nan,
+            "real_shrinks": len(shrink),
             "spearman_ratio": float(rho),
             "median_abs_log_ratio_error": median_abs_log_error(g),
             "n": len(g),

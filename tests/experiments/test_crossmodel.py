@@ -10,6 +10,7 @@ import torch
 from conftest import tiny_model
 
 from helpers.experiments import cross_rows, crossmodel, zoo
+from helpers.experiments.paper import paper_references
 from helpers.report import findings
 from helpers.residual.records import analyse_batch
 from helpers.runs.datasets import DatasetRun
@@ -102,6 +103,7 @@ def test_reading_and_findings_follow_the_numbers(tmp_path):
     full = _rows()
     full.loc[0, ["vs_twin_sequence_pp", "vs_twin_sequence_lo", "vs_twin_sequence_hi"]] = [-29.0, -35.0, -22.0]
     full.loc[0, ["vs_twin_pair_pp", "vs_twin_pair_lo", "vs_twin_pair_hi"]] = [-9.5, -12.0, -7.0]
+    full.loc[0, ["vs_twin_tau", "vs_twin_tau_lo", "vs_twin_tau_hi"]] = [-0.41, -0.5, -0.3]
     text = crossmodel.reading(full, pd.DataFrame())
     assert "below its untrained twin (99.0%; difference -29.0 pp [-35.0, -22.0])" in text
     full.loc[0, ["vs_twin_sequence_lo", "vs_twin_sequence_hi"]] = [-3.0, 1.0]
@@ -110,23 +112,40 @@ def test_reading_and_findings_follow_the_numbers(tmp_path):
     full.to_csv(tmp_path / "08_cross_model.csv", index=False)
     md = findings.render(tmp_path, tmp_path)
     # claim 1 is read on the interior layers of the all-tokens sample (both ends are fixed by construction)
-    assert "M, 1bw: **falls across layers**: interior tau -0.40 [-0.50, -0.30] (twin +0.01)" in md
+    assert ("M, 1bw: **falls across layers** (below ln|V| in the last 2 layers): interior tau -0.40 [-0.50, -0.30] "
+            "(model - twin -0.410 [-0.500, -0.300])") in md
     assert "90% of tokens do worse than uniform at the middle layer" in md
-    assert "the inner loss falls across the interior layers for 1 of 1 models" in md  # the 'In brief' opening
+    assert "the inner loss falls across the interior layers, beyond its untrained twin, for 1 of 1 models" in md
     short = findings.brief(tmp_path, tmp_path)  # README's version: one row per model, the rest in docs/findings.md
     assert "| M | falls across layers | - | 70.0 (99.0) | - |" in short and "docs/findings.md" in short
     assert "Sequence level **not distinguishable from** the twin (-29.0 pp [-3.0, +1.0])" in md
     assert "pair level **below** the twin (-9.5 pp [-12.0, -7.0])" in md and "nan" not in md.lower()
     assert "of 1 trained (model, dataset) pairs, 0 are below their twin and 0 above it" in md
     assert "training lowers them" not in md
-    full.loc[1, "cal_tau"] = -0.3  # the null falls as well: the rule cannot say 'across layers'
+    full["paper_refs"] = None
+    full.loc[0, "paper_refs"] = ";".join(paper_references("llama"))  # a Llama model: beside the paper's LLaMA rows
     full.to_csv(tmp_path / "08_cross_model.csv", index=False)
-    assert "M, 1bw: **falls only in the last 2 layers**" in findings.render(tmp_path, tmp_path)
+    assert "paper LLaMA-7B 81.0% / 98.7%; paper LLaMA-13B 73.4% / 99.0%; untrained twin" in findings.render(
+        tmp_path, tmp_path)
+    assert paper_references("qwen2") == ["GPT-2"] and paper_references("gpt2") == ["GPT-2"]
+    full.loc[0, "vs_twin_tau_hi"] = 0.02  # the null falls as much: the rule cannot credit training
+    full.to_csv(tmp_path / "08_cross_model.csv", index=False)
+    assert "M, 1bw: **falls, no more than the untrained twin**" in findings.render(tmp_path, tmp_path)
     quant = pd.DataFrame([{"dataset": "1bw", "weights": "Q4_1", "tokens": 10, "sequence flips %": 3.0,
                            "step flips %": 1.0, "sequence change (pp)": -2.5, "pair change (pp)": 0.4}])
     quant.to_csv(tmp_path / "08_quantisation.csv", index=False)
     md = findings.render(tmp_path, tmp_path)
-    assert "at most -2.50 pp (Q4_1, 1bw)" in md and "Scaled to M's 3 steps, at most 3.0% of its sequence verdicts would flip (union bound), against a gap to its untrained twin of -29.0 to -29.0 pp" in md
+    assert "at most -2.50 pp (Q4_1, 1bw)" in md and ("Scaled to M's 3 steps, at most 3.0% of its sequence verdicts "
+                                                     "would flip (union bound: a ceiling), against a gap to its "
+                                                     "untrained twin of -29.0 to -29.0 pp") in md
+    flips = pd.DataFrame([{"model": "M", "group": "m", "compared with": "trained", "perturbation": "Q4_K_M round trip",
+                           "tokens": 500, "step flips %": 0.5, "sequence flips %": 1.2, "sequence change (pp)": 0.3,
+                           "decreases smaller than that %": 10.0}])
+    flips.to_csv(tmp_path / "09_geometry_flips.csv", index=False)
+    md = findings.render(tmp_path, tmp_path)  # measured directly: the measurement replaces M's union bound
+    assert ("Measured directly on M (notebook 09, 500 WikiText-103 tokens): its 4-bit weights after a Q4_K_M round "
+            "trip flip 1.2% of its sequence verdicts") in md and "against the 3.0% the union bound" in md
+    assert "Scaled to M's" not in md
     text = crossmodel.reading(full, quant)
     assert "would move at most 3.00% of sequence verdicts" in text and "rounding could change" in text
 

@@ -102,3 +102,12 @@ def test_tokenizer_alone_equals_the_loaded_model_s(monkeypatch):
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_model)
     assert load_tokenizer("smollm2-135m")(text)["input_ids"] == full(text)["input_ids"]
+
+
+def test_registry_models_report_their_released_parameter_count(real_model):
+    """A registry model counts its parameters as released (tied embeddings once), agreeing with the tensors it
+    loads when the file keeps the head tied; every entry says which 4-bit scheme its file uses."""
+    assert real_model.n_params == int(REGISTRY["smollm2-135m"].params)
+    loaded = sum(p.numel() for p in real_model.model.parameters())
+    assert abs(loaded - real_model.n_params) / real_model.n_params < 0.01
+    assert {e.scheme for e in REGISTRY.values()} <= {"Q4_1", "Q4_K_M"}

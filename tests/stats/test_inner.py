@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from helpers.stats.inner import calibration, interior_trend, kendall_tau_rows, trend_verdict, unigram_entropy
+from helpers.stats.inner import (
+    FLAT,
+    calibration,
+    interior_trend,
+    kendall_tau_rows,
+    paired_trend_difference,
+    trend_verdict,
+    unigram_entropy,
+)
 
 
 def test_kendall_tau_matches_scipy():
@@ -23,7 +31,9 @@ def test_unigram_entropy_known_answers():
     assert unigram_entropy(np.arange(8)) == pytest.approx(np.log(8))
 
 
-def test_trend_rule_can_come_out_either_way():
+def test_trend_rule_can_come_out_every_way():
+    """falls / rises / flat / no clear trend from the tau interval, and the paired difference from the twin
+    demotes a fall the untrained network shows as well."""
     rng = np.random.default_rng(1)
     layers = np.arange(12)
     groups = np.repeat(np.arange(40), 5)
@@ -32,10 +42,28 @@ def test_trend_rule_can_come_out_either_way():
     rising = 5 + layers[None, :] + rng.normal(0, 1, (200, 12))
     f, z, r = (interior_trend(x, groups, n_boot=200) for x in (falling, flat, rising))
     assert f["tau_hi"] < 0 and r["tau_lo"] > 0 and z["tau_lo"] < 0 < z["tau_hi"]
-    assert trend_verdict(f["tau_lo"], f["tau_hi"], 0.01, 3) == "falls across layers"
-    assert trend_verdict(f["tau_lo"], f["tau_hi"], -0.4, 3) == "falls only in the last 3 layers"  # the null falls too
-    assert trend_verdict(z["tau_lo"], z["tau_hi"], 0.0, 2) == "falls only in the last 2 layers"
-    assert trend_verdict(r["tau_lo"], r["tau_hi"], 0.0, 1).startswith("rises")
+    assert trend_verdict(f["tau_lo"], f["tau_hi"], -0.8, -0.6) == "falls across layers"
+    assert trend_verdict(f["tau_lo"], f["tau_hi"]) == "falls across layers"  # no twin to pair with
+    assert trend_verdict(f["tau_lo"], f["tau_hi"], -0.05, 0.02) == "falls, no more than the untrained twin"
+    assert trend_verdict(z["tau_lo"], z["tau_hi"], -0.1, 0.1) == "flat"
+    assert trend_verdict(r["tau_lo"], r["tau_hi"], 0.5, 0.7) == "rises across layers"
+    assert trend_verdict(-2 * FLAT, FLAT) == "no clear trend"  # straddles 0, too wide to call flat
+
+
+def test_paired_trend_difference_is_the_mean_of_per_token_differences():
+    """The paired difference equals the difference of the two runs' mean taus on shared tokens (an independent
+    computation with scipy's Kendall tau), and a run paired with itself differs by exactly 0."""
+    rng = np.random.default_rng(2)
+    n, layers = 60, 8
+    base = {"target": np.arange(n), "position": np.full(n, 10), "text_id": np.repeat(np.arange(20), 3)}
+    a = base | {"inner_loss": 10 - np.arange(layers)[None, :] * 0.3 + rng.normal(0, 1, (n, layers))}
+    b = base | {"inner_loss": 10 + rng.normal(0, 1, (n, layers))}
+    d = paired_trend_difference(a, b, 0, n_boot=200)
+    ref = np.mean([stats.kendalltau(np.arange(layers - 2), x[1:-1]).statistic for x in a["inner_loss"]]) - np.mean(
+        [stats.kendalltau(np.arange(layers - 2), x[1:-1]).statistic for x in b["inner_loss"]])
+    assert d["tau_diff"] == pytest.approx(ref, abs=1e-12) and d["tau_diff_lo"] < d["tau_diff"] < d["tau_diff_hi"]
+    same = paired_trend_difference(a, a, 0, n_boot=50)
+    assert same["tau_diff"] == 0.0
 
 
 def test_calibration_finds_the_layer_below_uniform():
