@@ -222,3 +222,40 @@ def test_verdicts_come_out_both_ways_and_render():
                                       "distinguishable in the middle third, ascends in the last third")
     text = fd.powered_reading(th, None, tables.gradient_agreement(rec, n_boot=50))
     assert "**descends**" in text and "**ascends**" in text and "**not distinguishable**" in text
+
+
+def _subset_records(n_texts: int = 40, n_layers: int = 7, seed: int = 0) -> pd.DataFrame:
+    """Subset records of one trained model: removing the gradient component costs 0.5 nats in the first third and
+    as much as a random part elsewhere; reading (a)'s curve is a parabola with its minimum at alpha = 1.3."""
+    rng = np.random.default_rng(seed)
+    thirds = layer_thirds(n_layers - 1).tolist() + ["predictor"]
+    alphas = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+    rows = []
+    for text in range(n_texts):
+        for layer in range(n_layers):
+            row = {"model": "M", "weights": "trained", "dataset": "wikitext-103", "text": text, "position": 130,
+                   "layer": layer, "third": thirds[layer], "cluster": f"w:{text}", "line": True}
+            noise = rng.normal(0, 0.05)
+            for a in alphas:
+                row[f"a_block_{a:g}"] = 3 + (a - 1.3) ** 2 + noise + rng.normal(0, 0.01)
+            gain = 0.5 if thirds[layer] == "first" else 0.1
+            row |= {"abl_a_inner_block_gradient": gain + rng.normal(0, 0.05),
+                    "abl_a_inner_block_random": 0.1 + rng.normal(0, 0.05),
+                    "abl_a_inner_block_orthogonal": 0.2 + rng.normal(0, 0.05)}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_line_search_minimiser_and_ablation_tables():
+    """The line search finds alpha* = 1.3 with an interval that holds it; the ablation says 'the gradient part
+    does the work' where removing it costs more than a random part and 'a random part costs as much' where not."""
+    rec = _subset_records()
+    line = tables.line_search(rec, n_boot=200)
+    assert set(line.reading) == {"a"} and (line.n_texts == 40).all()
+    assert np.allclose(line.best_alpha, 1.3, atol=0.05) and ((line.best_lo <= 1.3) & (line.best_hi >= 1.3)).all()
+    assert (line.verdict == "helps, alpha=1.5 better").all()  # removal costs, and 1.5 beats 1
+    ab = tables.ablation(rec, n_boot=200).set_index(["third", "component"])
+    assert ab.loc[("first", "gradient"), "verdict"] == "the gradient part does the work"
+    assert ab.loc[("last", "gradient"), "verdict"] == "a random part costs as much"
+    assert ab.loc[("first", "gradient"), "n_tokens"] == 40 and (ab.ci_hi > ab.ci_lo).all()
+    assert set(ab.reset_index().component) == {"gradient", "random", "orthogonal"}
