@@ -27,6 +27,7 @@ from helpers.lm.registry import REGISTRY
 from helpers.lm.twin import untrained_twin
 from helpers.paths import CACHE_DIR, FILTERED_DIR
 from helpers.report.figures_geometry import fig_cos_by_layer, fig_rates_vs_null
+from helpers.report.findings_geometry import cov_text, opposition_text
 from helpers.report.output import save_figure, save_table
 from helpers.runs.geometry import run_geometry
 from helpers.stats.geometry import (
@@ -190,7 +191,9 @@ def rates_table(r: GeometryRun, n_boot: int = 1000) -> pd.DataFrame:
                          "verdict_pair": "no update (dz = 0)" if still else verdict(st["vs_null_pair_lo"],
                                                                                      st["vs_null_pair_hi"]),
                          "verdict_sequence": "no update (dz = 0)" if still else verdict(st["vs_null_sequence_lo"],
-                                                                                         st["vs_null_sequence_hi"])})
+                                                                                         st["vs_null_sequence_hi"]),
+                         "verdict_pair_cov": "no update (dz = 0)" if still or "vs_cov_pair_lo" not in st else verdict(
+                             st["vs_cov_pair_lo"], st["vs_cov_pair_hi"])})
     return pd.DataFrame(rows)
 
 
@@ -311,8 +314,8 @@ def reading(tables: dict[str, pd.DataFrame]) -> str:
                          f"({h.verdict_pair})" for _, h in halves.iterrows())
         lines.append(f"- **{t.model}** (d={t.d}, {t.steps} steps, {t.n_tokens:,} tokens): pair "
                      f"{_fmt(t, 'pair')}; sequence {_fmt(t, 'sequence')}; swap nulls pair {t.same_pair_pct:.1f}% "
-                     f"(same text) / {t.other_pair_pct:.1f}% (other text)" + (f"; {half}" if half else "") + "."
-                     + _sources_text(tables.get("sources"), t.model))
+                     f"(same text) / {t.other_pair_pct:.1f}% (other text)" + cov_text(t) + (f"; {half}" if half else "")
+                     + ". " + opposition_text(t) + _sources_text(tables.get("sources"), t.model))
     lines.append("\n**Rule (twins).** A twin's rate is geometry when the closed form predicts it: |observed - "
                  "null| below 2 pp at the pair level. The twins' rates are set by their initialisation scale:")
     for group, g in block[block.role.str.startswith("twin") & ~block.role.str.contains("round")].groupby("group"):

@@ -11,6 +11,32 @@ from helpers.stats.intervals import ci_text
 TRAINED = "trained"  # the role of a trained model in the cross-model and geometry tables
 
 
+def cov_text(t: pd.Series) -> str:
+    """The covariance-matched direction null of a rates row and the observed rate's paired difference from it."""
+    if pd.isna(t.get("cov_pair_pct", np.nan)):
+        return ""
+    return (f"; covariance-matched null pair {t.cov_pair_pct:.1f}%, observed - it {t.vs_cov_pair_pp:+.1f} pp "
+            f"{ci_text(t.vs_cov_pair_lo, t.vs_cov_pair_hi, sign=True)} ({t.verdict_pair_cov})")
+
+
+def opposition_text(t: pd.Series) -> str:
+    """What the numbers say of a trained model's update directions: does it keep the norm on fewer steps (its
+    updates oppose the stream more) than an isotropic direction, a direction as unevenly spread as its own updates,
+    and another token's update (same text, other text)?"""
+    nulls = [("a random direction", t.null_pair_pct), ("a covariance-matched direction", t.get("cov_pair_pct", np.nan)),
+             ("another token's update from the same text", t.same_pair_pct),
+             ("another token's update from another text", t.other_pair_pct)]
+    nulls = [(n, v) for n, v in nulls if pd.notna(v)]
+    more = [n for n, v in nulls if t.pair_pct < v]
+    less = [n for n, v in nulls if t.pair_pct >= v]
+    text = f"Its own updates keep the norm on {t.pair_pct:.1f}% of steps"
+    if more:
+        text += f": they oppose the stream more than {', '.join(more)} would"
+    if less:
+        text += f"{';' if more else ':'} not more than {', '.join(less)} would"
+    return text + " (point rates; the paired intervals of the two direction nulls are given beside them)."
+
+
 def geometry_section(rates: pd.DataFrame, flips: pd.DataFrame | None) -> list[str]:
     """Claim 2 taken apart (notebook 09): on each trained model, the observed non-decrease rate against the
     direction-randomised null built from its own step sizes, with the swap nulls, the twins at several scales, and
@@ -18,15 +44,16 @@ def geometry_section(rates: pd.DataFrame, flips: pd.DataFrame | None) -> list[st
     block = rates[rates.kind == "block"]
     lines = ["**Claim 2, what is learned and what is geometry** (notebook 09). A step keeps the norm exactly when "
              "cos(z, dz) >= -|dz|/(2|z|). The direction-randomised null keeps each step's |z| and |dz| and draws its "
-             "direction at random (closed form); observed - null (paired, 95% cluster-bootstrap CI) is what the "
-             "learned directions add. Rule: *above* / *below* the null when the interval excludes 0, else *not "
-             "distinguishable*; either side can come out.", ""]
+             "direction at random (closed form); a sharper one draws it from the covariance of that step's updates "
+             "over tokens (covariance-matched: as unevenly spread as the real updates, without their alignment with "
+             "the stream); observed - null (paired, 95% cluster-bootstrap CI) is what the learned directions add. "
+             "Rule: *above* / *below* a null when the interval excludes 0, else *not distinguishable*.", ""]
     for _, r in block[block.role == "trained"].iterrows():
         lines.append(f"- {r.model} ({int(r.steps)} steps, {int(r.n_tokens):,} tokens): pair {r.pair_pct:.1f}% vs. "
                      f"null {r.null_pair_pct:.1f}%, **{r.verdict_pair}** ({r.vs_null_pair_pp:+.1f} pp "
-                     f"{ci_text(r.vs_null_pair_lo, r.vs_null_pair_hi, sign=True)}); sequence {r.sequence_pct:.1f}% vs. "
-                     f"{r.null_sequence_pct:.1f}%; another token's update (same text / other text): "
-                     f"{r.same_pair_pct:.1f}% / {r.other_pair_pct:.1f}%.")
+                     f"{ci_text(r.vs_null_pair_lo, r.vs_null_pair_hi, sign=True)}){cov_text(r)}; sequence "
+                     f"{r.sequence_pct:.1f}% vs. {r.null_sequence_pct:.1f}%; another token's update (same text / other "
+                     f"text): {r.same_pair_pct:.1f}% / {r.other_pair_pct:.1f}%. {opposition_text(r)}")
     twins = block[block.role.str.startswith("twin") & ~block.role.str.contains("round")]
     if len(twins):
         near = int(((twins.vs_null_pair_pp.abs() < 2) | twins.role.str.contains("zero")).sum())

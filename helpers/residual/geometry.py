@@ -5,7 +5,9 @@ A step ``z -> z + dz`` keeps the norm from falling exactly when ``2 <z, dz> + |d
 >= ``min_position`` and every step, ``|z|``, ``|dz|`` and ``<z, dz>`` (float64), for three kinds of step: a whole
 block (layer l -> l+1), its attention half-step and its MLP half-step. Two swap nulls are recorded in the same pass:
 the token's own state ``z`` with the update ``dz'`` that another token received at the same step, from the same
-text (``same_*``) or from another text of the batch (``other_*``); a partner of -1 means there was none.
+text (``same_*``) or from another text of the batch (``other_*``); a partner of -1 means there was none. A third
+null keeps each update's size and draws its direction from the covariance of that step's updates over the batch's
+tokens (``cov_p``): directions as unevenly spread as the real ones, without their alignment with the stream.
 """
 
 from __future__ import annotations
@@ -51,12 +53,33 @@ def _step_pairs(states: torch.Tensor, mids: torch.Tensor | None) -> dict[str, li
 
 
 @torch.inference_mode()
+def p_nondecrease_covariance_null(z: np.ndarray, dz: np.ndarray, rng: np.random.Generator,
+                                  draws: int = 256) -> np.ndarray:
+    """P(|z + dz'| >= |z|) per token [N] when ``dz'`` keeps the token's ``|dz|`` and takes its direction from
+    N(0, C), C the empirical covariance of the updates ``dz`` [N, d] over these tokens (the uneven spread of real
+    updates kept, their alignment with ``z`` not): Monte Carlo over ``draws`` directions shared by the tokens
+    (``u = W (dz - mean) / sqrt(N - 1)``, ``W`` standard normal), each token's chance the fraction with
+    ``cos(z, u) >= -r / 2``. A zero update keeps the norm (1); with one token there is no covariance (NaN)."""
+    z, dz = np.asarray(z, dtype=np.float64), np.asarray(dz, dtype=np.float64)
+    n = len(dz)
+    if n < 2:
+        return np.full(n, np.nan)
+    centred = dz - dz.mean(axis=0)
+    u = rng.standard_normal((draws, n)) @ centred / np.sqrt(n - 1)
+    nz, ndz = np.linalg.norm(z, axis=1), np.linalg.norm(dz, axis=1)
+    cos = (z @ u.T) / np.maximum(nz[:, None] * np.linalg.norm(u, axis=1)[None, :], np.finfo(np.float64).tiny)
+    r = ndz / np.maximum(nz, np.finfo(np.float64).tiny)
+    return np.where(ndz > 0, (cos >= -r[:, None] / 2).mean(axis=1), 1.0)
+
+
 def step_geometry(lm: LoadedModel, rows: list[list[int]], min_position: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
     """Per-token step geometry of a batch of token rows (see the module docstring).
 
     Keys: ``sample`` (row index), ``position``, ``token``; for each kind ``k`` of :data:`KINDS` the model has
     (no half-steps for parallel-residual blocks): ``k_z``, ``k_dz``, ``k_dot`` [N, L] (|z|, |dz|, <z, dz>),
-    ``k_same_dz``, ``k_same_dot``, ``k_other_dz``, ``k_other_dot`` [N, L] (the partner's update; NaN without one).
+    ``k_same_dz``, ``k_same_dot``, ``k_other_dz``, ``k_other_dot`` [N, L] (the partner's update; NaN without one),
+    ``k_cov_p`` [N, L] (the covariance-matched direction null's chance of a non-decreasing step, the covariance
+    of that step's updates over the batch's tokens: :func:`p_nondecrease_covariance_null`).
     """
     pad = getattr(lm.tokenizer, "pad_token_id", None) if lm.tokenizer is not None else None
     ids, mask = pad_batch(rows, pad_id=pad if pad is not None else 0)
@@ -65,11 +88,12 @@ def step_geometry(lm: LoadedModel, rows: list[list[int]], min_position: int = 4,
     out: dict[str, np.ndarray] = {"sample": r.numpy().astype(np.int32), "position": c.numpy().astype(np.int32),
                                   "token": ids[r, c].numpy().astype(np.int32)}
     same, other = swap_partners(out["sample"], seed)
+    rng = np.random.default_rng(seed)
     dev = cap.states.device
     rr, cc = r.to(dev), c.to(dev)
     for kind, pairs in _step_pairs(cap.states, mids).items():
         cols: dict[str, list[np.ndarray]] = {k: [] for k in ("z", "dz", "dot", "same_dz", "same_dot", "other_dz",
-                                                               "other_dot")}
+                                                               "other_dot", "cov_p")}
         for a, b in pairs:
             z = a[rr, cc].double()
             dz = b[rr, cc].double() - z
@@ -77,6 +101,7 @@ def step_geometry(lm: LoadedModel, rows: list[list[int]], min_position: int = 4,
             ndz = torch.linalg.vector_norm(dz, dim=-1).cpu().numpy()
             cols["dz"].append(ndz)
             cols["dot"].append((z * dz).sum(-1).cpu().numpy())
+            cols["cov_p"].append(p_nondecrease_covariance_null(z.cpu().numpy(), dz.cpu().numpy(), rng))
             for name, partner in (("same", same), ("other", other)):
                 ok = partner >= 0
                 p = torch.from_numpy(np.where(ok, partner, 0)).to(dev)

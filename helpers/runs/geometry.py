@@ -15,7 +15,7 @@ from helpers.residual.geometry import step_geometry
 from helpers.runs.batching import make_batches
 from helpers.runs.store import RunStore
 
-GEOMETRY_VERSION = 1  # bump when step_geometry's numbers change: cached runs are then recomputed
+GEOMETRY_VERSION = 2  # bump when step_geometry's numbers change: cached runs are then recomputed
 
 
 def run_geometry(lm: LoadedModel, texts: list[str], dataset: str, max_tokens: int, min_position: int = 4,

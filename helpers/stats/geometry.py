@@ -70,7 +70,8 @@ def geometry_rates(geo: dict[str, np.ndarray], kind: str, d: int, n_boot: int = 
 
     Keys: ``n_tokens``, ``n_texts``, ``steps``; for ``stat`` in (pair, sequence): ``{stat}_pct`` / ``_lo`` / ``_hi``
     (observed), ``null_{stat}_pct`` / ``_lo`` / ``_hi`` (direction null), ``vs_null_{stat}_pp`` / ``_lo`` / ``_hi``,
-    ``same_{stat}_pct``, ``other_{stat}_pct`` (swap nulls, on the tokens that have a partner)."""
+    ``same_{stat}_pct``, ``other_{stat}_pct`` (swap nulls, on the tokens that have a partner); where the records
+    have it, the covariance-matched direction null ``cov_{stat}_pct`` and ``vs_cov_{stat}_pp`` / ``_lo`` / ``_hi``."""
     groups = geo["text_id"]
     ok = step_indicators(geo, kind)
     p = predicted_steps(geo, kind, d)
@@ -91,6 +92,15 @@ def geometry_rates(geo: dict[str, np.ndarray], kind: str, d: int, n_boot: int = 
         sw = step_indicators(geo, kind, partner)[has]
         out[f"{partner}_pair_pct"] = 100 * float(sw.mean()) if has.any() else np.nan
         out[f"{partner}_sequence_pct"] = 100 * float(sw.all(axis=1).mean()) if has.any() else np.nan
+    if f"{kind}_cov_p" in geo:  # the covariance-matched direction null, paired with the observed steps
+        cov = geo[f"{kind}_cov_p"][:, table1_steps(geo, kind)]
+        keep = np.isfinite(cov).all(axis=1)
+        for stat, (o, e) in {"pair": (ok.mean(axis=1), cov.mean(axis=1)),
+                             "sequence": (ok.all(axis=1), cov.prod(axis=1))}.items():
+            diff = (np.asarray(o, dtype=np.float64) - e)[keep]
+            lo, hi = cluster_bootstrap({"d": diff}, groups[keep], n_boot, seed=seed)["d"]
+            out[f"cov_{stat}_pct"] = 100 * float(e[keep].mean())
+            out[f"vs_cov_{stat}_pp"], out[f"vs_cov_{stat}_lo"], out[f"vs_cov_{stat}_hi"] = 100 * float(diff.mean()), lo, hi
     return out
 
 
@@ -115,6 +125,8 @@ def by_layer(geo: dict[str, np.ndarray], kind: str, d: int) -> pd.DataFrame:
         c, rr = cos[:, layer], r[:, layer]
         row = {"kind": kind, "layer": layer, "n_tokens": int(len(c)), "observed_pct": 100 * float(ok[:, layer].mean()),
                "null_pct": 100 * float(p[:, layer].mean())}
+        if f"{kind}_cov_p" in geo:
+            row["cov_null_pct"] = 100 * float(np.nanmean(geo[f"{kind}_cov_p"][:, layer]))
         for partner in ("same", "other"):
             has = ~np.isnan(geo[f"{kind}_{partner}_dot"][:, layer])
             sw = step_indicators(geo, kind, partner, steps=slice(layer, layer + 1))[has, 0]
