@@ -54,7 +54,7 @@ def _step_pairs(states: torch.Tensor, mids: torch.Tensor | None) -> dict[str, li
 
 @torch.inference_mode()
 def p_nondecrease_covariance_null(z: np.ndarray, dz: np.ndarray, rng: np.random.Generator,
-                                  draws: int = 256) -> np.ndarray:
+                                  draws: int = 128) -> np.ndarray:
     """P(|z + dz'| >= |z|) per token [N] when ``dz'`` keeps the token's ``|dz|`` and takes its direction from
     N(0, C), C the empirical covariance of the updates ``dz`` [N, d] over these tokens (the uneven spread of real
     updates kept, their alignment with ``z`` not): Monte Carlo over ``draws`` directions shared by the tokens
