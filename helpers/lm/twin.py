@@ -73,8 +73,11 @@ def untrained_twin(lm: LoadedModel, seed: int = 0, release: bool = False, init_s
     scale = ("" if init_std is None else f":std{init_std:g}") + (":zero-output" if zero_output else "")
     fingerprint = (f"twin:{lm.fingerprint}:seed{seed}{scale}:torch{torch.__version__}"
                    f":transformers{transformers.__version__}")
-    return wrap_model(model, lm.tokenizer, name=f"{lm.name}-untrained", label=f"{lm.label}, untrained twin",
+    twin = wrap_model(model, lm.tokenizer, name=f"{lm.name}-untrained", label=f"{lm.label}, untrained twin",
                       fingerprint=fingerprint,
                       note=f"same architecture and config, random initialisation (seed {seed}"
                            + ("" if init_std is None else f", std {init_std:g}")
                            + (", output projections zero" if zero_output else "") + ")")
+    if "release_params" in lm.extra:  # the released size (a GGUF config may carry a tied head as its own tensor)
+        twin.extra["release_params"] = lm.extra["release_params"]
+    return twin

@@ -9,6 +9,7 @@ import pytest
 
 from helpers import CompendiumError
 from helpers.lm.registry import QWEN_05B, QWEN_15B, REGISTRY, Chunks, assemble
+from helpers.lm.twin import untrained_twin
 
 PARTS = [b"GGUF" + bytes(range(60)), bytes(range(64)), b"tail-bytes"]
 
@@ -111,3 +112,4 @@ def test_registry_models_report_their_released_parameter_count(real_model):
     loaded = sum(p.numel() for p in real_model.model.parameters())
     assert abs(loaded - real_model.n_params) / real_model.n_params < 0.01
     assert {e.scheme for e in REGISTRY.values()} <= {"Q4_1", "Q4_K_M"}
+    assert untrained_twin(real_model).n_params == real_model.n_params  # set at its model's size on a scale axis
