@@ -33,7 +33,7 @@ def _third_text(d: pd.DataFrame) -> str:
     """Each third's share with its adjusted interval (level printed), the verdict and its reason, and the twin
     difference."""
     return "; ".join(f"{r.third} ({r.layers}) {r.descent_pct:.1f}% {ci_text(r.ci_lo, r.ci_hi)} "
-                     f"({100 * r.ci_level:.1f}%) **{r.verdict}**" + (f" ({r.reason})" if r.reason else "")
+                     f"({100 * r.ci_level:.1f}% interval) **{r.verdict}**" + (f" ({r.reason})" if r.reason else "")
                      + (f", minus twin {r.minus_twin_pp:+.1f} pp {ci_text(r.minus_twin_lo, r.minus_twin_hi, sign=True)}"
                         if pd.notna(r.minus_twin_pp) else "") for r in d.itertuples())
 
@@ -77,7 +77,7 @@ def powered_reading(th: pd.DataFrame, lt: pd.DataFrame | None, ag: pd.DataFrame 
         g = ab[(ab.model == model) & (ab.weights == "trained") & (ab.component == "gradient") & (ab.step == "block")]
         for (reading, kind), part in g.groupby(["reading", "gradient"], sort=False):
             thirds = "; ".join(f"{r.third} gradient part {r.loss_change:+.3f} vs random {r.loss_change - r.minus_random:+.3f}"
-                               f" nats, difference {r.minus_random:+.3f} {ci_text(r.minus_random_lo, r.minus_random_hi, sign=True)}"
+                               f" nats, difference {r.minus_random:+.3f} {ci_text(r.minus_random_lo, r.minus_random_hi, 3, sign=True)}"
                                f" **{r.verdict}**" for r in part.itertuples())
             lines.append(f"- ablation ({reading}, {kind} gradient, block): {thirds}")
         lines.append("")
