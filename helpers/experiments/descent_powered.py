@@ -97,7 +97,8 @@ def sample_caption(model: str, sample: PositionSample, per_text: int, line_texts
     """The provenance caption of one model's tokens: the positions as the sample applied them (a model whose
     window is shorter than twice the profile's context gets the second half of its window) and the subset."""
     n_line = sum(map(any, line_subset(sample, line_texts, seed)))
-    layers = "every layer" if line_stride == 1 else f"every {line_stride}-th layer and the last"
+    layers = {1: "every layer", 2: "every other layer and the last"}.get(
+        line_stride, f"every {line_stride}th layer and the last")
     return " | ".join([
         model, f"{len(sample)} tokens of {len(sample.rows)} texts: WikiText-103 up to {per_text} per text at "
         f"positions >= {sample.min_context}, 1BW one per sentence",

@@ -33,7 +33,7 @@ def _third_text(d: pd.DataFrame) -> str:
     """Each third's share with its adjusted interval (level printed), the verdict and its reason, and the twin
     difference."""
     return "; ".join(f"{r.third} ({r.layers}) {r.descent_pct:.1f}% {ci_text(r.ci_lo, r.ci_hi)} "
-                     f"({100 * r.ci_level:.1f}% interval) **{r.verdict}**" + (f" ({r.reason})" if r.reason else "")
+                     f"({100 * r.ci_level:.1f}% interval) **{r.verdict}**" + (f" ({r.reason})" if isinstance(r.reason, str) and r.reason else "")
                      + (f", minus twin {r.minus_twin_pp:+.1f} pp {ci_text(r.minus_twin_lo, r.minus_twin_hi, sign=True)}"
                         if pd.notna(r.minus_twin_pp) else "") for r in d.itertuples())
 
