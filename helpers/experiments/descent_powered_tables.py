@@ -89,11 +89,12 @@ def powered_by_layer(rec: pd.DataFrame, n_boot: int = 200) -> pd.DataFrame:
                 col = f"desc_{kind}_{step}"
                 if col not in d or d[col].isna().all():
                     continue
-                test = share_test(d[col].to_numpy(), d["cluster"].to_numpy(), n_boot)
+                part = d[d[col].notna()]  # the start-of-step slope: the subset's tokens only
+                test = share_test(part[col].to_numpy(), part["cluster"].to_numpy(), n_boot)
                 rows.append({"model": model, "weights": weights, "gradient": kind, "step": step, "layer": layer,
-                             "third": d["third"].iloc[0], "n_tokens": len(d), "descent_pct": test["share"],
+                             "third": d["third"].iloc[0], "n_tokens": len(part), "descent_pct": test["share"],
                              "ci_lo": test["lo"], "ci_hi": test["hi"],
-                             "cos_median": float(d[f"cos_{kind}_{step}"].median())})
+                             "cos_median": float(part[f"cos_{kind}_{step}"].median())})
     return pd.DataFrame(rows)
 
 

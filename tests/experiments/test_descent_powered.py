@@ -106,6 +106,9 @@ def test_records_identities(family):
     for step in ("block", "attn", "ffn") if has_half else ("block",):
         np.testing.assert_allclose(df[f"b_{step}_1"].dropna(), df.loc[line, "final_loss"], rtol=1e-6)
         assert df.loc[line, f"b_{step}_0"].notna().all() and df.loc[~line, f"b_{step}_2"].isna().all()
+    by_layer = tables.powered_by_layer(df, n_boot=50)
+    true = by_layer[by_layer.gradient == "true"]
+    assert len(true) and true.descent_pct.notna().all() and (true.n_tokens == 2).all()  # the subset's tokens only
     twin = dp.run_powered(lm, sample, line_texts=1, alphas=(0.0, 1.0, 2.0), weights="untrained twin")
     assert twin["b_block_2"].isna().all() and twin.loc[twin["line"].astype(bool), "slope_true_block"].notna().all()
 
