@@ -10,6 +10,7 @@ from plotly.subplots import make_subplots
 from helpers.report.output import with_caption
 
 NULL_MARKERS = (("null_pair_pct", "direction-randomised null (closed form)", "circle-open", "#d62728"),
+                ("cov_pair_pct", "covariance-matched direction null", "diamond-open", "#9467bd"),
                 ("same_pair_pct", "swap null: another token's update, same text", "x", "#7f7f7f"),
                 ("other_pair_pct", "swap null: another text's update", "triangle-up-open", "#2ca02c"))
 
@@ -19,12 +20,12 @@ def _short(model: str, role: str, group: str = "") -> str:
     return name + ("" if role == "trained" else f" · {role}")
 
 
-NULL_OFFSETS = (0.3, -0.18, -0.36)  # each null's row offset from the observed dot, so no marker hides another
+NULL_OFFSETS = (0.36, 0.18, -0.18, -0.36)  # each null's row offset from the observed dot, so none hides another
 
 
 def fig_rates_vs_null(rates: pd.DataFrame, title: str, caption: str) -> go.Figure:
-    """Whole-block steps, one row per entry: the observed pair level (95% CI) beside the direction-randomised and
-    swap nulls (left; the nulls sit just above and below the row's line, the observed dot on it and drawn last, so
+    """Whole-block steps, one row per entry: the observed pair level (95% CI) beside the direction-randomised,
+    covariance-matched (where the table has it) and swap nulls (left; the nulls sit just above and below the row's line, the observed dot on it and drawn last, so
     a null at the same value does not hide it), and observed - direction null in percentage points with its
     paired 95% CI (right)."""
     t = rates[rates.kind == "block"].iloc[::-1]
@@ -34,6 +35,8 @@ def fig_rates_vs_null(rates: pd.DataFrame, title: str, caption: str) -> go.Figur
                         subplot_titles=("pair level: steps whose norm does not fall, %",
                                         "observed - direction null, pp"))
     for (col, label, symbol, color), dy in zip(NULL_MARKERS, NULL_OFFSETS, strict=True):
+        if col not in t:
+            continue
         fig.add_trace(go.Scatter(x=t[col], y=y + dy, mode="markers", name=label, customdata=names,
                                  hovertemplate="%{customdata}: %{x:.2f}%<extra>" + label + "</extra>",
                                  marker={"color": color, "size": 8, "symbol": symbol}), row=1, col=1)

@@ -14,7 +14,7 @@ def _rates() -> pd.DataFrame:
         rows.append({"model": model, "role": role, "group": "", "kind": "block", "pair_pct": pct, "pair_lo": pct - 1,
                      "pair_hi": min(pct + 1, 100.0), "null_pair_pct": 100.0, "same_pair_pct": pct,
                      "other_pair_pct": pct, "vs_null_pair_pp": pct - 100, "vs_null_pair_lo": pct - 101,
-                     "vs_null_pair_hi": pct - 99})
+                     "vs_null_pair_hi": pct - 99, "cov_pair_pct": pct})
     return pd.DataFrame(rows)
 
 
@@ -29,6 +29,7 @@ def test_observed_dots_are_not_hidden_under_equal_nulls():
         assert trace.name in {label for _, label, _, _ in NULL_MARKERS}
         assert np.all(np.abs(np.asarray(trace.y) - observed_y) >= 0.15)
     assert list(fig.layout.yaxis.ticktext) == ["M · twin, sigma 0.02", "M"]
+    assert len(left) == len(NULL_MARKERS) + 1  # the covariance-matched null drawn too
 
 
 def test_legend_sits_in_the_bottom_margin():
