@@ -160,7 +160,7 @@ def _agreement_text(agreement: pd.DataFrame, model: str, construction: str) -> s
     rho, err, shrink = a.spearman_ratio, a.median_abs_log_ratio_error, a["agree_when_real_shrinks_%"].dropna()
     right = (f"right on {span(shrink.min(), shrink.max(), '{:.0f}')}% of the steps where the real block shrinks the "
              "norm" if len(shrink) else "the real block never shrinks the norm here")
-    return (f"; against the real block ({int(a.n.min())}-{int(a.n.max())} steps per dataset): Spearman "
+    return (f"; against the real block ({span(a.n.min(), a.n.max(), '{:.0f}')} steps per dataset): Spearman "
             f"{span(rho.min(), rho.max(), '{:+.2f}')}, median |log ratio error| {span(err.min(), err.max(), '{:.3f}')}, "
             f"{right}: **{'agrees' if ok else 'does not agree'}**" + (f" ({why})" if why else ""))
 
@@ -220,12 +220,21 @@ def headline(cross: pd.DataFrame | None, rates: pd.DataFrame | None) -> list[str
         block = rates[(rates.kind == "block") & (rates.role == "trained")]
         below = int((block.verdict_pair == "below the null").sum())
         above = int((block.verdict_pair == "above the null").sum())
-        reading = ("the growth that remains comes from the size of the steps against the stream, not from learned "
-                   "alignment" if below == len(block) else "the learned directions add to the growth"
-                   if above == len(block) else "the direction effect differs between models")
-        text += (f" Against random directions of the same step sizes (notebook 09), the updates of the trained "
-                 f"models (the project model included) keep the norm *less* often for {below} of {len(block)} and "
-                 f"more often for {above}: {reading}.")
+        text += (f" Against isotropic random directions of the same step sizes (notebook 09), the trained models' "
+                 f"updates keep the norm *less* often for {below} of {len(block)} and more often for {above}: they "
+                 "oppose the stream more than a direction drawn at random.")
+        if "verdict_pair_cov" in block:
+            short = [("the project GPT-2 model" if g == "natural" else m.split("-Instruct")[0])
+                     for m, g in zip(block.model, block.group, strict=True)]
+            by = {v: [n for n, w in zip(short, block.verdict_pair_cov, strict=True) if w == v]
+                  for v in ("below the null", "above the null", "not distinguishable")}
+            words = {"below the null": "more", "above the null": "less", "not distinguishable": "no differently"}
+            swap = [n for n, p, o in zip(short, block.pair_pct, block.other_pair_pct, strict=True) if p < o]
+            text += (" Against directions as unevenly spread as their own updates (the covariance-matched null): "
+                     + "; ".join(f"{', '.join(n)} {words[v]}" for v, n in by.items() if n)
+                     + ". Against another text's update: " + (", ".join(swap) + " more" if swap else "none more")
+                     + (". How much of the fall is learned alignment differs between models, and the isotropic null "
+                        "alone overstates it." if len(by["below the null"]) < len(block) else "."))
     return [text, ""]
 
 
