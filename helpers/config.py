@@ -351,7 +351,7 @@ PROFILES: dict[str, Profile] = {
         # a gradient per (token, layer) through the last block and LM head: ~30 ms per pair for SmolLM2 on one core
         descent=DescentProfile(n_texts=20, max_tokens=24, n_random=8,
                                models=(ModelSample("gemma-3-270m", 6, 6), ModelSample("natural", 100, 100))),
-        # per subset token on this CPU: SmolLM2 ~3.5 s, Qwen 1.5B ~23 s (every other layer); twins lack reading (b)
+        # a subset token costs ~11x an ordinary one (benchmarks/descent_subset_cost.py); twins lack reading (b)
         powered=PoweredDescentProfile(per_text=4, sample=PoweredSample("*", 60, 160, 30),
                                       models=(PoweredSample("natural", 60, 160, 60),
                                               PoweredSample("qwen2.5-coder-0.5b", 60, 160, 30, 2),

@@ -101,14 +101,10 @@ class _Batch:
         self.kv["attn"] = self.kv["block"]
         if mid is not None:
             self.kv["ffn"] = stacked_keys_values(lm, n - 1, mid, self.cap.block_kwargs)
-
-    def steps(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Each update's starting state and the update [L, N, D]."""
-        z, zm = self.z, self.zm
-        out = {"block": (z[:-1], z[1:] - z[:-1])}
+        z, zm = self.z, self.zm  # each update's starting state and the update [L, N, D]
+        self.steps = {"block": (z[:-1], z[1:] - z[:-1])}
         if zm is not None:
-            out |= {"attn": (z[:-1], zm - z[:-1]), "ffn": (zm, z[1:] - zm)}
-        return out
+            self.steps |= {"attn": (z[:-1], zm - z[:-1]), "ffn": (zm, z[1:] - zm)}
 
     def predictor(self, step: str, current: torch.Tensor, targets: torch.Tensor, tokens: torch.Tensor,
                   grad: bool = False, layers: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -163,24 +159,26 @@ def _subset_records(bt: _Batch, out: dict, targets: dict, grads: dict, final: to
             return bt.rest(step, start, targets["true"], sub, layers, scale=a)
         return bt.rest(step, start + a * d, targets["true"], sub, layers)
 
-    halfsteps = bt.zm is not None
-    for step, (start_all, dz_all) in bt.steps().items():
+    controls = {}  # per target: one path through the network and the Eq. 14 gradient at each starting state
+    for ctl in CONTROLS if full else ():
+        path = path_grads(bt.lm, bt.blocks, bt.cap.layer_kwargs, bt.r[sub], bt.c[sub], bt.z[0, sub],
+                          targets[ctl][sub], bt.zm is not None)
+        inner = {p: bt.predictor(p, bt.steps[s][0][at], targets[ctl], sub, grad=True, layers=layers)[1]
+                 for p, s in (("block", "block"), ("ffn", "ffn")) if s in bt.steps}
+        controls[ctl] = (path, inner)
+    for step, (start_all, dz_all) in bt.steps.items():
         start, d = start_all[at], dz_all[at]
         pred = "ffn" if step == "ffn" else "block"
         loss0, g_true = bt.rest(step, start, targets["true"], sub, layers, scale=0.0 if step == "attn" else None,
                                 grad=True)
         for name, v in slope_columns(f"true_{step}", d, g_true).items():
             put(name, v)
-        if full:
-            for ctl in CONTROLS:  # the controls: every slope for another target
-                _, gi = bt.predictor(pred, start, targets[ctl], sub, grad=True, layers=layers)
-                pc = path_grads(bt.lm, bt.blocks, bt.cap.layer_kwargs, bt.r[sub], bt.c[sub], bt.z[0, sub],
-                                targets[ctl][sub], halfsteps)
-                slopes = {"inner": gi, "true_end": _end_grads(pc, step)[layers]}
-                if step == "block":  # the start-of-step slope's controls on the block only (a pass each)
-                    slopes["true"] = bt.rest(step, start, targets[ctl], sub, layers, grad=True)[1]
-                for kind, g in slopes.items():
-                    put(f"desc_{kind}_{ctl}_{step}", ((d.double() * g.double()).sum(-1) < 0).double())
+        for ctl, (path, inner) in controls.items():  # the controls: every slope for another target
+            slopes = {"inner": inner[pred], "true_end": _end_grads(path, step)[layers]}
+            if step == "block":  # the start-of-step slope's controls on the block only (a pass each)
+                slopes["true"] = bt.rest(step, start, targets[ctl], sub, layers, grad=True)[1]
+            for kind, g in slopes.items():
+                put(f"desc_{kind}_{ctl}_{step}", ((d.double() * g.double()).sum(-1) < 0).double())
         line_a = {}
         for a in alphas:  # line search (a) and, with ``full``, (b)
             line_a[a] = ((out["loss_mid"] if step == "ffn" else out["loss_in"])[at] if a == 0 else
@@ -230,13 +228,13 @@ def batch_records(lm: LoadedModel, rows: list[list[int]], positions: list[list[i
     grads = {"inner": {"block": g_in, "attn": g_in}}
     if bt.zm is not None:
         out["loss_mid"], grads["inner"]["ffn"] = bt.predictor("ffn", bt.zm, targets["true"], everyone, grad=True)
-    for step, (_, dz) in bt.steps().items():
+    for step, (_, dz) in bt.steps.items():
         out |= slope_columns(f"inner_{step}", dz, grads["inner"][step])
         out |= slope_columns(f"true_end_{step}", dz, _end_grads(path, step))
     if len(bt.sub):
         layers = torch.tensor(sorted(set(range(0, n, line_stride)) | {n - 1}))
         _subset_records(bt, out, targets, grads, path["loss"], alphas, gen, layers, full)
     nan = torch.full((n, len(bt.r)), float("nan"), dtype=torch.float64)
-    for name in subset_columns(list(bt.steps()), alphas):
+    for name in subset_columns(list(bt.steps), alphas):
         out.setdefault(name, nan)
     return {k: v.double().numpy() for k, v in out.items()}

@@ -52,7 +52,6 @@ def _step_pairs(states: torch.Tensor, mids: torch.Tensor | None) -> dict[str, li
     return pairs
 
 
-@torch.inference_mode()
 def p_nondecrease_covariance_null(z: np.ndarray, dz: np.ndarray, rng: np.random.Generator,
                                   draws: int = 128) -> np.ndarray:
     """P(|z + dz'| >= |z|) per token [N] when ``dz'`` keeps the token's ``|dz|`` and takes its direction from
@@ -72,6 +71,7 @@ def p_nondecrease_covariance_null(z: np.ndarray, dz: np.ndarray, rng: np.random.
     return np.where(ndz > 0, (cos >= -r[:, None] / 2).mean(axis=1), 1.0)
 
 
+@torch.inference_mode()
 def step_geometry(lm: LoadedModel, rows: list[list[int]], min_position: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
     """Per-token step geometry of a batch of token rows (see the module docstring).
 

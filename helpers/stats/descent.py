@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-from helpers.stats.intervals import cluster_bootstrap, degenerate
+from helpers.stats.intervals import cluster_bootstrap, cluster_resamples, degenerate
 from helpers.stats.nulls import share_interval
 
 LEVEL = 0.05  # family-wise error rate of a table of verdicts
@@ -95,12 +95,10 @@ def minimiser_interval(alphas: np.ndarray, losses: np.ndarray, groups: np.ndarra
     """The minimiser (:func:`parabola_minimiser`) of the mean loss curve of ``losses`` [tokens, A] and its
     percentile interval over cluster-bootstrap resamples of the texts ``groups``."""
     losses = np.asarray(losses, dtype=np.float64)
-    uniq, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    sums = np.stack([np.bincount(inverse, weights=losses[:, k], minlength=len(uniq)) for k in range(losses.shape[1])],
-                    axis=1)
-    sizes = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    counts = np.stack([np.bincount(d, minlength=len(uniq)) for d in rng.integers(0, len(uniq), (n_boot, len(uniq)))])
+    inverse, counts = cluster_resamples(groups, n_boot, seed)
+    c = counts.shape[1]
+    sums = np.stack([np.bincount(inverse, weights=losses[:, k], minlength=c) for k in range(losses.shape[1])], axis=1)
+    sizes = np.bincount(inverse, minlength=c).astype(np.float64)
     boot = parabola_minimiser(alphas, (counts @ sums) / (counts @ sizes)[:, None])
     tail = 100 * (1 - level) / 2
     return {"alpha": float(parabola_minimiser(alphas, losses.mean(0))),

@@ -23,20 +23,27 @@ def degenerate(point: float, ci: tuple[float, float], n_clusters: int) -> bool:
     return ci[1] - ci[0] <= 1e-9 or point <= 0.0 or point >= 100.0 or n_clusters < MIN_CLUSTERS
 
 
+def cluster_resamples(groups: np.ndarray, n_boot: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each token's cluster index [N] and, per bootstrap resample of the clusters (drawn with replacement, seeded),
+    how often each cluster is drawn [n_boot, clusters]: the one resampling every cluster bootstrap here uses."""
+    uniq, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(uniq), (n_boot, len(uniq)))
+    return inverse, np.stack([np.bincount(d, minlength=len(uniq)) for d in draws])
+
+
 def cluster_bootstrap(
     per_token: dict[str, np.ndarray], groups: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0
 ) -> dict[str, tuple[float, float]]:
     """Percentile CIs (in %) of the token means of each array in ``per_token``, resampling whole groups (texts):
     tokens of one text are not independent. The same draws serve every array."""
-    uniq, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    g_n = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    counts = np.stack([np.bincount(d, minlength=len(uniq)) for d in rng.integers(0, len(uniq), (n_boot, len(uniq)))])
+    inverse, counts = cluster_resamples(groups, n_boot, seed)
+    g_n = np.bincount(inverse, minlength=counts.shape[1]).astype(np.float64)
     tot = counts @ g_n
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     out = {}
     for name, values in per_token.items():
-        boot = 100 * (counts @ np.bincount(inverse, weights=values, minlength=len(uniq))) / tot
+        boot = 100 * (counts @ np.bincount(inverse, weights=values, minlength=counts.shape[1])) / tot
         out[name] = (float(np.percentile(boot, lo)), float(np.percentile(boot, hi)))
     return out
 
