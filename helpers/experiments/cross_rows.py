@@ -196,4 +196,5 @@ def analyse_entry(entry: Entry, datasets: list[str], profile: str, cache_dir: st
     cross = get_profile(profile).cross
     n_texts = {"wikitext-103": cross.wikitext_texts, "1bw": cross.onebw_texts}
     return {ds: analyse_dataset(entry.lm, ds, profile=profile, cache_dir=cache_dir, max_tokens=cross.max_tokens,
-                                n_texts=n_texts[ds], **kwargs) for ds in datasets}
+                                n_texts=n_texts[ds], lens_share=cross.lens_share, logit_lens=cross.logit_lens,
+                                **kwargs) for ds in datasets}

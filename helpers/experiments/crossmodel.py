@@ -120,10 +120,12 @@ class CrossRun:
 
 def sample_text(profile: str) -> str:
     """What every model of the table saw, for captions."""
-    cross = get_profile(profile).cross
+    cross, share = get_profile(profile).cross, get_profile(profile).corpus.filter_share
+    filtered = "the tokens" if share is None else f"a seeded {100 * share:g}% of the tokens"
     return (f"the same texts for every model: {cross.wikitext_texts} WikiText-103 test paragraphs and "
             f"{cross.onebw_texts} 1BW test sentences (seeded sample after the paper's filtering), first "
-            f"{cross.max_tokens} tokens of each, tokens at positions >= 5; profile {profile}")
+            f"{cross.max_tokens} tokens of each, tokens at positions >= 5; Eq. 14 lens on {filtered} with final loss "
+            f"<= 1 and a seeded {100 * cross.lens_share:g}% of all tokens; profile {profile}")
 
 
 def _quantised(base: tuple[Entry, dict], datasets: list[str], profile: str, opts: dict) -> Iterator[tuple]:

@@ -79,6 +79,7 @@ def analyse_batch(
     lens_share: float | None = None,
     keys: list[int] | None = None,
     seed: int = 0,
+    filter_share: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Analyse a batch of token rows and return per-token records (numpy) for every real token.
 
@@ -93,7 +94,9 @@ def analyse_batch(
     the tokens that need them: final loss <= 1 (the paper's filter) or in a seeded random share
     ``lens_share`` of all tokens (:func:`sample_mask` on ``keys[row]``, default the row index, and the
     position); the others get NaN lens values. ``lens_sampled`` [N] marks the random share, the tokens that
-    stand for "all tokens". ``final_loss`` is always computed for every token with a target.
+    stand for "all tokens". ``final_loss`` is always computed for every token with a target. ``filter_share``
+    (with ``lens_share``) keeps only a seeded share of the filtered tokens (a second :func:`sample_mask`, seed + 1);
+    ``lens_filtered`` [N] then marks the filtered tokens that got the lens, the ones the filtered curves average.
     """
     pad = getattr(lm.tokenizer, "pad_token_id", None) if lm.tokenizer is not None else None
     ids, mask = pad_batch(rows, pad_id=pad if pad is not None else 0)
@@ -121,7 +124,11 @@ def analyse_batch(
             row_keys = np.asarray(keys if keys is not None else range(len(rows)))[out["sample"]]
             sampled = torch.from_numpy(sample_mask(row_keys, out["position"], lens_share, seed)) & has_target
             out["lens_sampled"] = sampled.numpy()
-            chosen = sampled | (has_target & (final <= MAX_FINAL_LOSS))
+            filtered = has_target & (final <= MAX_FINAL_LOSS)
+            if filter_share is not None:
+                filtered &= torch.from_numpy(sample_mask(row_keys, out["position"], filter_share, seed + 1))
+                out["lens_filtered"] = filtered.numpy()
+            chosen = sampled | filtered
         rt, ct, tt = r[chosen], c[chosen], targets_all[chosen]
 
         def scatter(values: torch.Tensor) -> np.ndarray:

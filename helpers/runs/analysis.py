@@ -42,6 +42,15 @@ class AnalysisConfig:
     chunk_texts: int = 32
     lens_share: float | None = 0.1
     lens_seed: int = 0
+    filter_share: float | None = None  # of the tokens passing the paper's filter, the seeded share that gets the lens
+
+    def key(self) -> dict:
+        """The fields that name a cached run: every field, except ``filter_share`` while it is off (None), so the
+        runs cached before it existed keep their keys."""
+        out = asdict(self)
+        if out["filter_share"] is None:
+            del out["filter_share"]
+        return out
 
     def validate(self) -> AnalysisConfig:
         """Raise a one-line error for out-of-range values."""
@@ -55,16 +64,19 @@ class AnalysisConfig:
             )
         if not isinstance(self.n_vectors, int) or self.n_vectors < 0:
             raise CompendiumError(f"n_vectors must be a non-negative integer, got {self.n_vectors!r}")
-        share = self.lens_share
-        if share is not None and (isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1):
-            raise CompendiumError(f"lens_share must be a number in [0, 1] or None (every token), got {share!r}")
+        for name in ("lens_share", "filter_share"):
+            share = getattr(self, name)
+            if share is not None and (isinstance(share, bool) or not isinstance(share, int | float)
+                                      or not 0 <= share <= 1):
+                raise CompendiumError(f"{name} must be a number in [0, 1] or None (every token), got {share!r}")
         return self
 
     def lens_tokens(self) -> str:
         """Which tokens the lens panels cover, for captions."""
+        filtered = ("tokens with final loss <= 1" if self.filter_share is None else
+                    f"a seeded {100 * self.filter_share:g}% of the tokens with final loss <= 1")
         which = ("every token" if self.lens_share is None else
-                 f"tokens with final loss <= 1 and a seeded random {100 * self.lens_share:g}% of all tokens "
-                 f"(the 'all tokens' panel)")
+                 f"{filtered} and a seeded random {100 * self.lens_share:g}% of all tokens (the 'all tokens' panel)")
         return which if self.logit_lens else which + "; logit lens not computed"
 
 
@@ -109,7 +121,7 @@ def run_analysis(
         "n_texts": len(texts),
         "shard": f"{i_shard}/{n_shard}",
         "code_version": CODE_VERSION,
-        **asdict(config),
+        **config.key(),
     }
     store = RunStore(f"{cache_dir}/analysis", key, create=False)
     if cached_only and not store.manifest().get("complete"):
@@ -182,6 +194,7 @@ def analyse_chunk(lm: LoadedModel, chunk: list[tuple[int, list[int]]], batches: 
             keep_last_vectors=any(t < config.n_vectors for t in text_ids),
             token_budget=token_budget,
             lens_share=config.lens_share,
+            filter_share=config.filter_share,
             keys=text_ids,
             seed=config.lens_seed,
         )
@@ -222,7 +235,8 @@ def _vectors(parts: list[dict]) -> dict[str, np.ndarray]:
     }
 
 
-_TOKEN_KEYS = ("text_id", "position", "token", "target", "norms", "inner_loss", "logit_lens", "final_loss", "lens_sampled")
+_TOKEN_KEYS = ("text_id", "position", "token", "target", "norms", "inner_loss", "logit_lens", "final_loss", "lens_sampled",
+               "lens_filtered")
 
 
 def sort_records(records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

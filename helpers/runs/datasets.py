@@ -106,6 +106,7 @@ def analyse_dataset(
     texts = sample_texts(kept, n, seed)
     share = None if lens_share == "all" or not lens else (prof.lens_share if lens_share is None else lens_share)
     config = AnalysisConfig(max_tokens=tokens, min_position=min_position, n_vectors=prof.n_vectors, lens_share=share,
+                            filter_share=prof.filter_share if share is not None else None,
                             lens=lens, logit_lens=lens and (prof.logit_lens if logit_lens is None else logit_lens))
     records, store = run_analysis(
         lm,

@@ -22,13 +22,16 @@ def loss_curves(
 
     Rows: one per (lens, layer). ``max_final_loss`` keeps tokens whose final loss is <= it (the
     paper's filter); None stands for every token with a target: all of them, or, when the lens ran on a
-    seeded random share only (``lens_sampled`` in the records), that share. ``share_kept`` is the fraction
-    of tokens with a target that the row covers.
+    seeded random share only (``lens_sampled`` in the records), that share. When the lens ran on a seeded share of
+    the filtered tokens only (``lens_filtered``), the filter keeps that share. ``share_kept`` is the fraction of
+    tokens with a target that the row covers.
     """
     has_target = records["target"] >= 0
     keep = has_target.copy()
     if max_final_loss is not None:
         keep &= records["final_loss"] <= max_final_loss
+        if "lens_filtered" in records:
+            keep &= records["lens_filtered"]
     elif "lens_sampled" in records:
         keep &= records["lens_sampled"]
     rows = []

@@ -53,6 +53,31 @@ def test_filtered_tokens_always_get_the_lens(monkeypatch):
     np.testing.assert_array_equal(ran, np.nan_to_num(full["final_loss"], nan=np.inf) <= threshold)
 
 
+def test_filter_share_keeps_a_seeded_share_of_the_filtered_tokens(monkeypatch, tmp_path):
+    """With ``filter_share`` the lens runs on a seeded share of the filtered tokens (plus the random share), with the
+    full run's numbers there, and the filtered curve equals the full run's curve over exactly those tokens."""
+
+    lm = tiny_with_tok()
+    base = AnalysisConfig(max_tokens=12, min_position=2, lens_share=None)
+    full, _ = run_analysis(lm, TEXTS, base, cache_dir=str(tmp_path / "a"), progress=False)
+    threshold = float(np.nanmedian(full["final_loss"]))  # tiny random models: half the tokens pass
+    monkeypatch.setattr(records, "MAX_FINAL_LOSS", threshold)
+    part, _ = run_analysis(lm, TEXTS, AnalysisConfig(max_tokens=12, min_position=2, lens_share=0.0, filter_share=0.5),
+                           cache_dir=str(tmp_path / "b"), progress=False)
+    ran = covered_equal(part, full, "inner_loss")
+    passes = np.nan_to_num(full["final_loss"], nan=np.inf) <= threshold
+    np.testing.assert_array_equal(ran, part["lens_filtered"])
+    assert not (part["lens_filtered"] & ~passes).any()
+    assert 0.3 < part["lens_filtered"].sum() / passes.sum() < 0.7  # about half of the filtered tokens
+    kept = {k: v[part["lens_filtered"]] for k, v in full.items() if k in ("target", "final_loss", "inner_loss")}
+    ours, ref = reports.loss_curves(part, threshold), reports.loss_curves(kept, threshold)
+    ours, ref = ours[ours.lens == "inner_loss"], ref[ref.lens == "inner_loss"]
+    np.testing.assert_allclose(ours["mean"], ref["mean"], rtol=1e-5)
+    assert np.isfinite(ours["mean"]).all()
+    # the share is part of the run's key only when it is on: runs cached before it existed keep their keys
+    assert "filter_share" not in base.key() and AnalysisConfig(filter_share=0.5).key()["filter_share"] == 0.5
+
+
 def test_sample_mask_is_a_function_of_text_and_position():
     keys, pos = np.repeat(np.arange(200), 50), np.tile(np.arange(50), 200)
     m = sample_mask(keys, pos, 0.1, seed=0)
