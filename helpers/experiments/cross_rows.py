@@ -12,6 +12,7 @@ from helpers.config import MAX_FINAL_LOSS, get_profile
 from helpers.experiments.paper import PAPER_LAYERS, PAPER_PARAMS, PAPER_TABLE1, paper_references
 from helpers.experiments.zoo import CHECKPOINT, TWIN, Entry
 from helpers.paths import CACHE_DIR
+from helpers.runs.analysis import NotFinished
 from helpers.runs.datasets import DatasetRun, analyse_dataset
 from helpers.stats.inner import paired_trend_difference, sample_calibration
 from helpers.stats.intervals import ci_text, paired_difference_ci
@@ -195,6 +196,15 @@ def analyse_entry(entry: Entry, datasets: list[str], profile: str, cache_dir: st
 
     cross = get_profile(profile).cross
     n_texts = {"wikitext-103": cross.wikitext_texts, "1bw": cross.onebw_texts}
-    return {ds: analyse_dataset(entry.lm, ds, profile=profile, cache_dir=cache_dir, max_tokens=cross.max_tokens,
-                                n_texts=n_texts[ds], lens_share=cross.lens_share, logit_lens=cross.logit_lens,
-                                **kwargs) for ds in datasets}
+
+    def runs(lm, **more) -> dict[str, DatasetRun]:
+        return {ds: analyse_dataset(lm, ds, profile=profile, cache_dir=cache_dir, max_tokens=cross.max_tokens,
+                                    n_texts=n_texts[ds], lens_share=cross.lens_share, logit_lens=cross.logit_lens,
+                                    **(kwargs | more)) for ds in datasets}
+
+    if entry.lm.skeleton:  # every run cached: read them from the skeleton, load nothing
+        try:
+            return runs(entry.lm, cached_only=True, progress=False)
+        except NotFinished:
+            pass
+    return runs(entry.with_weights())

@@ -10,7 +10,7 @@ decides "load it or skip it"; :func:`model_entries` adds the untrained twin (:mo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,14 @@ class Entry:
     role: str
     epoch: int | None = None
     step: int | None = None
+    load: Callable[[], LoadedModel] | None = None  # the model with its weights, for an entry whose lm is a skeleton
+
+    def with_weights(self) -> LoadedModel:
+        """The entry's model with its weights: ``lm`` itself, or (a skeleton whose runs were not all cached) the
+        model ``load`` gives, which then replaces it."""
+        if self.lm.skeleton:
+            self.lm = self.load()
+        return self.lm
 
 
 def hub_model_cached(repo_id: str) -> bool:
@@ -52,10 +60,11 @@ def hub_model_cached(repo_id: str) -> bool:
 
 
 def load_or_skip(spec: str, profile: str = "default", cache_dir: str | Path = CACHE_DIR, seed: int = 0,
-                 device: str = "cpu", dtype: str = "float32") -> LoadedModel | None:
+                 device: str = "cpu", dtype: str = "float32", weights: bool = True) -> LoadedModel | None:
     """Load ``spec``, or print one line saying why it is skipped and return ``None``: ``"natural"`` before notebook
     06 trained it, a registry model whose package is not installed, a hub id that is not in the local cache (or
-    whose weights are not). A local path or any other failure is raised (the user asked for it)."""
+    whose weights are not). A local path or any other failure is raised (the user asked for it). ``weights=False``
+    gives a skeleton (:func:`helpers.lm.load.load_model`) except for ``"natural"`` (small: always loaded)."""
     if spec == NATURAL:
         lm = load_trained_natural(cache_dir, profile, seed, device)
         if lm is None:
@@ -64,17 +73,17 @@ def load_or_skip(spec: str, profile: str = "default", cache_dir: str | Path = CA
         return lm
     if spec in REGISTRY:
         try:
-            return load_model(spec, device=device, dtype=dtype)
+            return load_model(spec, device=device, dtype=dtype, weights=weights)
         except CompendiumError as exc:
             print(f"{spec}: not available ({exc}): skipped")
             return None
     if Path(spec).expanduser().exists():
-        return load_model(spec, device=device, dtype=dtype)
+        return load_model(spec, device=device, dtype=dtype, weights=weights)
     if not hub_model_cached(spec):
         print(f"{spec}: not in the local Hugging Face cache and not a local path (offline run): skipped")
         return None
     try:  # its config is cached; its weights may not be
-        return load_model(spec, device=device, dtype=dtype)
+        return load_model(spec, device=device, dtype=dtype, weights=weights)
     except (CompendiumError, OSError) as exc:
         print(f"{spec}: cannot be loaded offline ({exc}): skipped")
         return None
@@ -142,13 +151,22 @@ def model_entries(spec: str, profile: str, cache_dir: str | Path = CACHE_DIR, tw
                   device: str = "cpu") -> Iterator[Entry]:
     """The entries of one model of a cross-model table: ``"natural"`` gives every checkpoint of the
     project-trained model; anything else gives the model and then its untrained twin, or nothing and a printed
-    note (:func:`load_or_skip`). The trained model's weights are freed when the twin is asked for."""
+    note (:func:`load_or_skip`). The trained model's weights are freed when the twin is asked for. Both entries
+    start as skeletons (:attr:`Entry.with_weights` loads the model, or builds the twin, when its runs are not
+    cached): a table whose runs are all cached loads no weights."""
     if spec == NATURAL:
         yield from natural_checkpoints(profile, cache_dir, device=device)
         return
-    lm = load_or_skip(spec, profile, cache_dir, device=device)
-    if lm is None:
+    skeleton = load_or_skip(spec, profile, cache_dir, device=device, weights=False)
+    if skeleton is None:
         return
-    yield Entry(lm, group=spec, role=TRAINED)
-    # the caller is done with the trained model when it asks for the twin: free its weights first (memory)
-    yield Entry(untrained_twin(lm, seed=twin_seed, release=True), group=spec, role=TWIN)
+    trained = Entry(skeleton, group=spec, role=TRAINED,
+                    load=lambda: load_or_skip(spec, profile, cache_dir, device=device))
+    yield trained
+    # the caller is done with the trained model when it asks for the twin: free its weights first (memory); the
+    # twin needs only the config, so a trained model that was never loaded is not loaded for it
+    def twin() -> LoadedModel:
+        base = trained.lm
+        return untrained_twin(base, seed=twin_seed, release=not base.skeleton, device=device)
+
+    yield Entry(untrained_twin(skeleton, seed=twin_seed, device="meta"), group=spec, role=TWIN, load=twin)

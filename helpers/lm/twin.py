@@ -48,7 +48,9 @@ def untrained_twin(lm: LoadedModel, seed: int = 0, release: bool = False, init_s
     ``zero_output=True`` zeroes every sublayer's output projection (:func:`output_projections`; weight and bias):
     every update is then exactly 0 at initialisation (the ReZero / T-Fixup style of starting as the identity),
     so no norm changes and the conjecture holds trivially, with equality. ``device`` (default ``lm``'s) lets further
-    twins be built from a model whose weights were released."""
+    twins be built from a model whose weights were released. A skeleton ``lm`` (:attr:`LoadedModel.skeleton`) gives
+    a skeleton twin (meta device, same fingerprint as the real twin: enough to read its cached runs) unless
+    ``device`` is given."""
     import transformers
     from transformers import AutoModelForCausalLM
 
@@ -56,12 +58,16 @@ def untrained_twin(lm: LoadedModel, seed: int = 0, release: bool = False, init_s
     if init_std is not None:
         config.initializer_range = float(init_std)
     device, dtype = (lm.input_device if device is None else torch.device(device)), lm.dtype
-    if release:
+    if release and not lm.skeleton:
         lm.model.to("meta")
         gc.collect()
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    model = model.to(device=device, dtype=dtype).eval()
+    if device.type == "meta":
+        with device:
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+    else:
+        model = AutoModelForCausalLM.from_config(config)
+        model = model.to(device=device, dtype=dtype).eval()
     if zero_output:
         with torch.no_grad():
             for block in wrap_model(model, lm.tokenizer).blocks:
@@ -80,4 +86,5 @@ def untrained_twin(lm: LoadedModel, seed: int = 0, release: bool = False, init_s
                            + (", output projections zero" if zero_output else "") + ")")
     if "release_params" in lm.extra:  # the released size (a GGUF config may carry a tied head as its own tensor)
         twin.extra["release_params"] = lm.extra["release_params"]
+    twin.extra["skeleton"] = device.type == "meta"
     return twin

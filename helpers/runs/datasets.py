@@ -16,7 +16,7 @@ from helpers.corpus.sources import check_dataset
 from helpers.lm.load import LoadedModel, load_model
 from helpers.lm.twin import untrained_twin
 from helpers.paths import CACHE_DIR, FILTERED_DIR
-from helpers.runs.analysis import AnalysisConfig, run_analysis
+from helpers.runs.analysis import AnalysisConfig, NotFinished, run_analysis
 
 
 def _counts(dataset: str, n_texts: int, n_tokens: int) -> str:
@@ -152,9 +152,26 @@ def analyse_corpora(
     for ds in datasets:
         check_dataset(ds)
     get_profile(profile)
+    if device_map is None and dtype != "auto" and not kwargs.get("shard"):
+        skeleton = load_model(model, device=device, dtype=dtype, weights=False)
+        runs = cached_runs(skeleton, datasets, profile, **kwargs)
+        if runs is not None:  # every run finished before: no weights loaded
+            print(f"{skeleton.describe()} (cached runs; weights not loaded)")
+            return skeleton, runs
     lm = load_model(model, device=device, dtype=dtype, device_map=device_map)
     print(lm.describe())
     return lm, {ds: analyse_dataset(lm, ds, profile=profile, **kwargs) for ds in datasets}
+
+
+def cached_runs(lm: LoadedModel, datasets: list[str] | tuple[str, ...], profile: str = "default",
+                **kwargs) -> dict[str, DatasetRun] | None:
+    """Every dataset's run of ``lm`` (a skeleton is enough) read from the cache, or None if any has not finished:
+    a notebook that only reads its runs loads no weights. ``kwargs`` as :func:`analyse_dataset`'s."""
+    try:
+        return {ds: analyse_dataset(lm, ds, profile=profile, **(kwargs | {"cached_only": True, "progress": False}))
+                for ds in datasets}
+    except NotFinished:
+        return None
 
 
 def analyse_twin(lm: LoadedModel, runs: dict[str, DatasetRun], profile: str = "default", twin_seed: int = 0,
@@ -165,6 +182,23 @@ def analyse_twin(lm: LoadedModel, runs: dict[str, DatasetRun], profile: str = "d
     ``release=True`` frees ``lm``'s weights first (its config and labels stay usable): a 1.5B model and its twin
     in float32 need 12 GB together (notebook 03 peaked at 15.9 GB with both), 6 one at a time."""
 
-    twin = untrained_twin(lm, seed=twin_seed, release=release)
-    return twin, {ds: analyse_dataset(twin, ds, profile=profile, n_texts=run.n_texts, lens=False, **kwargs)
-                  for ds, run in runs.items()}
+    n_texts = {ds: run.n_texts for ds, run in runs.items()}
+    if not kwargs.get("shard"):  # its runs cached: a skeleton twin (no initialisation, nothing freed) reads them
+        skeleton = untrained_twin(lm, seed=twin_seed, device="meta")
+        cached = cached_twin_runs(skeleton, n_texts, profile, **kwargs)
+        if cached is not None:
+            return skeleton, cached
+    device = lm.extra.get("device", "cpu") if lm.skeleton else None  # a skeleton's twin: on the asked-for device
+    twin = untrained_twin(lm, seed=twin_seed, release=release, device=device)
+    return twin, {ds: analyse_dataset(twin, ds, profile=profile, n_texts=n, lens=False, **kwargs)
+                  for ds, n in n_texts.items()}
+
+
+def cached_twin_runs(twin: LoadedModel, n_texts: dict[str, int], profile: str,
+                     **kwargs) -> dict[str, DatasetRun] | None:
+    """The twin's norms-only runs on ``n_texts`` texts per dataset from the cache, or None if any is missing."""
+    try:
+        return {ds: analyse_dataset(twin, ds, profile=profile, n_texts=n, lens=False,
+                                    **(kwargs | {"cached_only": True, "progress": False})) for ds, n in n_texts.items()}
+    except NotFinished:
+        return None

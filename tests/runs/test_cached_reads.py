@@ -1,0 +1,97 @@
+"""A notebook whose runs are cached loads no weights: the skeleton names the same runs and reads the same records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers.lm.load import load_model
+from helpers.lm.twin import untrained_twin
+from helpers.runs import datasets
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A small randomly initialised GPT-2 saved with a GPT-2 BPE tokenizer, loadable by path."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from helpers.corpus.natural import gpt2_bpe_tokenizer
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny_gpt2")
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=1024)).save_pretrained(out)
+    gpt2_bpe_tokenizer(1024).save_pretrained(out)
+    return out
+
+
+def test_skeleton_is_the_model_without_its_weights(tiny_dir):
+    full, skel = load_model(str(tiny_dir)), load_model(str(tiny_dir), weights=False)
+    assert skel.skeleton and not full.skeleton
+    for attr in ("fingerprint", "n_layers", "d_model", "context", "dtype", "n_params", "label"):
+        assert getattr(skel, attr) == getattr(full, attr), attr
+    assert skel.describe() == full.describe()
+    assert skel.encode(["a test sentence"], 16) == full.encode(["a test sentence"], 16)
+    assert {p.device.type for p in skel.model.parameters()} == {"meta"}
+    twin_of_skel, twin = untrained_twin(skel, device="meta"), untrained_twin(full)
+    assert twin_of_skel.skeleton and not twin.skeleton
+    assert twin_of_skel.fingerprint == twin.fingerprint and twin_of_skel.describe() == twin.describe()
+
+
+def test_cached_runs_load_no_weights(tiny_dir, tmp_path, monkeypatch):
+    """The first call computes (one load with weights); the second reads the same records from a skeleton, and
+    the twin's cached runs come from a skeleton twin."""
+    loads = []
+    real = datasets.load_model
+
+    def logged(spec, *args, **kwargs):
+        loads.append(kwargs.get("weights", True))
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_model", logged)
+    opts = dict(n_texts=6, max_tokens=24, cache_dir=str(tmp_path / "cache"), progress=False)
+    lm, runs = datasets.analyse_corpora(str(tiny_dir), ["1bw"], "smoke", **opts)
+    twin, twin_runs = datasets.analyse_twin(lm, runs, "smoke", max_tokens=24, cache_dir=opts["cache_dir"],
+                                            progress=False)
+    assert loads == [False, True] and not lm.skeleton and not twin.skeleton  # nothing cached yet
+    lm2, runs2 = datasets.analyse_corpora(str(tiny_dir), ["1bw"], "smoke", **opts)
+    twin2, twin_runs2 = datasets.analyse_twin(lm2, runs2, "smoke", max_tokens=24, cache_dir=opts["cache_dir"],
+                                              progress=False)
+    assert loads == [False, True, False] and lm2.skeleton and twin2.skeleton
+    for a, b in ((runs, runs2), (twin_runs, twin_runs2)):
+        assert a["1bw"].caption() == b["1bw"].caption()
+        for key, value in a["1bw"].records.items():
+            np.testing.assert_array_equal(value, b["1bw"].records[key], err_msg=key)
+
+
+def test_cross_model_entries_read_cached_runs_without_weights(tiny_dir, tmp_path, monkeypatch):
+    """Notebook 08's entries: a cold pass loads the model and builds its twin; a second pass finds both entries'
+    runs cached and loads no weights (the rows are the same)."""
+    from helpers.experiments import cross_rows, zoo
+
+    loads = []
+    real = zoo.load_model
+
+    def logged(spec, *args, **kwargs):
+        loads.append(kwargs.get("weights", True))
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(zoo, "load_model", logged)
+
+    def table() -> list[dict]:
+        out = []
+        for entry in zoo.model_entries(str(tiny_dir), "smoke", cache_dir=str(tmp_path)):
+            runs = cross_rows.analyse_entry(entry, ["1bw"], "smoke", cache_dir=str(tmp_path), progress=False)
+            out.append((entry.lm.skeleton, cross_rows.entry_row(entry, runs["1bw"], n_boot=20)))
+        return out
+
+    cold = table()
+    assert loads == [False, True] and [s for s, _ in cold] == [False, False]
+    warm = table()
+    assert loads == [False, True, False] and [s for s, _ in warm] == [True, True]
+    for (_, a), (_, b) in zip(cold, warm, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == b[key] or (a[key] != a[key] and b[key] != b[key]), key  # equal, or both NaN
