@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +37,8 @@ from helpers.experiments.descent_tables import (
     reading,
 )
 from helpers.experiments.paper import PUBLISHED_GROWTH_GPT2XL
-from helpers.experiments.zoo import load_or_skip
+from helpers.experiments.zoo import pair_entries
 from helpers.lm.load import LoadedModel
-from helpers.lm.twin import untrained_twin
 from helpers.paths import CACHE_DIR, atomic_write_text, config_hash, repo_path
 from helpers.report.figures import fig_descent, fig_norm_steps
 from helpers.report.output import save_figure, save_table
@@ -135,15 +135,17 @@ def _batch_records(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, targe
 
 def run_descent(lm: LoadedModel, tokens: TokenSample, n_random: int = 8, seed: int = 0, batch_tokens: int = 4096,
                 token_budget: int = 8192, cache_dir: str | Path | None = None, weights: str = "trained",
-                model: str | None = None) -> pd.DataFrame:
+                model: str | None = None, load: Callable[[], LoadedModel] | None = None) -> pd.DataFrame:
     """Descent records of every sampled token at every layer (one row per token and layer), cached under
     ``cache_dir/descent`` by model fingerprint, tokens and settings. ``model`` names the model pair (default
-    ``lm.label``), ``weights`` says 'trained' or 'untrained twin'."""
+    ``lm.label``), ``weights`` says 'trained' or 'untrained twin'. ``lm`` may be a skeleton: ``load`` then gives
+    the model with its weights when the records are not cached."""
     key = config_hash({"fp": lm.fingerprint, "tokens": tokens.key(), "n_random": n_random, "seed": seed, "v": VERSION})
     path = repo_path(cache_dir) / "descent" / f"{key}.csv" if cache_dir else None
     if path is not None and path.is_file():
         df = pd.read_csv(path)
     else:
+        lm = load() if lm.skeleton else lm
         gen = torch.Generator().manual_seed(seed)
         order = sorted(range(len(tokens)), key=lambda i: len(tokens.rows[i]))
         pad = getattr(lm.tokenizer, "pad_token_id", None) or 0
@@ -195,20 +197,22 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: DescentProfi
     for spec in specs:
         start = time.time()
         n = {ds: prof.texts_for(ds, spec) for ds in texts}
-        lm = load_or_skip(spec, profile, cache_dir, seed, device) if any(n.values()) else print(f"{spec}: no texts")
-        if lm is None:
+        pair = list(pair_entries(spec, profile, cache_dir, seed, device)) if any(n.values()) else print(
+            f"{spec}: no texts")
+        if not pair:
             continue
+        (trained, twin), lm = pair, pair[0].lm  # skeletons: weights load only for records that are not cached
         tokens = sample_tokens(lm, {ds: sample_texts(t, n[ds], seed) for ds, t in texts.items()}, prof.max_tokens,
                                seed=seed)
-        parts.append(run_descent(lm, tokens, prof.n_random, seed, cache_dir=cache_dir))
-        parts.append(run_descent(untrained_twin(lm, seed, release=True), tokens, prof.n_random, seed, cache_dir=cache_dir,
-                                 weights="untrained twin", model=lm.label))
+        parts.append(run_descent(lm, tokens, prof.n_random, seed, cache_dir=cache_dir, load=trained.with_weights))
+        parts.append(run_descent(twin.lm, tokens, prof.n_random, seed, cache_dir=cache_dir,
+                                 weights="untrained twin", model=lm.label, load=twin.with_weights))
         tags[lm.label] = spec.replace("/", "_")
         captions[lm.label] = (f"{lm.describe()}; {len(tokens)} tokens (one per text, position >= 5) of "
                               f"{', '.join(texts)}, <= {prof.max_tokens} tokens per text; {prof.n_random} random "
                               f"directions; untrained twin seed {seed}; profile {profile}")
         timings.append({"model": lm.label, "tokens": len(tokens), "seconds": round(time.time() - start, 1)})
-        del lm
+        del lm, trained, twin, pair
         gc.collect()
     if not parts:
         raise CompendiumError(f"none of the models {specs} is available: see the notes above")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,9 +26,8 @@ from helpers import CompendiumError
 from helpers.config import PoweredDescentProfile
 from helpers.corpus.samples import sample_texts
 from helpers.experiments.descent_tables import layer_thirds
-from helpers.experiments.zoo import load_or_skip
+from helpers.experiments.zoo import pair_entries
 from helpers.lm.load import LoadedModel
-from helpers.lm.twin import untrained_twin
 from helpers.paths import CACHE_DIR, atomic_write_text, config_hash, repo_path
 from helpers.residual.descent_records import batch_records
 
@@ -134,12 +134,14 @@ def _frame(lm: LoadedModel, sample: PositionSample, idx: list[int], line: list[l
 
 def run_powered(lm: LoadedModel, sample: PositionSample, line_texts: int, alphas: tuple[float, ...], seed: int = 0,
                 batch_tokens: int = 4096, cache_dir: str | None = None, weights: str = "trained",
-                model: str | None = None, line_stride: int = 1) -> pd.DataFrame:
+                model: str | None = None, line_stride: int = 1,
+                load: Callable[[], LoadedModel] | None = None) -> pd.DataFrame:
     """Records of every sampled token at every layer (one row per token and layer), cached under
     ``cache_dir/descent_powered`` by model fingerprint, sample and settings. The tokens of :func:`line_subset`
     get, at every ``line_stride``-th layer, the start-of-step slope, the controls, the line search and the
     ablation (the untrained twin: the slope and the predictor's readings,
-    :func:`helpers.residual.descent_records.batch_records` with ``full`` False)."""
+    :func:`helpers.residual.descent_records.batch_records` with ``full`` False). ``lm`` may be a skeleton: ``load``
+    then gives the model with its weights when the records are not cached."""
     full = weights == "trained"
     key = config_hash({"fp": lm.fingerprint, "sample": sample.key(), "line_texts": line_texts,
                        "alphas": list(alphas), "seed": seed, "v": VERSION, "stride": line_stride, "full": full})
@@ -149,6 +151,7 @@ def run_powered(lm: LoadedModel, sample: PositionSample, line_texts: int, alphas
     if path is not None and path.is_file():
         df = pd.read_csv(path)
     else:
+        lm = load() if lm.skeleton else lm
         gen = torch.Generator().manual_seed(seed)
         parts = []
         for idx in tqdm(_batches(sample, batch_tokens), unit="batch", desc=f"descent {label}"):
@@ -187,17 +190,19 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: PoweredDesce
     for spec in specs:
         start = time.time()
         size = prof.sample_for(spec)
-        lm = load_or_skip(spec, profile, cache_dir, seed, device) if size.tokens else print(f"{spec}: no tokens")
-        if lm is None:
+        pair = list(pair_entries(spec, profile, cache_dir, seed, device)) if size.tokens else print(f"{spec}: no tokens")
+        if not pair:
             continue
+        (trained, twin), lm = pair, pair[0].lm  # skeletons: weights load only for records that are not cached
         picked = {"wikitext-103": sample_texts(texts["wikitext-103"], size.wikitext_texts, seed),
                   "1bw": sample_texts(texts["1bw"], size.onebw_texts, seed)} if size.tokens else {}
         sample = sample_positions(lm, picked, prof.max_tokens, prof.per_text, prof.min_context, seed)
         parts.append(run_powered(lm, sample, size.line_texts, prof.alphas, seed, cache_dir=cache_dir,
-                                 line_stride=size.line_stride))
-        twin = untrained_twin(lm, seed, release=True)  # the model's weights freed first: one model in memory
-        parts.append(run_powered(twin, sample, size.line_texts, prof.alphas, seed, cache_dir=cache_dir,
-                                 weights="untrained twin", model=lm.label, line_stride=size.line_stride))
+                                 line_stride=size.line_stride, load=trained.with_weights))
+        # the twin's weights are built only if its records are not cached (the model's freed first)
+        parts.append(run_powered(twin.lm, sample, size.line_texts, prof.alphas, seed, cache_dir=cache_dir,
+                                 weights="untrained twin", model=lm.label, line_stride=size.line_stride,
+                                 load=twin.with_weights))
         n_ctx = [x for p in sample.positions for x in p]
         tags[lm.label] = spec.replace("/", "_")
         captions[lm.label] = sample_caption(lm.describe(), sample, prof.per_text, size.line_texts, seed, profile,
@@ -206,7 +211,7 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: PoweredDesce
         timings.append({"model": lm.label, "tokens": len(sample), "line_tokens": n_line,
                         "texts": len(sample.rows), "median_position": float(np.median(n_ctx)),
                         "seconds": round(time.time() - start, 1)})
-        del lm, twin
+        del lm, trained, twin, pair
         gc.collect()
     if not parts:
         raise CompendiumError(f"none of the models {specs} is available: see the notes above")

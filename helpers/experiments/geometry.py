@@ -129,23 +129,37 @@ def _perturbed(lm: LoadedModel, spec: str, texts: list[str], opts: dict) -> list
 
 def _model_entries(spec: str, texts: list[str], prof, opts: dict, cache_dir: str, device: str,
                    profile: str) -> list[GeoEntry]:
-    lm = load_or_skip(spec, profile, cache_dir, device=device)
-    if lm is None:
+    """The entries of ``spec``: the model, its perturbed copies (``prof.perturbed``), its twins and the rounded
+    twin. The model and its twins start as skeletons: weights are loaded (a twin built) only for geometry that is
+    not cached, and a twin is built only after the model's weights are freed (one model in memory)."""
+    skeleton = load_or_skip(spec, profile, cache_dir, device=device, weights=False)
+    if skeleton is None:
         return []
-    out = [_entry(lm, spec, TRAINED, run_geometry(lm, texts, DATASET, **opts))]
+    held = {"lm": skeleton}
+
+    def weights() -> LoadedModel:
+        if held["lm"].skeleton:
+            held["lm"] = load_or_skip(spec, profile, cache_dir, device=device)
+        return held["lm"]
+
+    out = [_entry(skeleton, spec, TRAINED, run_geometry(skeleton, texts, DATASET, load=weights, **opts))]
     if spec in prof.perturbed:
-        out += _perturbed(lm, spec, texts, opts)
+        out += _perturbed(weights(), spec, texts, opts)
     scales = scales_for(spec, prof.twin_scales)
     ref_std = REGISTRY[spec].init_std if spec in REGISTRY else 0.02  # the twin that is rounded like the model
-    first = True
     for std, note in scales + [(None, "zero output projections")] * prof.zero_output:
-        twin = untrained_twin(lm, seed=prof.twin_seed, release=first, init_std=std if std is not None else 0.02,
-                              zero_output=std is None, device=device)
-        first = False
+        kw = {"seed": prof.twin_seed, "init_std": std if std is not None else 0.02, "zero_output": std is None}
+        twin = untrained_twin(skeleton, device="meta", **kw)  # a skeleton: the same fingerprint as the real one
+
+        def build(kw=kw) -> LoadedModel:
+            base = held["lm"]  # the model's weights, if loaded, are freed first
+            return untrained_twin(base, release=not base.skeleton, device=device, **kw)
+
         role = f"twin, {note}"
-        out.append(_entry(twin, spec, role, run_geometry(twin, texts, DATASET, **opts), init_std=std))
+        geo = run_geometry(twin, texts, DATASET, load=build, **opts)
+        out.append(_entry(twin, spec, role, geo, init_std=std))
         if spec in prof.perturbed and std is not None and abs(std - ref_std) < 1e-6:  # scales are rounded to 1e-6
-            rt = quantised_twin(twin, "Q4_K_M")
+            rt = quantised_twin(build(), "Q4_K_M")
             out.append(_entry(rt, spec, f"{role}, {ROUNDING}", run_geometry(rt, texts, DATASET, **opts), std,
                               reference=role))
             del rt

@@ -150,23 +150,31 @@ def natural_checkpoints(profile: str, cache_dir: str | Path = CACHE_DIR, seed: i
 def model_entries(spec: str, profile: str, cache_dir: str | Path = CACHE_DIR, twin_seed: int = 0,
                   device: str = "cpu") -> Iterator[Entry]:
     """The entries of one model of a cross-model table: ``"natural"`` gives every checkpoint of the
-    project-trained model; anything else gives the model and then its untrained twin, or nothing and a printed
-    note (:func:`load_or_skip`). The trained model's weights are freed when the twin is asked for. Both entries
-    start as skeletons (:attr:`Entry.with_weights` loads the model, or builds the twin, when its runs are not
-    cached): a table whose runs are all cached loads no weights."""
+    project-trained model; anything else gives the model and then its untrained twin (:func:`pair_entries`), or
+    nothing and a printed note (:func:`load_or_skip`)."""
     if spec == NATURAL:
         yield from natural_checkpoints(profile, cache_dir, device=device)
         return
-    skeleton = load_or_skip(spec, profile, cache_dir, device=device, weights=False)
+    yield from pair_entries(spec, profile, cache_dir, twin_seed, device)
+
+
+def pair_entries(spec: str, profile: str, cache_dir: str | Path = CACHE_DIR, twin_seed: int = 0,
+                 device: str = "cpu") -> Iterator[Entry]:
+    """The model ``spec`` and then its untrained twin (seed ``twin_seed``), or nothing and a printed note
+    (:func:`load_or_skip`). Both start as skeletons (``"natural"``: loaded, it is small): :meth:`Entry.with_weights`
+    loads the model, or builds the twin, only for work that is not cached, so a notebook whose runs are all cached
+    loads no weights. The trained model's weights are freed when the twin is built (one model in memory); the
+    twin needs only the config, so a trained model that was never loaded is not loaded for it."""
+    skeleton = load_or_skip(spec, profile, cache_dir, twin_seed, device, weights=False)
     if skeleton is None:
         return
     trained = Entry(skeleton, group=spec, role=TRAINED,
-                    load=lambda: load_or_skip(spec, profile, cache_dir, device=device))
+                    load=lambda: load_or_skip(spec, profile, cache_dir, twin_seed, device))
     yield trained
-    # the caller is done with the trained model when it asks for the twin: free its weights first (memory); the
-    # twin needs only the config, so a trained model that was never loaded is not loaded for it
+
     def twin() -> LoadedModel:
         base = trained.lm
-        return untrained_twin(base, seed=twin_seed, release=not base.skeleton, device=device)
+        return untrained_twin(base, seed=twin_seed, release=not base.skeleton,
+                              device=device if base.skeleton else None)
 
     yield Entry(untrained_twin(skeleton, seed=twin_seed, device="meta"), group=spec, role=TWIN, load=twin)

@@ -70,7 +70,7 @@ def untrained_twin(lm: LoadedModel, seed: int = 0, release: bool = False, init_s
         model = model.to(device=device, dtype=dtype).eval()
     if zero_output:
         with torch.no_grad():
-            for block in wrap_model(model, lm.tokenizer).blocks:
+            for block in wrap_model(model, lm.tokenizer, fingerprint="-").blocks:  # blocks only
                 for proj in output_projections(block):
                     proj.weight.zero_()
                     if getattr(proj, "bias", None) is not None:

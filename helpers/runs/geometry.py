@@ -4,6 +4,8 @@ batches, one cached chunk per batch (a killed run resumes), records sorted by (t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from tqdm import tqdm  # text bars: they stream through papermill and need no ipywidgets
 
@@ -20,10 +22,11 @@ GEOMETRY_VERSION = 2  # bump when step_geometry's numbers change: cached runs ar
 
 def run_geometry(lm: LoadedModel, texts: list[str], dataset: str, max_tokens: int, min_position: int = 4,
                  batch_tokens: int = 2048, seed: int = 0, cache_dir: str = CACHE_DIR,
-                 progress: bool = True) -> dict[str, np.ndarray]:
+                 progress: bool = True, load: Callable[[], LoadedModel] | None = None) -> dict[str, np.ndarray]:
     """Per-token step geometry of ``lm`` on ``texts`` (each cut at ``max_tokens``; texts without a token at
     ``min_position`` skipped), cached under ``cache_dir/geometry``; the swap partners are drawn per batch with
-    ``seed``. Raises one :class:`CompendiumError` line when no text is long enough."""
+    ``seed``. ``lm`` may be a skeleton: ``load`` then gives the model with its weights at the first batch that is
+    not cached. Raises one :class:`CompendiumError` line when no text is long enough."""
     rows = lm.encode(texts, max_tokens)
     ids = [i for i, r in enumerate(rows) if len(r) > min_position]
     if not ids:
@@ -39,6 +42,7 @@ def run_geometry(lm: LoadedModel, texts: list[str], dataset: str, max_tokens: in
     for b, batch in enumerate(batches):
         text_ids = [ids[j] for j in batch]
         if not store.has_chunk(b):
+            lm = load() if lm.skeleton else lm
             rec = step_geometry(lm, [rows[t] for t in text_ids], min_position, seed=seed + b)
             rec["text_id"] = np.asarray(text_ids, dtype=np.int32)[rec.pop("sample")]
             store.save_chunk(b, rec)

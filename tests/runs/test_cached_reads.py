@@ -95,3 +95,63 @@ def test_cross_model_entries_read_cached_runs_without_weights(tiny_dir, tmp_path
         assert a.keys() == b.keys()
         for key in a:
             assert a[key] == b[key] or (a[key] != a[key] and b[key] != b[key]), key  # equal, or both NaN
+
+
+@pytest.mark.parametrize("part", ["descent", "descent_powered"])
+def test_descent_runs_read_cached_records_without_weights(part, tiny_dir, tmp_path, monkeypatch):
+    """Notebook 07 (both parts): the cold run loads the model once (its twin is built from the config); the warm
+    run reads both record sets from skeletons and gives the same records."""
+    import importlib
+
+    from helpers.config import get_profile
+    from helpers.experiments import zoo
+
+    module = importlib.import_module(f"helpers.experiments.{part}")
+    prof = get_profile("smoke").powered if part == "descent_powered" else get_profile("smoke").descent
+    words = "the cat sat on a mat while the dog ran far away from home and back again".split()
+    texts = {ds: [" ".join(words[(i + k) % len(words)] for k in range(40)) for i in range(6)]
+             for ds in ("wikitext-103", "1bw")}
+    loads = []
+    real = zoo.load_model
+
+    def logged(spec, *args, **kwargs):
+        loads.append(kwargs.get("weights", True))
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(zoo, "load_model", logged)
+    cold = module.run_models([str(tiny_dir)], texts, prof, "smoke", cache_dir=str(tmp_path))
+    assert loads == [False, True]
+    warm = module.run_models([str(tiny_dir)], texts, prof, "smoke", cache_dir=str(tmp_path))
+    assert loads == [False, True, False]
+    assert set(cold.records.weights) == {"trained", "untrained twin"}
+    assert cold.captions == warm.captions
+    a, b = cold.records.reset_index(drop=True), warm.records.reset_index(drop=True)
+    assert list(a.columns) == list(b.columns)
+    for col in a.columns:
+        if a[col].dtype.kind == "f":  # the cache keeps 7 significant digits
+            np.testing.assert_allclose(a[col], b[col], rtol=1e-5, atol=1e-7, err_msg=col)
+        else:
+            assert (a[col] == b[col]).all(), col
+
+
+def test_geometry_entries_read_cached_runs_without_weights(tiny_dir, tmp_path, monkeypatch):
+    """Notebook 09: the cold run loads the model once (twins from the config); the warm run loads no weights and
+    gives the same geometry for the model and every twin."""
+    from helpers.experiments import geometry, zoo
+
+    loads = []
+    real = zoo.load_model
+
+    def logged(spec, *args, **kwargs):
+        loads.append(kwargs.get("weights", True))
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(zoo, "load_model", logged)
+    cold = geometry.run([str(tiny_dir)], "smoke", cache_dir=str(tmp_path))
+    assert loads == [False, True] and len(cold.entries) >= 3  # the model and its twins
+    warm = geometry.run([str(tiny_dir)], "smoke", cache_dir=str(tmp_path))
+    assert loads == [False, True, False]
+    for a, b in zip(cold.entries, warm.entries, strict=True):
+        assert (a.role, a.label, a.describe) == (b.role, b.label, b.describe)
+        for key, value in a.geo.items():
+            np.testing.assert_array_equal(value, b.geo[key], err_msg=f"{a.role}: {key}")
