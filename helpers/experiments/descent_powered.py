@@ -11,7 +11,6 @@ query per variant. This module samples the tokens, batches and caches them and r
 
 from __future__ import annotations
 
-import gc
 import random
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from helpers.config import PoweredDescentProfile
 from helpers.corpus.samples import sample_texts
 from helpers.experiments.descent_tables import layer_thirds
 from helpers.experiments.zoo import pair_entries
-from helpers.lm.load import LoadedModel
+from helpers.lm.load import LoadedModel, free_memory
 from helpers.paths import CACHE_DIR, atomic_write_text, config_hash, repo_path
 from helpers.residual.descent_records import batch_records
 
@@ -158,6 +157,7 @@ def run_powered(lm: LoadedModel, sample: PositionSample, line_texts: int, alphas
             arrays = batch_records(lm, [sample.rows[i] for i in idx], [sample.positions[i] for i in idx],
                                    [line[i] for i in idx], alphas, gen, line_stride, full)
             parts.append(_frame(lm, sample, idx, line, arrays))
+            free_memory()  # the batch's states and keys are gone: return their pages before the next batch
         df = pd.concat(parts, ignore_index=True).sort_values(KEYS, ignore_index=True)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +212,7 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: PoweredDesce
                         "texts": len(sample.rows), "median_position": float(np.median(n_ctx)),
                         "seconds": round(time.time() - start, 1)})
         del lm, trained, twin, pair
-        gc.collect()
+        free_memory()
     if not parts:
         raise CompendiumError(f"none of the models {specs} is available: see the notes above")
     return PoweredRun(pd.concat(parts, ignore_index=True), captions, tags, pd.DataFrame(timings))

@@ -9,6 +9,8 @@ family (GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen2, Gemma/Gemma 2/Gemma 3, OPT)
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,16 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 
+
+
+def free_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc's ``malloc_trim``; elsewhere only the
+    collection): between batches and models, so that the resident size is what is live, not a high-water mark."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,11 +7,10 @@ initialisation (``AutoModelForCausalLM.from_config``), so it answers "what does 
 from __future__ import annotations
 
 import copy
-import gc
 
 import torch
 
-from helpers.lm.load import LoadedModel, wrap_model
+from helpers.lm.load import LoadedModel, free_memory, wrap_model
 
 
 def output_projections(block: torch.nn.Module) -> list[torch.nn.Module]:
@@ -60,7 +59,7 @@ def untrained_twin(lm: LoadedModel, seed: int = 0, release: bool = False, init_s
     device, dtype = (lm.input_device if device is None else torch.device(device)), lm.dtype
     if release and not lm.skeleton:
         lm.model.to("meta")
-        gc.collect()
+        free_memory()
     torch.manual_seed(seed)
     if device.type == "meta":
         with device:

@@ -101,6 +101,9 @@ class _Batch:
         self.kv["attn"] = self.kv["block"]
         if mid is not None:
             self.kv["ffn"] = stacked_keys_values(lm, n - 1, mid, self.cap.block_kwargs)
+        # every later pass reads the keys and values above and the current tokens' states: the batch's states
+        # at every layer ([L+1, B, T, D] and the half-steps, 1.4 GB for a 4096-token Qwen2.5-1.5B batch) go now
+        self.cap.states, mid = torch.empty(0), None  # (a slice would keep the storage alive)
         z, zm = self.z, self.zm  # each update's starting state and the update [L, N, D]
         self.steps = {"block": (z[:-1], z[1:] - z[:-1])}
         if zm is not None:
