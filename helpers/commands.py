@@ -19,7 +19,7 @@ from helpers import CompendiumError
 from helpers.config import get_profile
 from helpers.corpus.sources import corpus_source
 from helpers.experiments import inner_loss, table1
-from helpers.lm.load import load_model
+from helpers.lm.load import LOAD_LOG_ENV, load_model
 from helpers.lm.registry import DEFAULT_MODEL
 from helpers.notebooks import PER_MODEL, PeakMemory, execute, sources, stale_pngs, timed
 from helpers.paths import RESULTS_DIR, atomic_write_text, repo_path, repo_root
@@ -169,6 +169,10 @@ def cmd_notebook(args) -> None:
         os.environ[output.PNG_NOTICE_ENV] = "1"  # the kernels inherit it: no warning again per notebook
     for key, value in KERNEL_ENV.items():  # the kernels inherit them
         os.environ.setdefault(key, value)
+    loads = repo_path(RESULTS_DIR) / "cache" / f"loads_{os.getpid()}.log"  # every load of weights, by the kernels
+    loads.parent.mkdir(parents=True, exist_ok=True)
+    loads.unlink(missing_ok=True)
+    os.environ[LOAD_LOG_ENV] = str(loads)
     rows = []
     with PeakMemory() as whole:
         for src in chosen:
@@ -179,17 +183,33 @@ def cmd_notebook(args) -> None:
                              "seconds": round(seconds, 1), "peak_rss_gb": round(gb, 2)})
     rows.append({"stage": "total", "model": "", "seconds": round(time.time() - begin, 1),
                  "peak_rss_gb": round(whole.gb, 2)})
+    counted = load_counts(loads)
+    loads.unlink(missing_ok=True)
     if not args.only and not args.model:  # a whole run: its table is the README's time table
         suffix = "" if args.profile == "default" else f"_{args.profile}"
         output.save_table(pd.DataFrame(rows), f"reproduce_timings{suffix}", RESULTS_DIR,
                           f"`python -m helpers notebook --profile {args.profile}` (make reproduce): wall time and peak "
                           f"resident memory (this process and the kernels) per notebook, on {os.cpu_count()} CPU cores")
+        output.save_table(counted, f"reproduce_loads{suffix}", RESULTS_DIR,
+                          f"`python -m helpers notebook --profile {args.profile}`: how often each model's weights were "
+                          f"loaded, by any notebook, and the seconds those loads took (counted by load_model itself; "
+                          f"a cached run reads skeletons and loads none)")
+    print("== model weights loaded: " + (", ".join(f"{r.model} {r.loads}x ({r.seconds:.0f} s)"
+                                                  for r in counted.itertuples()) or "none"), flush=True)
     print("== wall time per notebook: " + ", ".join(f"{r['stage']} {r['seconds']:.0f} s" for r in rows[:-1])
           + f"; total {rows[-1]['seconds']:.0f} s ({rows[-1]['seconds'] / 60:.1f} min), peak RSS "
           f"{rows[-1]['peak_rss_gb']:.1f} GB", flush=True)
     stale = stale_pngs(repo_path("figures"), begin) if not browser else []
     if stale:
         print(f"== PNGs not refreshed ({len(stale)}; no browser): {', '.join(stale)}", flush=True)
+
+
+def load_counts(log: Path) -> pd.DataFrame:
+    """Loads of weights per model from a load log (``helpers.lm.load.LOAD_LOG_ENV``): model, loads, seconds."""
+    lines = [ln.split("\t") for ln in log.read_text().splitlines() if ln.strip()] if log.is_file() else []
+    frame = pd.DataFrame([(m, float(t)) for m, t in lines], columns=["model", "seconds"])
+    return (frame.groupby("model", sort=False).agg(loads=("seconds", "size"), seconds=("seconds", "sum"))
+            .reset_index())
 
 
 def _own_model(src: Path) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import gc
 import hashlib
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from helpers.lm.registry import DEFAULT_MODEL, REGISTRY
 from helpers.paths import file_sha256
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LOAD_LOG_ENV = "METALEARN_LOAD_LOG"  # a file: every load of weights appends "spec<TAB>seconds" (make reproduce counts)
 
 
 
@@ -316,6 +319,7 @@ def load_model(
         lm = _skeleton(spec, where, kwargs, config, torch_dtype, label, note, fingerprint)
         lm.extra["device"] = device  # where its weights would go: a twin built from it goes there
         return lm
+    start = time.time()
     try:
         model = AutoModelForCausalLM.from_pretrained(where, **load_kwargs)
     except Exception as exc:  # noqa: BLE001 - corrupt or incomplete weights are one line, whatever the loader raises
@@ -325,7 +329,11 @@ def load_model(
         raise CompendiumError(f"cannot load the weights of '{spec}' ({_first_line(exc)}): {fix}") from None
     if device_map is None:
         model = model.to(device)
-    return _finish(spec, where, kwargs, config, model, label, note, fingerprint)
+    lm = _finish(spec, where, kwargs, config, model, label, note, fingerprint)
+    if os.environ.get(LOAD_LOG_ENV):
+        with open(os.environ[LOAD_LOG_ENV], "a", encoding="utf-8") as fh:
+            fh.write(f"{spec}\t{time.time() - start:.1f}\n")
+    return lm
 
 
 def _finish(spec: str, where: str, kwargs: dict, config: object, model: nn.Module, label: str, note: str,

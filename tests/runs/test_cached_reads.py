@@ -155,3 +155,18 @@ def test_geometry_entries_read_cached_runs_without_weights(tiny_dir, tmp_path, m
         assert (a.role, a.label, a.describe) == (b.role, b.label, b.describe)
         for key, value in a.geo.items():
             np.testing.assert_array_equal(value, b.geo[key], err_msg=f"{a.role}: {key}")
+
+
+def test_loads_of_weights_are_logged_and_counted(tiny_dir, tmp_path, monkeypatch):
+    """``make reproduce`` counts loads from the log load_model writes: a load of weights is a line, a skeleton none."""
+    from helpers.commands import load_counts
+    from helpers.lm.load import LOAD_LOG_ENV
+
+    log = tmp_path / "loads.log"
+    monkeypatch.setenv(LOAD_LOG_ENV, str(log))
+    load_model(str(tiny_dir))
+    load_model(str(tiny_dir), weights=False)
+    load_model(str(tiny_dir))
+    counted = load_counts(log)
+    assert counted.model.tolist() == [str(tiny_dir)] and counted.loads.tolist() == [2]
+    assert (counted.seconds >= 0).all() and load_counts(tmp_path / "none.log").empty
