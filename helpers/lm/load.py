@@ -9,6 +9,7 @@ family (GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen2, Gemma/Gemma 2/Gemma 3, OPT)
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import gc
 import hashlib
@@ -26,7 +27,7 @@ from helpers.lm.families import BLOCK_PATHS, ENCODER_FAMILIES, NORM_PATHS, conte
 from helpers.lm.families import family as family_row
 from helpers.lm.files import check_gguf, check_model_files
 from helpers.lm.registry import DEFAULT_MODEL, REGISTRY
-from helpers.paths import file_sha256
+from helpers.paths import atomic_path, file_sha256, model_cache
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LOAD_LOG_ENV = "METALEARN_LOAD_LOG"  # a file: every load of weights appends "spec<TAB>seconds" (make reproduce counts)
@@ -284,8 +285,9 @@ def load_model(
         check_device_map(device_map)
     where, kwargs, label, note, fingerprint = resolve_spec(spec)
     local = Path(where).exists()
+    meta = metadata_source(where, kwargs, fingerprint)
     try:
-        config = AutoConfig.from_pretrained(where, **kwargs)
+        config = AutoConfig.from_pretrained(meta[0], **meta[1])
     except Exception as exc:  # noqa: BLE001 - a local file that does not parse, or a hub miss: one line each
         first = _first_line(exc)
         if local:
@@ -316,7 +318,7 @@ def load_model(
     if not weights:
         if torch_dtype == "auto" or device_map is not None:
             raise CompendiumError("a skeleton (weights=False) needs a named dtype and no device_map")
-        lm = _skeleton(spec, where, kwargs, config, torch_dtype, label, note, fingerprint)
+        lm = _skeleton(spec, meta, config, torch_dtype, label, note, fingerprint)
         lm.extra["device"] = device  # where its weights would go: a twin built from it goes there
         return lm
     start = time.time()
@@ -329,36 +331,68 @@ def load_model(
         raise CompendiumError(f"cannot load the weights of '{spec}' ({_first_line(exc)}): {fix}") from None
     if device_map is None:
         model = model.to(device)
-    lm = _finish(spec, where, kwargs, config, model, label, note, fingerprint)
+    lm = _finish(spec, meta, config, model, label, note, fingerprint)
     if os.environ.get(LOAD_LOG_ENV):
         with open(os.environ[LOAD_LOG_ENV], "a", encoding="utf-8") as fh:
             fh.write(f"{spec}\t{time.time() - start:.1f}\n")
     return lm
 
 
-def _finish(spec: str, where: str, kwargs: dict, config: object, model: nn.Module, label: str, note: str,
+def metadata_source(where: str, kwargs: dict, fingerprint: str) -> tuple[str, dict]:
+    """Where to read a model's config and tokenizer: for a GGUF file whose copy is saved in the model cache
+    (:func:`save_metadata`), that folder; else the model itself (a GGUF's metadata holds the whole vocabulary:
+    parsing it costs ~7 s for Qwen2.5's 152k words, twice per load)."""
+    folder = _metadata_folder(kwargs, fingerprint)
+    if folder is not None and (folder / "config.json").is_file():
+        return str(folder), {}
+    return where, kwargs
+
+
+def _metadata_folder(kwargs: dict, fingerprint: str) -> Path | None:
+    if "gguf_file" not in kwargs or not fingerprint.startswith("sha256:"):
+        return None
+    return model_cache() / "gguf-metadata" / fingerprint.removeprefix("sha256:")
+
+
+def save_metadata(kwargs: dict, fingerprint: str, config: object, tokenizer: object) -> None:
+    """Keep a GGUF model's config and tokenizer, as transformers read them from the file, in the model cache under
+    the file's hash (written once, atomically; a folder that cannot be written is skipped)."""
+    folder = _metadata_folder(kwargs, fingerprint)
+    if folder is None or (folder / "config.json").is_file():
+        return
+    try:
+        with atomic_path(folder, directory=True) as tmp:
+            tokenizer.save_pretrained(tmp)
+            config.save_pretrained(tmp)
+    except OSError:
+        pass
+
+
+def _finish(spec: str, meta: tuple[str, dict], config: object, model: nn.Module, label: str, note: str,
             fingerprint: str) -> LoadedModel:
-    """The uniform view of a loaded (or skeleton) ``model`` with its checked tokenizer and fingerprint."""
-    tokenizer = _read_tokenizer(spec, where, kwargs)
+    """The uniform view of a loaded (or skeleton) ``model`` with its checked tokenizer (read from ``meta``,
+    :func:`metadata_source`) and fingerprint."""
+    tokenizer = _read_tokenizer(spec, *meta)
+    save_metadata(meta[1], fingerprint, config, tokenizer)
     if not tokenizer("The tokenizer works.", add_special_tokens=False)["input_ids"]:
         raise CompendiumError(f"the tokenizer of '{spec}' turns text into no tokens (its vocabulary files are "
                               f"missing): save the tokenizer with the model (tokenizer.save_pretrained)")
     if not fingerprint:
-        fingerprint = "hub:" + str(getattr(config, "_commit_hash", None) or where)
+        fingerprint = "hub:" + str(getattr(config, "_commit_hash", None) or meta[0])
     lm = wrap_model(model, tokenizer, name=spec, label=label, fingerprint=fingerprint, note=note)
     if spec in REGISTRY:  # its GGUF file may store a tied head as a tensor of its own (Qwen2.5's do)
         lm.extra["release_params"] = int(REGISTRY[spec].params)
     return lm
 
 
-def _skeleton(spec: str, where: str, kwargs: dict, config: object, dtype: torch.dtype, label: str, note: str,
+def _skeleton(spec: str, meta: tuple[str, dict], config: object, dtype: torch.dtype, label: str, note: str,
               fingerprint: str) -> LoadedModel:
     """The architecture of ``config`` on the meta device (no weights, no initialisation) as a LoadedModel."""
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    lm = _finish(spec, where, kwargs, config, model, label, note, fingerprint)
+    with torch.device("meta"):  # a copy: from_config records the dtype in the config it is given
+        model = AutoModelForCausalLM.from_config(copy.deepcopy(config), dtype=dtype)
+    lm = _finish(spec, meta, config, model, label, note, fingerprint)
     lm.extra["skeleton"] = True
     return lm
 
@@ -379,5 +413,5 @@ def _read_tokenizer(spec: str, where: str, kwargs: dict):
 def load_tokenizer(spec: str = DEFAULT_MODEL):
     """The tokenizer of ``spec`` (registry name, hub id, local directory or ``.gguf`` file) without its weights:
     what notebook 01 needs for token lengths (loading the whole model for it cost a model load)."""
-    where, kwargs, *_ = resolve_spec(spec)
-    return _read_tokenizer(spec, where, kwargs)
+    where, kwargs, _, _, fingerprint = resolve_spec(spec)
+    return _read_tokenizer(spec, *metadata_source(where, kwargs, fingerprint))
