@@ -19,10 +19,11 @@ import torch
 
 from helpers.config import get_profile
 from helpers.corpus.samples import filtered_samples, sample_texts
-from helpers.experiments.descent_powered import _batches, line_subset, sample_positions
+from helpers.experiments.descent_powered import line_subset, sample_positions
 from helpers.lm.load import free_memory, load_model
 from helpers.notebooks import PeakMemory
 from helpers.residual.descent_records import batch_records
+from helpers.runs.batching import make_batches
 
 
 def main() -> None:
@@ -38,7 +39,8 @@ def main() -> None:
     line = line_subset(sample, size.line_texts, 0)
     me = psutil.Process(os.getpid())
     for tokens in sizes:
-        idx = max(_batches(sample, tokens), key=lambda b: sum(len(sample.rows[i]) for i in b))
+        batches = make_batches([len(r) for r in sample.rows], batch_tokens=tokens, shortest_first=True)
+        idx = max(batches, key=lambda b: sum(len(sample.rows[i]) for i in b))
         free_memory()
         before, start = me.memory_info().rss / 2**30, time.time()
         with PeakMemory() as peak:

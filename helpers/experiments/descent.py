@@ -44,6 +44,7 @@ from helpers.report.figures import fig_descent, fig_norm_steps
 from helpers.report.output import save_figure, save_table
 from helpers.residual.hooks import capture_halfsteps, pad_batch
 from helpers.residual.lens import inner_loss_grad
+from helpers.runs.batching import make_batches
 
 VERSION = 1  # bump when the records change meaning (cache key)
 
@@ -147,14 +148,9 @@ def run_descent(lm: LoadedModel, tokens: TokenSample, n_random: int = 8, seed: i
     else:
         lm = load() if lm.skeleton else lm
         gen = torch.Generator().manual_seed(seed)
-        order = sorted(range(len(tokens)), key=lambda i: len(tokens.rows[i]))
         pad = getattr(lm.tokenizer, "pad_token_id", None) or 0
-        parts, start = [], 0
-        while start < len(order):
-            end = start + 1  # rows sorted by length: the padded batch is (rows) x (its last row's length)
-            while end < len(order) and (end - start + 1) * len(tokens.rows[order[end]]) <= batch_tokens:
-                end += 1
-            idx = order[start:end]
+        parts = []
+        for idx in make_batches([len(r) for r in tokens.rows], batch_tokens=batch_tokens, shortest_first=True):
             ids, mask = pad_batch([tokens.rows[i] for i in idx], pad, lm.input_device)
             tgt = torch.tensor([tokens.targets[i] for i in idx])
             arrays = _batch_records(lm, ids, mask, tgt, n_random, gen, token_budget)
@@ -163,7 +159,6 @@ def run_descent(lm: LoadedModel, tokens: TokenSample, n_random: int = 8, seed: i
             frame = {k: np.repeat(v, lm.n_layers) for k, v in keys.items()}
             frame["layer"] = np.tile(np.arange(lm.n_layers), len(idx))
             parts.append(pd.DataFrame(frame | {k: v.T.reshape(-1) for k, v in arrays.items()}))
-            start = end
         df = pd.concat(parts, ignore_index=True).sort_values(["dataset", "text", "layer"], ignore_index=True)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

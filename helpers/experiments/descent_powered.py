@@ -29,6 +29,7 @@ from helpers.experiments.zoo import pair_entries
 from helpers.lm.load import LoadedModel, free_memory
 from helpers.paths import CACHE_DIR, atomic_write_text, config_hash, repo_path
 from helpers.residual.descent_records import batch_records
+from helpers.runs.batching import make_batches
 
 VERSION = 2  # bump when the records change meaning (cache key)
 KEYS = ["dataset", "text", "position", "layer"]  # one record per token and layer
@@ -106,19 +107,6 @@ def sample_caption(model: str, sample: PositionSample, per_text: int, line_texts
         f"profile {profile}"])
 
 
-def _batches(sample: PositionSample, batch_tokens: int) -> list[list[int]]:
-    """Row indices of ``sample`` in batches of at most ``batch_tokens`` padded tokens (rows sorted by length)."""
-    order = sorted(range(len(sample.rows)), key=lambda i: len(sample.rows[i]))
-    out, s = [], 0
-    while s < len(order):
-        e = s + 1
-        while e < len(order) and (e - s + 1) * len(sample.rows[order[e]]) <= batch_tokens:
-            e += 1
-        out.append(order[s:e])
-        s = e
-    return out
-
-
 def _frame(lm: LoadedModel, sample: PositionSample, idx: list[int], line: list[list[bool]],
            arrays: dict[str, np.ndarray]) -> pd.DataFrame:
     """One row per (token, layer) of the batch ``idx``: where the token is, then the ``[L, N]`` arrays."""
@@ -153,7 +141,8 @@ def run_powered(lm: LoadedModel, sample: PositionSample, line_texts: int, alphas
         lm = load() if lm.skeleton else lm
         gen = torch.Generator().manual_seed(seed)
         parts = []
-        for idx in tqdm(_batches(sample, batch_tokens), unit="batch", desc=f"descent {label}"):
+        batches = make_batches([len(r) for r in sample.rows], batch_tokens=batch_tokens, shortest_first=True)
+        for idx in tqdm(batches, unit="batch", desc=f"descent {label}"):
             arrays = batch_records(lm, [sample.rows[i] for i in idx], [sample.positions[i] for i in idx],
                                    [line[i] for i in idx], alphas, gen, line_stride, full)
             parts.append(_frame(lm, sample, idx, line, arrays))

@@ -1,12 +1,14 @@
-"""Token-budget batches: indices grouped longest first so a batch carries little padding."""
+"""Token-budget batches: indices grouped by length so a batch carries little padding (the one batcher)."""
 
 from __future__ import annotations
 
 from helpers import CompendiumError
 
 
-def make_batches(lengths: list[int], batch_size: int | None = None, batch_tokens: int | None = None) -> list[list[int]]:
-    """Indices grouped into batches, longest first (less padding), deterministic.
+def make_batches(lengths: list[int], batch_size: int | None = None, batch_tokens: int | None = None,
+                 shortest_first: bool = False) -> list[list[int]]:
+    """Indices grouped into batches, longest first (less padding; ``shortest_first``: the other way round, the
+    order notebook 07's cached records were made in), deterministic (ties by index).
 
     A batch holds at most ``batch_size`` rows (None: no limit) and at most ``batch_tokens`` padded tokens
     (rows x its longest row; None: no limit); a row longer than ``batch_tokens`` gets a batch of its own.
@@ -16,13 +18,15 @@ def make_batches(lengths: list[int], batch_size: int | None = None, batch_tokens
             raise CompendiumError(f"{name} must be a positive integer, got {value!r}")
     if batch_size is None and batch_tokens is None:
         raise CompendiumError("give batch_size or batch_tokens (or both)")
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    sign = 1 if shortest_first else -1
+    order = sorted(range(len(lengths)), key=lambda i: (sign * lengths[i], i))
     batches: list[list[int]] = []
     for i in order:
         if batches:
             cur = batches[-1]
             rows_ok = batch_size is None or len(cur) < batch_size
-            tokens_ok = batch_tokens is None or (len(cur) + 1) * lengths[cur[0]] <= batch_tokens
+            longest = max(lengths[cur[0]], lengths[i])  # the first row's, or the new row's going shortest first
+            tokens_ok = batch_tokens is None or (len(cur) + 1) * longest <= batch_tokens
             if rows_ok and tokens_ok:
                 cur.append(i)
                 continue

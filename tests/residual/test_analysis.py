@@ -109,6 +109,29 @@ def test_pipeline_tables_equal_full_computation_on_covered_tokens(tmp_path):
     assert (ours["n_tokens"] == part["lens_sampled"].sum()).all()
 
 
+def _shortest_first_oracle(lengths: list[int], budget: int) -> list[list[int]]:
+    """Notebook 07's own batcher before there was one batcher: its cached records were made in these batches."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out, s = [], 0
+    while s < len(order):
+        e = s + 1
+        while e < len(order) and (e - s + 1) * lengths[order[e]] <= budget:
+            e += 1
+        out.append(order[s:e])
+        s = e
+    return out
+
+
+def test_shortest_first_batches_are_notebook_07s():
+    """The one batcher going shortest first gives exactly the batches notebook 07 cached its records in (its random
+    controls are drawn batch by batch, so other batches would give other draws)."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        lengths = rng.integers(1, 60, size=int(rng.integers(1, 40))).tolist()
+        budget = int(rng.integers(20, 400))
+        assert make_batches(lengths, batch_tokens=budget, shortest_first=True) == _shortest_first_oracle(lengths, budget)
+
+
 def test_token_budget_batches():
     lengths = [5, 30, 12, 30, 7, 1, 12, 20]
     batches = make_batches(lengths, batch_tokens=60)
