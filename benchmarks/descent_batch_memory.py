@@ -19,7 +19,7 @@ import torch
 
 from helpers.config import get_profile
 from helpers.corpus.samples import filtered_samples, sample_texts
-from helpers.experiments.descent_powered import line_subset, sample_positions
+from helpers.experiments.descent_slopes import line_subset, sample_positions
 from helpers.lm.load import free_memory, load_model
 from helpers.notebooks import PeakMemory
 from helpers.residual.descent_records import batch_records

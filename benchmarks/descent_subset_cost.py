@@ -17,7 +17,7 @@ import torch
 
 from helpers.config import get_profile
 from helpers.corpus.samples import load_samples, sample_texts
-from helpers.experiments import descent_powered as dp
+from helpers.experiments import descent_slopes as dp
 from helpers.experiments.zoo import load_or_skip
 from helpers.residual.descent_records import batch_records
 

@@ -55,10 +55,9 @@ class CorpusProfile:
     bootstrap resamples, further models with their own samples (``make reproduce`` runs 02-04 on each), the
     random share of tokens that get the lens besides the paper's filter (the "all tokens" panel), and whether
     the logit lens (not in the paper; as costly as the inner loss's LM head) runs too, and whether Table 1 gets
-    the untrained twin's rows (norms only: one more forward pass over the sample). ``filter_share`` runs the lens on
-    a seeded share of the tokens that pass the paper's filter (None: all of them): the filtered curve is a mean
-    over layers, and on the paper profile's ~10^5 filtered tokens a quarter of them leaves its interval far below
-    any difference a verdict reads, for a quarter of the lens's cost (the lens is most of a run's work)."""
+    the untrained twin's rows (norms only: one more forward pass over the sample); ``filter_share``: the seeded
+    share of the tokens passing the paper's filter that get the lens (None: all; the paper profile's ~10^5 give
+    a mean curve whose interval a quarter of them keeps far below any difference read, at a quarter of the cost)."""
 
     wikitext_texts: int | None
     onebw_texts: int | None
@@ -210,9 +209,8 @@ class DescentProfile:
 
 @dataclass(frozen=True)
 class PoweredSample:
-    """One model's sample in notebook 07's part 2: WikiText-103 texts (several tokens each), 1BW sentences (one
-    each), texts per corpus giving one token to the subset (slope at the start, controls, line search, ablation:
-    one pass of the rest of the network per variant, layer and token), and its layer stride."""
+    """One model's sample in notebook 07 part 2: WikiText-103 texts (several tokens each), 1BW sentences (one each),
+    texts per corpus giving one token to the subset (a pass of the rest per variant and layer), its layer stride."""
 
     model: str
     wikitext_texts: int
@@ -220,9 +218,7 @@ class PoweredSample:
     line_texts: int
     line_stride: int = 1  # (and the last layer)
 
-    @property
-    def tokens(self) -> bool:  # whether the model runs at all
-        return self.wikitext_texts + self.onebw_texts > 0
+    tokens = property(lambda self: self.wikitext_texts + self.onebw_texts > 0)  # whether the model runs at all
 
 
 @dataclass(frozen=True)
@@ -245,13 +241,10 @@ class PoweredDescentProfile:
 
 @dataclass(frozen=True)
 class CrossModelProfile:
-    """Notebook 08: texts per dataset that every model sees, one token cap for all of them (at most the smallest
-    context in the table, the natural-text model's), the models ("natural" is the project-trained one, every
-    checkpoint; registry names, hub ids that are in the local cache, local folders), the GGUF schemes of the
-    quantisation check, the untrained twins' seed and the bootstrap resamples. The Eq. 14 lens runs on the tokens
-    passing the paper's filter and a seeded ``lens_share`` of all tokens: that share carries Claim 1's calibrated
-    trend (Kendall tau) of every model and twin, and the twin's rule (flat within +-0.05) needs a half-width well
-    under 0.05 (0.1 gave ~0.05, 0.3 gives ~0.03); no logit lens (no figure or verdict of notebook 08 reads it)."""
+    """Notebook 08: texts per dataset every model sees, one token cap (at most the natural-text model's context),
+    the models ("natural": every checkpoint of the project-trained one), the quantisation check's GGUF schemes,
+    the twins' seed, resamples; the lens's random share carries Claim 1's tau (the twin's rule, flat within
+    +-0.05, needs a half-width well under 0.05: a share of 0.1 gave ~0.05); no logit lens (nothing reads it)."""
 
     wikitext_texts: int
     onebw_texts: int
@@ -266,11 +259,9 @@ class CrossModelProfile:
 
 @dataclass(frozen=True)
 class GeometryProfile:
-    """Notebook 09 (what is learned and what is geometry in Conjecture 4.1): WikiText-103 texts (one sample for
-    every model, its twins and the perturbed copies), tokens kept per text, the models, the initialisation scales of
-    the twins (the released model's own scale is added where the registry knows it), whether a twin with
-    zero-initialised output projections runs too, the models whose weights are perturbed (quantisation study), the
-    twins' seed and the bootstrap resamples."""
+    """Notebook 09 (what is learned, what is geometry): WikiText-103 texts (one sample for every model, twin and
+    perturbed copy), tokens per text, the models, the twins' initialisation scales (plus the released model's own
+    where the registry knows it), a twin with zero output projections, the perturbed models, twin seed, resamples."""
 
     n_texts: int = 40
     max_tokens: int = 64

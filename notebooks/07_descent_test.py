@@ -66,7 +66,7 @@ from IPython.display import Markdown, display
 
 from helpers.config import get_profile
 from helpers.corpus.samples import load_samples
-from helpers.experiments import descent, descent_powered, descent_powered_report
+from helpers.experiments import descent, descent_slopes, descent_slopes_report
 
 if torch_threads:
     torch.set_num_threads(torch_threads)
@@ -134,11 +134,11 @@ display(Markdown(descent.reading_of(run)))
 
 # %%
 pprof = get_profile(profile).powered
-run2 = descent_powered.run_models(list(powered_models or pprof.specs), texts, pprof, profile, seed, cache_dir, device)
+run2 = descent_slopes.run_models(list(powered_models or pprof.specs), texts, pprof, profile, seed, cache_dir, device)
 run2.timings
 
 # %%
-figs, tables2 = descent_powered_report.report_powered(run2, profile, figures_dir, results_dir, pprof.n_boot)
+figs, tables2 = descent_slopes_report.report_powered(run2, profile, figures_dir, results_dir, pprof.n_boot)
 for fig in figs:
     fig.show()
 tables2["thirds"].query("weights == 'trained' and gradient in ['inner', 'true', 'true_end']").round(2)
@@ -150,4 +150,4 @@ tables2["line_thirds"].round(3)
 tables2["ablation"].query("weights == 'trained' and step == 'block' and component == 'gradient'").round(3)
 
 # %%
-display(Markdown(descent_powered_report.reading(tables2)))
+display(Markdown(descent_slopes_report.reading(tables2)))

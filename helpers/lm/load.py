@@ -26,8 +26,9 @@ from helpers.checks import check_device, check_device_map
 from helpers.lm.families import BLOCK_PATHS, ENCODER_FAMILIES, NORM_PATHS, context_length, needs_bos
 from helpers.lm.families import family as family_row
 from helpers.lm.files import check_gguf, check_model_files
+from helpers.lm.metadata import metadata_source, save_metadata
 from helpers.lm.registry import DEFAULT_MODEL, REGISTRY
-from helpers.paths import atomic_path, file_sha256, model_cache
+from helpers.paths import file_sha256
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LOAD_LOG_ENV = "METALEARN_LOAD_LOG"  # a file: every load of weights appends "spec<TAB>seconds" (make reproduce counts)
@@ -336,36 +337,6 @@ def load_model(
         with open(os.environ[LOAD_LOG_ENV], "a", encoding="utf-8") as fh:
             fh.write(f"{spec}\t{time.time() - start:.1f}\n")
     return lm
-
-
-def metadata_source(where: str, kwargs: dict, fingerprint: str) -> tuple[str, dict]:
-    """Where to read a model's config and tokenizer: for a GGUF file whose copy is saved in the model cache
-    (:func:`save_metadata`), that folder; else the model itself (a GGUF's metadata holds the whole vocabulary:
-    parsing it costs ~7 s for Qwen2.5's 152k words, twice per load)."""
-    folder = _metadata_folder(kwargs, fingerprint)
-    if folder is not None and (folder / "config.json").is_file():
-        return str(folder), {}
-    return where, kwargs
-
-
-def _metadata_folder(kwargs: dict, fingerprint: str) -> Path | None:
-    if "gguf_file" not in kwargs or not fingerprint.startswith("sha256:"):
-        return None
-    return model_cache() / "gguf-metadata" / fingerprint.removeprefix("sha256:")
-
-
-def save_metadata(kwargs: dict, fingerprint: str, config: object, tokenizer: object) -> None:
-    """Keep a GGUF model's config and tokenizer, as transformers read them from the file, in the model cache under
-    the file's hash (written once, atomically; a folder that cannot be written is skipped)."""
-    folder = _metadata_folder(kwargs, fingerprint)
-    if folder is None or (folder / "config.json").is_file():
-        return
-    try:
-        with atomic_path(folder, directory=True) as tmp:
-            tokenizer.save_pretrained(tmp)
-            config.save_pretrained(tmp)
-    except OSError:
-        pass
 
 
 def _finish(spec: str, meta: tuple[str, dict], config: object, model: nn.Module, label: str, note: str,

@@ -18,7 +18,7 @@ Per slope the cosine of ``dz`` with ``-g``, the slope itself and whether it is n
 ablation (the update with its component along ``-g`` removed, with a random component of the same norm removed,
 or with everything but that component removed; the loss change read by the predictor for both gradients, and by
 the rest of the network for the ``true`` one, whose reading it is: that costs one pass of the rest per variant).
-:mod:`helpers.experiments.descent_powered` samples the tokens, batches them, caches the records and reads them.
+:mod:`helpers.experiments.descent_slopes` samples the tokens, batches them, caches the records and reads them.
 """
 
 from __future__ import annotations

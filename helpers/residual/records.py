@@ -67,6 +67,20 @@ def lens_losses(lm: LoadedModel, cap: Capture, rows: torch.Tensor, cols: torch.T
         return inner_losses(lm, cap, rows, cols, targets, token_budget=token_budget)
 
 
+def lens_choice(has_target: torch.Tensor, final: torch.Tensor, keys: np.ndarray, positions: np.ndarray,
+                lens_share: float, filter_share: float | None, seed: int) -> tuple[torch.Tensor, dict]:
+    """Which tokens [N] get the lens: those with a target in the seeded random share ``lens_share`` (marked
+    ``lens_sampled``) or passing the paper's filter (final loss <= 1; with ``filter_share`` only a seeded share of
+    them, a second :func:`sample_mask` with seed + 1, marked ``lens_filtered``). Returns the mask and the marks."""
+    sampled = torch.from_numpy(sample_mask(keys, positions, lens_share, seed)) & has_target
+    filtered = has_target & (final <= MAX_FINAL_LOSS)
+    marks = {"lens_sampled": sampled.numpy()}
+    if filter_share is not None:
+        filtered &= torch.from_numpy(sample_mask(keys, positions, filter_share, seed + 1))
+        marks["lens_filtered"] = filtered.numpy()
+    return sampled | filtered, marks
+
+
 @torch.inference_mode()
 def analyse_batch(
     lm: LoadedModel,
@@ -95,8 +109,7 @@ def analyse_batch(
     ``lens_share`` of all tokens (:func:`sample_mask` on ``keys[row]``, default the row index, and the
     position); the others get NaN lens values. ``lens_sampled`` [N] marks the random share, the tokens that
     stand for "all tokens". ``final_loss`` is always computed for every token with a target. ``filter_share``
-    (with ``lens_share``) keeps only a seeded share of the filtered tokens (a second :func:`sample_mask`, seed + 1);
-    ``lens_filtered`` [N] then marks the filtered tokens that got the lens, the ones the filtered curves average.
+    keeps a seeded share of the filtered tokens, marked ``lens_filtered`` (:func:`lens_choice`).
     """
     pad = getattr(lm.tokenizer, "pad_token_id", None) if lm.tokenizer is not None else None
     ids, mask = pad_batch(rows, pad_id=pad if pad is not None else 0)
@@ -122,13 +135,8 @@ def analyse_batch(
         chosen = has_target.clone()
         if lens_share is not None:
             row_keys = np.asarray(keys if keys is not None else range(len(rows)))[out["sample"]]
-            sampled = torch.from_numpy(sample_mask(row_keys, out["position"], lens_share, seed)) & has_target
-            out["lens_sampled"] = sampled.numpy()
-            filtered = has_target & (final <= MAX_FINAL_LOSS)
-            if filter_share is not None:
-                filtered &= torch.from_numpy(sample_mask(row_keys, out["position"], filter_share, seed + 1))
-                out["lens_filtered"] = filtered.numpy()
-            chosen = sampled | filtered
+            chosen, marks = lens_choice(has_target, final, row_keys, out["position"], lens_share, filter_share, seed)
+            out |= marks
         rt, ct, tt = r[chosen], c[chosen], targets_all[chosen]
 
         def scatter(values: torch.Tensor) -> np.ndarray:

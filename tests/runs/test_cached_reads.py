@@ -97,7 +97,7 @@ def test_cross_model_entries_read_cached_runs_without_weights(tiny_dir, tmp_path
             assert a[key] == b[key] or (a[key] != a[key] and b[key] != b[key]), key  # equal, or both NaN
 
 
-@pytest.mark.parametrize("part", ["descent", "descent_powered"])
+@pytest.mark.parametrize("part", ["descent", "descent_slopes"])
 def test_descent_runs_read_cached_records_without_weights(part, tiny_dir, tmp_path, monkeypatch):
     """Notebook 07 (both parts): the cold run loads the model once (its twin is built from the config); the warm
     run reads both record sets from skeletons and gives the same records."""
@@ -107,7 +107,7 @@ def test_descent_runs_read_cached_records_without_weights(part, tiny_dir, tmp_pa
     from helpers.experiments import zoo
 
     module = importlib.import_module(f"helpers.experiments.{part}")
-    prof = get_profile("smoke").powered if part == "descent_powered" else get_profile("smoke").descent
+    prof = get_profile("smoke").powered if part == "descent_slopes" else get_profile("smoke").descent
     words = "the cat sat on a mat while the dog ran far away from home and back again".split()
     texts = {ds: [" ".join(words[(i + k) % len(words)] for k in range(40)) for i in range(6)]
              for ds in ("wikitext-103", "1bw")}

@@ -124,7 +124,8 @@ def run_powered(lm: LoadedModel, sample: PositionSample, line_texts: int, alphas
                 model: str | None = None, line_stride: int = 1,
                 load: Callable[[], LoadedModel] | None = None) -> pd.DataFrame:
     """Records of every sampled token at every layer (one row per token and layer), cached under
-    ``cache_dir/descent_powered`` by model fingerprint, sample and settings. The tokens of :func:`line_subset`
+    ``cache_dir/descent_powered`` (the folder keeps its first name: the cached records stand) by model fingerprint,
+    sample and settings. The tokens of :func:`line_subset`
     get, at every ``line_stride``-th layer, the start-of-step slope, the controls, the line search and the
     ablation (the untrained twin: the slope and the predictor's readings,
     :func:`helpers.residual.descent_records.batch_records` with ``full`` False). ``lm`` may be a skeleton: ``load``

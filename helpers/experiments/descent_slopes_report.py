@@ -1,5 +1,5 @@
 """Notebook 07, part 2: the tables, figures and reading of the powered descent test and the line search, from a
-:class:`helpers.experiments.descent_powered.PoweredRun`. Every sentence of the reading is rendered from the
+:class:`helpers.experiments.descent_slopes.PoweredRun`. Every sentence of the reading is rendered from the
 tables; both sides are reported (descends, ascends, not distinguishable)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from helpers.experiments.descent_powered import PoweredRun
-from helpers.experiments.descent_powered_tables import (
+from helpers.experiments.descent_slopes import PoweredRun
+from helpers.experiments.descent_slopes_tables import (
     ablation,
     gradient_agreement,
     line_search,

@@ -1,5 +1,5 @@
 """Tables of the powered descent test, the line search and the ablation (notebook 07, part 2), from the records
-of :mod:`helpers.experiments.descent_powered`. Every share and mean has an interval that resamples texts; every
+of :mod:`helpers.experiments.descent_slopes`. Every share and mean has an interval that resamples texts; every
 verdict is two-sided (descends / ascends / not distinguishable). The verdicts of one model and gradient form one
 family (its thirds x steps, fixed by the architecture: adding a model changes no other's verdicts), and their
 intervals are Bonferroni-adjusted to that family, so a printed interval and its verdict always agree.

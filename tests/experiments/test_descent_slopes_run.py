@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import FAMILIES, tiny_model
 
-from helpers.experiments import descent_powered as dp
-from helpers.experiments import descent_powered_tables as tables
+from helpers.experiments import descent_slopes as dp
+from helpers.experiments import descent_slopes_tables as tables
 from helpers.experiments.descent_tables import layer_thirds
 from helpers.lm.families import halfstep_module
 from helpers.report import findings_descent as fd
