@@ -89,7 +89,7 @@ cal = reports.calibration_table(runs, vocab_size, prof.corpus.n_boot)
 twin, twin_sample = reports.twin_curves(lm, datasets, profile, prof.cross.twin_seed, cache_dir=cache_dir,
                                         batch_tokens=batch_tokens, data_dir=data_dir, filtered_dir=filtered_dir)
 for ds, run in runs.items():
-    kept = summary.set_index("dataset").loc[ds, "share kept %"]
+    kept = summary.set_index("dataset").loc[ds, "share passing %"]
     unigram = cal.set_index("dataset").loc[ds].get("unigram_entropy")
     fig = figures.fig_inner_loss(curves, ds, f"Inner loss across layers, {ds}",
                                run.caption(f"positions >= {min_position + 1}; {kept:.1f}% of tokens have final loss <= 1; "

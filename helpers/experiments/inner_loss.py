@@ -36,14 +36,20 @@ def twin_curves(lm: LoadedModel, datasets: list[str], profile: str, twin_seed: i
     the twin itself is not kept (its weights would stay in memory).
     ``kwargs`` go to :func:`helpers.runs.datasets.analyse_dataset` (cache_dir, batch_tokens, data_dir, ...)."""
     sample = TWIN_SAMPLE[profile]
-    twin = untrained_twin(lm, seed=twin_seed, release=True)
-    runs = analyse_entry(Entry(twin, group=lm.name, role=TWIN), datasets, sample, **kwargs)
-    return inner_loss_table(runs, twin.label), f"notebook 08's {sample} sample"
+    skeleton = untrained_twin(lm, seed=twin_seed, device="meta")  # reads the twin's runs if cached
+
+    def build() -> LoadedModel:  # else the twin itself, from the config (``lm``'s weights, if loaded, freed first)
+        where = lm.extra.get("device", "cpu") if lm.skeleton else None
+        return untrained_twin(lm, seed=twin_seed, release=not lm.skeleton, device=where)
+
+    runs = analyse_entry(Entry(skeleton, group=lm.name, role=TWIN, load=build), datasets, sample, **kwargs)
+    return inner_loss_table(runs, skeleton.label), f"notebook 08's {sample} sample"
 
 
 def inner_loss_summary(curves: pd.DataFrame) -> pd.DataFrame:
     """Per dataset, the filtered inner loss at the first and last layer, the share of layer steps that go
-    down, the largest rise, and how many tokens the filter kept."""
+    down, the largest rise, how many tokens the curve averages, the share of tokens the filter passes and the share
+    of those that got the lens (100 unless the profile samples them)."""
     rows = []
     for ds, t in curves[(curves.lens == "inner_loss") & (curves["filter"] == PAPER_FILTER)].groupby("dataset"):
         m = t.sort_values("layer")["mean"].to_numpy()
@@ -52,7 +58,8 @@ def inner_loss_summary(curves: pd.DataFrame) -> pd.DataFrame:
         rows.append({"dataset": ds, "first layer": m[0], "last layer": m[-1],
                      "decreasing steps %": 100 * float(np.mean(d <= 0)) if len(d) else np.nan,
                      "largest rise": f"{worst}->{worst + 1} (+{d[worst]:.2f})" if len(d) and d[worst] > 0 else "none",
-                     "tokens kept": int(t.n_tokens.iloc[0]), "share kept %": 100 * float(t.share_kept.iloc[0])})
+                     "tokens kept": int(t.n_tokens.iloc[0]), "share passing %": 100 * float(t.share_passing.iloc[0]),
+                     "lens on % of them": 100 * float(t.share_kept.iloc[0] / max(t.share_passing.iloc[0], 1e-300))})
     return pd.DataFrame(rows)
 
 
@@ -99,8 +106,9 @@ def reading_inner_loss(summary: pd.DataFrame, curves: pd.DataFrame, label: str, 
         logit_txt = (f" The logit lens is below the inner loss on {int((logit < inner).sum())} of {len(inner)} layers."
                      if logit.notna().any() else " (The logit lens was not computed in this run.)")
         lines.append(
-            f"- **{r['dataset']}** ({r['tokens kept']:,} tokens with final loss <= 1, {r['share kept %']:.0f}% of "
-            f"tokens): the inner loss {verdict} from {r['first layer']:.2f} at layer 0 to {r['last layer']:.2f} at "
+            f"- **{r['dataset']}** ({r['share passing %']:.0f}% of tokens have final loss <= 1; "
+            + (f"the lens on a seeded {r['lens on % of them']:.0f}% of them, " if r["lens on % of them"] < 99.5 else "")
+            + f"{r['tokens kept']:,} tokens): the inner loss {verdict} from {r['first layer']:.2f} at layer 0 to {r['last layer']:.2f} at "
             f"layer {len(inner) - 1}; {r['decreasing steps %']:.0f}% of layer steps go down (largest rise: "
             f"{r['largest rise']}).{logit_txt}" + ("" if cal is None else _calibrated_text(cal, r["dataset"]))
             + _twin_text(twin, r["dataset"], twin_sample))

@@ -44,6 +44,8 @@ class Entry:
         """The entry's model with its weights: ``lm`` itself, or (a skeleton whose runs were not all cached) the
         model ``load`` gives, which then replaces it."""
         if self.lm.skeleton:
+            if self.load is None:
+                raise CompendiumError(f"{self.lm.label}: its runs are not cached and the entry cannot load its weights")
             self.lm = self.load()
         return self.lm
 

@@ -24,16 +24,19 @@ def loss_curves(
     paper's filter); None stands for every token with a target: all of them, or, when the lens ran on a
     seeded random share only (``lens_sampled`` in the records), that share. When the lens ran on a seeded share of
     the filtered tokens only (``lens_filtered``), the filter keeps that share. ``share_kept`` is the fraction of
-    tokens with a target that the row covers.
+    tokens with a target that the row covers, ``share_passing`` the fraction the filter passes (the same unless a
+    share of the filtered tokens got the lens).
     """
     has_target = records["target"] >= 0
     keep = has_target.copy()
     if max_final_loss is not None:
         keep &= records["final_loss"] <= max_final_loss
+        passing = int(keep.sum())  # tokens the filter keeps, before a subsample of them gets the lens
         if "lens_filtered" in records:
             keep &= records["lens_filtered"]
     elif "lens_sampled" in records:
         keep &= records["lens_sampled"]
+    passing = passing if max_final_loss is not None else int(keep.sum())
     rows = []
     for lens in ("inner_loss", "logit_lens"):
         if lens not in records:
@@ -54,6 +57,7 @@ def loss_curves(
                     "q90": float(np.quantile(col, 0.9)) if len(col) else np.nan,
                     "n_tokens": int(len(col)),
                     "share_kept": float(keep.sum() / max(1, has_target.sum())),
+                    "share_passing": float(passing / max(1, has_target.sum())),
                 }
             )
     return pd.DataFrame(rows)

@@ -74,6 +74,9 @@ def test_filter_share_keeps_a_seeded_share_of_the_filtered_tokens(monkeypatch, t
     ours, ref = ours[ours.lens == "inner_loss"], ref[ref.lens == "inner_loss"]
     np.testing.assert_allclose(ours["mean"], ref["mean"], rtol=1e-5)
     assert np.isfinite(ours["mean"]).all()
+    has = full["target"] >= 0  # the share the filter passes, not the share that got the lens, names the filter
+    assert ours["share_passing"].iloc[0] == pytest.approx(passes[has].mean())
+    assert ours["share_kept"].iloc[0] == pytest.approx(part["lens_filtered"][has].mean())
     # the share is part of the run's key only when it is on: runs cached before it existed keep their keys
     assert "filter_share" not in base.key() and AnalysisConfig(filter_share=0.5).key()["filter_share"] == 0.5
 

@@ -170,3 +170,16 @@ def test_loads_of_weights_are_logged_and_counted(tiny_dir, tmp_path, monkeypatch
     counted = load_counts(log)
     assert counted.model.tolist() == [str(tiny_dir)] and counted.loads.tolist() == [2]
     assert (counted.seconds >= 0).all() and load_counts(tmp_path / "none.log").empty
+
+
+def test_twin_curves_from_a_skeleton_build_the_twin_when_not_cached(tiny_dir, tmp_path):
+    """Notebook 02's null from a model read as a skeleton: with notebook 08's twin run not cached the twin is built
+    from the config (no weights of the model needed), and a second call reads the same curves."""
+    from helpers.experiments import inner_loss
+
+    skel = load_model(str(tiny_dir), weights=False)
+    kw = dict(cache_dir=str(tmp_path), progress=False)
+    first, sample = inner_loss.twin_curves(skel, ["1bw"], "smoke", twin_seed=0, **kw)
+    again, _ = inner_loss.twin_curves(load_model(str(tiny_dir), weights=False), ["1bw"], "smoke", twin_seed=0, **kw)
+    assert sample == "notebook 08's smoke sample" and first["mean"].notna().any()
+    assert first.equals(again)
