@@ -98,7 +98,7 @@ print("\n".join(m.describe() for m in models))
 
 # %%
 texts = {ds: load_samples(ds, filtered_dir, data_dir) for ds in datasets}
-run = experiment.run_eigen_check(models, texts, constructions, prof, n_samples, max_tokens, seed)
+run = experiment.run_eigen_check(models, texts, constructions, prof, n_samples, max_tokens, seed, cache_dir)
 df = run.records  # one row per (model, dataset, sample, layer, construction)
 report.save_records(df, results_dir)
 prov = report.Provenance.of(models, datasets, n_samples, max_tokens, profile)
@@ -155,7 +155,8 @@ figs[models[0].name]
 # The first two models on the first dataset's first texts; each omission undone alone, then all together.
 
 # %%
-ablation = experiment.option_ablation(models[:2], run.token_ids[datasets[0]], constructions, prof)
+ablation = experiment.option_ablation(models[:2], run.token_ids[datasets[0]], constructions, prof,
+                                      cache_dir=cache_dir)
 ablation_table = report.agreement_table(ablation).reset_index()
 output.save_table(ablation_table.round(3), "05_option_ablation", results_dir,
                  report.table_caption("05_option_ablation", prov, prof))

@@ -2,8 +2,9 @@
 
 :func:`eigen_records` evaluates one model on token ids; :func:`run_eigen_check` runs every model on
 every dataset (the notebook's main loop) and :func:`option_ablation` undoes the paper's omissions one
-at a time (:data:`helpers.surrogates.constructions.OPTION_VARIANTS`). Tables and the notebook's
-reading text are built from their rows by :mod:`helpers.surrogates.report`.
+at a time (:data:`helpers.surrogates.constructions.OPTION_VARIANTS`). With a ``cache_dir`` each model's rows
+and spectra are kept in the run store (:func:`cached_records`), so a rerun computes nothing. Tables and the
+notebook's reading text are built from their rows by :mod:`helpers.surrogates.report`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from tqdm import tqdm  # text bars: they stream through papermill and need no ip
 from helpers import CompendiumError
 from helpers.config import EigenProfile, get_profile
 from helpers.lm.load import LoadedModel
+from helpers.paths import atomic_path, config_hash
+from helpers.runs.store import RunStore
 from helpers.surrogates.algebra import compare, evaluate_map
 from helpers.surrogates.constructions import (
     CONSTRUCTIONS,
@@ -79,6 +82,35 @@ def eigen_records(lm: LoadedModel, samples: Sequence[Sequence[int]], constructio
     return rows, spectra
 
 
+EIGEN_VERSION = 1  # bump when eigen_records' numbers change: cached rows are then recomputed
+
+
+def cached_records(lm: LoadedModel, samples: Sequence[Sequence[int]], constructions: Sequence[str],
+                   options: SurrogateOptions = PAPER_OPTIONS, spectra_samples: int = 1,
+                   layers: Sequence[int] | None = None, cache_dir: str | None = None) -> tuple[list[dict], dict]:
+    """:func:`eigen_records`, kept under ``cache_dir/eigen`` by model fingerprint, token ids and settings (rows as
+    CSV with every digit, spectra as npz); without ``cache_dir`` computed every time."""
+    if cache_dir is None:
+        return eigen_records(lm, samples, constructions, options, spectra_samples, layers)
+    store = RunStore(f"{cache_dir}/eigen", {
+        "model_fingerprint": lm.fingerprint, "dtype": str(lm.dtype), "samples": config_hash([list(x) for x in samples]),
+        "constructions": list(constructions), "options": options.label(), "spectra_samples": spectra_samples,
+        "layers": None if layers is None else [int(x) for x in layers], "version": EIGEN_VERSION}, create=False)
+    rows_path, spectra_path = store.dir / "rows.csv", store.dir / "spectra.npz"
+    if store.manifest().get("complete"):
+        with np.load(spectra_path) as archive:
+            spectra = {(int(s), int(layer), c): archive[k] for k in archive.files for s, layer, c in [k.split("|")]}
+        return pd.read_csv(rows_path).to_dict("records"), spectra
+    rows, spectra = eigen_records(lm, samples, constructions, options, spectra_samples, layers)
+    store.dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(rows_path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.17g")
+    with atomic_path(spectra_path) as tmp:
+        np.savez(tmp, **{f"{s}|{layer}|{c}": v for (s, layer, c), v in spectra.items()})
+    store.write_manifest(complete=True, model=lm.describe())
+    return rows, spectra
+
+
 def is_control(lm: LoadedModel) -> bool:
     """Whether ``lm`` is a randomly initialised control (:func:`helpers.experiments.zoo.untrained_twin`)."""
     return lm.name.startswith("gpt2-untrained-")
@@ -105,11 +137,12 @@ class EigenRun:
 
 def run_eigen_check(models: Sequence[LoadedModel], texts: Mapping[str, Sequence[str]],
                     constructions: Sequence[str] = CONSTRUCTIONS, prof: EigenProfile | None = None,
-                    n_samples: int | None = None, max_tokens: int | None = None, seed: int = 0) -> EigenRun:
+                    n_samples: int | None = None, max_tokens: int | None = None, seed: int = 0,
+                    cache_dir: str | None = None) -> EigenRun:
     """Every model on ``n_samples`` texts of every dataset in ``texts`` (the same texts for all models:
     :func:`pick_samples` keeps those long enough under every tokenizer), every ``prof.layer_stride``-th
-    block. ``n_samples`` / ``max_tokens`` default to the profile's. Raises if Proposition 1 and the
-    direct check ever disagree (they are the same inequality, see :mod:`helpers.surrogates.algebra`)."""
+    block, each model's rows cached under ``cache_dir`` when given. ``n_samples`` / ``max_tokens`` default to the
+    profile's. Raises if Proposition 1 and the direct check ever disagree (they are the same inequality, see :mod:`helpers.surrogates.algebra`)."""
     if prof is None:
 
         prof = get_profile("default").eigen
@@ -123,8 +156,8 @@ def run_eigen_check(models: Sequence[LoadedModel], texts: Mapping[str, Sequence[
         for m in models:
             t0 = time.time()
             layers = profile_layers(m.n_layers, prof.layer_stride)
-            r, sp = eigen_records(m, token_ids[ds][m.name], constructions, spectra_samples=prof.spectra_samples,
-                                  layers=layers)
+            r, sp = cached_records(m, token_ids[ds][m.name], constructions, spectra_samples=prof.spectra_samples,
+                                   layers=layers, cache_dir=cache_dir)
             rows += [dict(row, model=m.label, dataset=ds) for row in r]
             spectra[(m.label, ds)] = sp
             timings.append((m.label, ds, round(time.time() - t0, 1)))
@@ -138,7 +171,7 @@ def run_eigen_check(models: Sequence[LoadedModel], texts: Mapping[str, Sequence[
 
 def option_ablation(models: Sequence[LoadedModel], token_ids: Mapping[str, Sequence[Sequence[int]]],
                     constructions: Sequence[str] = CONSTRUCTIONS, prof: EigenProfile | None = None,
-                    variants: Sequence[SurrogateOptions] = OPTION_VARIANTS) -> pd.DataFrame:
+                    variants: Sequence[SurrogateOptions] = OPTION_VARIANTS, cache_dir: str | None = None) -> pd.DataFrame:
     """The linear surrogates (``jacobian`` left out: it has no options) of each model under every option
     variant, on the first ``prof.ablation_samples`` samples of ``token_ids[model name]`` and every
     ``prof.ablation_layer_stride``-th block: rows of :func:`eigen_records` plus ``model`` (label) and
@@ -152,7 +185,7 @@ def option_ablation(models: Sequence[LoadedModel], token_ids: Mapping[str, Seque
         ids = list(token_ids[m.name])[: prof.ablation_samples]
         layers = profile_layers(m.n_layers, prof.ablation_layer_stride)
         for opts in variants:
-            r, _ = eigen_records(m, ids, linear_only, options=opts, layers=layers)
+            r, _ = cached_records(m, ids, linear_only, options=opts, layers=layers, cache_dir=cache_dir)
             rows += [dict(row, model=m.label, options=opts.label()) for row in r]
     return pd.DataFrame(rows)
 

@@ -387,3 +387,24 @@ def test_prop1_and_direct_agree_on_the_real_model(real_model):
     assert len(rows) == 6
     assert all(r["prop1"] == r["direct"] for r in rows)
     assert all(np.isfinite(r["ratio"]) and r["real_ratio"] > 0 for r in rows)
+
+
+def test_cached_records_equal_the_computed_ones(tmp_path, monkeypatch):
+    """Notebook 05's rows and spectra from the run store are the computed ones (every digit), for each family's
+    constructions, and the second call computes nothing."""
+    from helpers.surrogates import experiment
+
+    for family in ("gpt2", "llama", "gemma3"):
+        lm = tiny_model(family)
+        direct, spectra = eigen_records(lm, [SAMPLE, SAMPLE[:6]], spectra_samples=1)
+        first = experiment.cached_records(lm, [SAMPLE, SAMPLE[:6]], experiment.CONSTRUCTIONS, spectra_samples=1,
+                                          cache_dir=str(tmp_path))
+        with monkeypatch.context() as m:
+            m.setattr(experiment, "eigen_records", lambda *a, **k: pytest.fail("recomputed a cached run"))
+            again = experiment.cached_records(lm, [SAMPLE, SAMPLE[:6]], experiment.CONSTRUCTIONS, spectra_samples=1,
+                                              cache_dir=str(tmp_path))
+        for rows, spec in (first, again):
+            pd.testing.assert_frame_equal(pd.DataFrame(rows), pd.DataFrame(direct), check_dtype=False)
+            assert spec.keys() == spectra.keys()
+            for key, value in spectra.items():
+                np.testing.assert_array_equal(spec[key], value)
