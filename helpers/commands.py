@@ -207,7 +207,8 @@ def cmd_notebook(args) -> None:
 def load_counts(log: Path) -> pd.DataFrame:
     """Loads of weights per model from a load log (``helpers.lm.load.LOAD_LOG_ENV``): model, loads, seconds."""
     lines = [ln.split("\t") for ln in log.read_text().splitlines() if ln.strip()] if log.is_file() else []
-    frame = pd.DataFrame([(m, float(t)) for m, t in lines], columns=["model", "seconds"])
+    root = str(repo_root()) + os.sep  # a model inside the repository (the project-trained one) by its relative path
+    frame = pd.DataFrame([(m.removeprefix(root), float(t)) for m, t in lines], columns=["model", "seconds"])
     return (frame.groupby("model", sort=False).agg(loads=("seconds", "size"), seconds=("seconds", "sum"))
             .reset_index())
 

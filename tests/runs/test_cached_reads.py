@@ -170,6 +170,11 @@ def test_loads_of_weights_are_logged_and_counted(tiny_dir, tmp_path, monkeypatch
     counted = load_counts(log)
     assert counted.model.tolist() == [str(tiny_dir)] and counted.loads.tolist() == [2]
     assert (counted.seconds >= 0).all() and load_counts(tmp_path / "none.log").empty
+    from helpers.paths import repo_root
+
+    inside = tmp_path / "in.log"  # a model inside the repository is named by its relative path (no machine paths)
+    inside.write_text(f"{repo_root() / 'results' / 'cache' / 'm'}\t1.0\n")
+    assert load_counts(inside).model.tolist() == ["results/cache/m"]
 
 
 def test_twin_curves_from_a_skeleton_build_the_twin_when_not_cached(tiny_dir, tmp_path):
