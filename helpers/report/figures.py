@@ -45,7 +45,12 @@ def fig_inner_loss(curves: pd.DataFrame, dataset: str, title: str, caption: str,
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("final loss <= 1 (paper's filter)", "all tokens (sampled)"))
+    left = "final loss <= 1 (paper's filter)"
+    paper = curves[(curves.dataset == dataset) & (curves["filter"] == PAPER_FILTER)]
+    if "share_passing" in paper and len(paper) and paper.share_passing.iloc[0] > 0:
+        part = float(paper.share_kept.iloc[0] / paper.share_passing.iloc[0])
+        left += "" if part > 0.995 else f"<br>lens on a seeded {100 * part:.0f}% of them"  # the profile's subsample
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(left, "all tokens (sampled)"))
     for col, filt in enumerate((PAPER_FILTER, ALL_TOKENS), start=1):
         for lens, color, fill in (("inner_loss", "#1f77b4", "rgba(31,119,180,0.15)"),
                                   ("logit_lens", "#ff7f0e", "rgba(255,127,14,0.15)")):

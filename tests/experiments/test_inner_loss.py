@@ -10,7 +10,7 @@ from helpers.experiments import inner_loss, zoo
 from helpers.experiments.cross_rows import analyse_entry
 from helpers.lm.twin import untrained_twin
 from helpers.report.figures import fig_inner_loss
-from helpers.stats.tokens import ALL_TOKENS
+from helpers.stats.tokens import ALL_TOKENS, PAPER_FILTER
 
 
 def test_twin_curves_share_notebook_08s_cached_twin_run(tmp_path, one_thread):
@@ -33,3 +33,17 @@ def test_twin_curves_share_notebook_08s_cached_twin_run(tmp_path, one_thread):
     assert fig.layout.xaxis2.domain[1] == 1.0
     text = inner_loss._twin_text(table, "1bw", sample)
     assert f"{inner['median'].iloc[0]:.1f} ->" in text and sample in text
+
+
+def test_filtered_panel_says_when_the_lens_ran_on_a_share_of_the_filtered_tokens():
+    """The paper profile's lens runs on a seeded quarter of the filtered tokens: the left panel's title says so
+    (a subtitle may drop that clause to fit), and says nothing when every filtered token got the lens."""
+    def curves(kept: float) -> pd.DataFrame:
+        return pd.DataFrame([{"dataset": "1bw", "filter": f, "lens": "inner_loss", "layer": layer, "mean": 2.0,
+                              "median": 2.0, "q10": 1.0, "q90": 3.0, "share_kept": kept, "share_passing": 0.2,
+                              "n_tokens": 10} for f in (PAPER_FILTER, ALL_TOKENS) for layer in range(3)])
+
+    titles = [a.text for a in fig_inner_loss(curves(0.05), "1bw", "t", "m | d").layout.annotations]
+    assert any("lens on a seeded 25% of them" in t for t in titles)
+    titles = [a.text for a in fig_inner_loss(curves(0.2), "1bw", "t", "m | d").layout.annotations]
+    assert not any("seeded" in t for t in titles)
