@@ -146,7 +146,7 @@ def test_readings_are_rendered_from_the_numbers():
     from helpers.experiments import inner_loss as reports
 
     def curves(inner, logit):
-        rows = [{"lens": lens, "layer": i, "mean": v, "std": 0.1, "n_tokens": 50, "share_kept": 0.2,
+        rows = [{"lens": lens, "layer": i, "mean": v, "std": 0.1, "n_tokens": 50, "share_kept": 0.2, "share_passing": 0.2,
                  "dataset": "1bw", "filter": reports.PAPER_FILTER}
                 for lens, vals in (("inner_loss", inner), ("logit_lens", logit)) for i, v in enumerate(vals)]
         return pd.DataFrame(rows)
