@@ -27,6 +27,19 @@ def tiny_dir(tmp_path_factory) -> Path:
     return out
 
 
+def count_loads(monkeypatch, module) -> list[bool]:
+    """Every ``module.load_model`` call from now on appends whether it loaded weights (False: a skeleton)."""
+    loads: list[bool] = []
+    real = module.load_model
+
+    def logged(spec, *args, **kwargs):
+        loads.append(kwargs.get("weights", True))
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(module, "load_model", logged)
+    return loads
+
+
 def test_skeleton_is_the_model_without_its_weights(tiny_dir):
     full, skel = load_model(str(tiny_dir)), load_model(str(tiny_dir), weights=False)
     assert skel.skeleton and not full.skeleton
@@ -43,14 +56,7 @@ def test_skeleton_is_the_model_without_its_weights(tiny_dir):
 def test_cached_runs_load_no_weights(tiny_dir, tmp_path, monkeypatch):
     """The first call computes (one load with weights); the second reads the same records from a skeleton, and
     the twin's cached runs come from a skeleton twin."""
-    loads = []
-    real = datasets.load_model
-
-    def logged(spec, *args, **kwargs):
-        loads.append(kwargs.get("weights", True))
-        return real(spec, *args, **kwargs)
-
-    monkeypatch.setattr(datasets, "load_model", logged)
+    loads = count_loads(monkeypatch, datasets)
     opts = dict(n_texts=6, max_tokens=24, cache_dir=str(tmp_path / "cache"), progress=False)
     lm, runs = datasets.analyse_corpora(str(tiny_dir), ["1bw"], "smoke", **opts)
     twin, twin_runs = datasets.analyse_twin(lm, runs, "smoke", max_tokens=24, cache_dir=opts["cache_dir"],
@@ -71,14 +77,7 @@ def test_cross_model_entries_read_cached_runs_without_weights(tiny_dir, tmp_path
     runs cached and loads no weights (the rows are the same)."""
     from helpers.experiments import cross_rows, zoo
 
-    loads = []
-    real = zoo.load_model
-
-    def logged(spec, *args, **kwargs):
-        loads.append(kwargs.get("weights", True))
-        return real(spec, *args, **kwargs)
-
-    monkeypatch.setattr(zoo, "load_model", logged)
+    loads = count_loads(monkeypatch, zoo)
 
     def table() -> list[dict]:
         out = []
@@ -111,14 +110,7 @@ def test_descent_runs_read_cached_records_without_weights(part, tiny_dir, tmp_pa
     words = "the cat sat on a mat while the dog ran far away from home and back again".split()
     texts = {ds: [" ".join(words[(i + k) % len(words)] for k in range(40)) for i in range(6)]
              for ds in ("wikitext-103", "1bw")}
-    loads = []
-    real = zoo.load_model
-
-    def logged(spec, *args, **kwargs):
-        loads.append(kwargs.get("weights", True))
-        return real(spec, *args, **kwargs)
-
-    monkeypatch.setattr(zoo, "load_model", logged)
+    loads = count_loads(monkeypatch, zoo)
     cold = module.run_models([str(tiny_dir)], texts, prof, "smoke", cache_dir=str(tmp_path))
     assert loads == [False, True]
     warm = module.run_models([str(tiny_dir)], texts, prof, "smoke", cache_dir=str(tmp_path))
@@ -139,14 +131,7 @@ def test_geometry_entries_read_cached_runs_without_weights(tiny_dir, tmp_path, m
     gives the same geometry for the model and every twin."""
     from helpers.experiments import geometry, zoo
 
-    loads = []
-    real = zoo.load_model
-
-    def logged(spec, *args, **kwargs):
-        loads.append(kwargs.get("weights", True))
-        return real(spec, *args, **kwargs)
-
-    monkeypatch.setattr(zoo, "load_model", logged)
+    loads = count_loads(monkeypatch, zoo)
     cold = geometry.run([str(tiny_dir)], "smoke", cache_dir=str(tmp_path))
     assert loads == [False, True] and len(cold.entries) >= 3  # the model and its twins
     warm = geometry.run([str(tiny_dir)], "smoke", cache_dir=str(tmp_path))
