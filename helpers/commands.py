@@ -21,6 +21,7 @@ from helpers.corpus.sources import corpus_source
 from helpers.experiments import inner_loss, table1
 from helpers.lm.load import LOAD_LOG_ENV, load_model
 from helpers.lm.registry import DEFAULT_MODEL
+from helpers.lm.session import SESSION_ENV, weights_session
 from helpers.notebooks import PER_MODEL, PeakMemory, execute, sources, stale_pngs, timed
 from helpers.paths import RESULTS_DIR, atomic_write_text, repo_path, repo_root
 from helpers.report import figures, figures_norms, output
@@ -156,7 +157,8 @@ def cmd_readme(args) -> None:
 
 def cmd_notebook(args) -> None:
     """Build every (or the named) notebook source and execute it with papermill into notebooks/executed/;
-    notebooks 02-04 run once more for each further model of the profile (on that model's own sample). Prints
+    notebooks 02-04 run once more for each further model of the profile (on that model's own sample). One model
+    session (:mod:`helpers.lm.session`) spans the notebooks: each GGUF model is dequantised once and reread. Prints
     each notebook's wall time and peak resident memory (kernel included) and writes them to
     ``results/reproduce_timings.csv`` when it runs them all."""
     extra = [args.model] if args.model else [m.model for m in get_profile(args.profile).corpus.models]
@@ -174,7 +176,8 @@ def cmd_notebook(args) -> None:
     loads.unlink(missing_ok=True)
     os.environ[LOAD_LOG_ENV] = str(loads)
     rows = []
-    with PeakMemory() as whole:
+    own = os.environ.get(SESSION_ENV)  # a folder the user names is theirs: kept; else the run's, removed at the end
+    with weights_session(own, keep=bool(own)), PeakMemory() as whole:
         for src in chosen:
             runs = ([] if args.model else [None]) + (extra if src.name[:2] in PER_MODEL else [])
             for model in runs:
@@ -194,8 +197,9 @@ def cmd_notebook(args) -> None:
                           f"`python -m helpers notebook --profile {args.profile}`: how often each model's weights were "
                           f"loaded, by any notebook, and the seconds those loads took (counted by load_model itself; "
                           f"a cached run reads skeletons and loads none)")
-    print("== model weights loaded: " + (", ".join(f"{r.model} {r.loads}x ({r.seconds:.0f} s)"
-                                                  for r in counted.itertuples()) or "none"), flush=True)
+    print("== model weights loaded (model session: rereads of the float copy): "
+          + (", ".join(f"{r.model} {r.loads}x ({r.load_seconds:.0f} s) + {r.rereads} rereads ({r.reread_seconds:.0f} s)"
+                       for r in counted.itertuples()) or "none"), flush=True)
     print("== wall time per notebook: " + ", ".join(f"{r['stage']} {r['seconds']:.0f} s" for r in rows[:-1])
           + f"; total {rows[-1]['seconds']:.0f} s ({rows[-1]['seconds'] / 60:.1f} min), peak RSS "
           f"{rows[-1]['peak_rss_gb']:.1f} GB", flush=True)
@@ -205,11 +209,19 @@ def cmd_notebook(args) -> None:
 
 
 def load_counts(log: Path) -> pd.DataFrame:
-    """Loads of weights per model from a load log (``helpers.lm.load.LOAD_LOG_ENV``): model, loads, seconds."""
+    """Weights per model from a load log (``helpers.lm.load.LOAD_LOG_ENV``): ``loads`` (from the model's own
+    files: for a GGUF model its dequantisation) and ``rereads`` (of the model session's float copy,
+    :mod:`helpers.lm.session`), with the seconds each took in all."""
     lines = [ln.split("\t") for ln in log.read_text().splitlines() if ln.strip()] if log.is_file() else []
     root = str(repo_root()) + os.sep  # a model inside the repository (the project-trained one) by its relative path
-    frame = pd.DataFrame([(m.removeprefix(root), float(t)) for m, t in lines], columns=["model", "seconds"])
-    return (frame.groupby("model", sort=False).agg(loads=("seconds", "size"), seconds=("seconds", "sum"))
+    frame = pd.DataFrame([(m.removeprefix(root), float(t), kind[0] if kind else "load") for m, t, *kind in lines],
+                         columns=["model", "seconds", "kind"])
+    frame["reread"] = frame["kind"] == "reread"
+    frame["load_seconds"] = frame["seconds"].where(~frame["reread"], 0.0)
+    frame["reread_seconds"] = frame["seconds"].where(frame["reread"], 0.0)
+    return (frame.groupby("model", sort=False)
+            .agg(loads=("reread", lambda r: int((~r).sum())), load_seconds=("load_seconds", "sum"),
+                 rereads=("reread", "sum"), reread_seconds=("reread_seconds", "sum"))
             .reset_index())
 
 

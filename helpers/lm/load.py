@@ -28,6 +28,7 @@ from helpers.lm.families import family as family_row
 from helpers.lm.files import check_gguf, check_model_files
 from helpers.lm.metadata import metadata_source, save_metadata
 from helpers.lm.registry import DEFAULT_MODEL, REGISTRY
+from helpers.lm.session import keep_weights, kept_weights
 from helpers.paths import file_sha256
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -221,7 +222,6 @@ def _check_dtype(dtype: str) -> torch.dtype | str:
 
 
 def _check_device(device: str) -> str:
-
     return check_device(device)
 
 
@@ -230,7 +230,6 @@ def resolve_spec(spec: str) -> tuple[str, dict, str, str, str]:
     if not isinstance(spec, str) or not spec.strip():
         raise CompendiumError(f"model must be a non-empty string, got {spec!r}")
     if spec in REGISTRY:
-
         entry = REGISTRY[spec]
         path = check_gguf(entry.locate(), f"reinstall it with `{entry.install}`")
         return (
@@ -242,7 +241,6 @@ def resolve_spec(spec: str) -> tuple[str, dict, str, str, str]:
         )
     p = Path(spec).expanduser()
     if p.suffix == ".gguf" or p.is_dir():
-
         check_model_files(spec)  # complete GGUF; folder with a valid config.json, weights and tokenizer files
     if p.suffix == ".gguf":
         note = "GGUF dequantised to float: an approximation of the released weights"
@@ -275,14 +273,13 @@ def load_model(
     is about a minute). Not for ``dtype="auto"`` or a ``device_map`` (their dtype is the checkpoint's).
     Raises :class:`CompendiumError` (one line, what to do) on bad input before any heavy work.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     torch_dtype = _check_dtype(dtype)
     if device_map is None:
         _check_device(device)
     else:
-
         check_device_map(device_map)
     where, kwargs, label, note, fingerprint = resolve_spec(spec)
     local = Path(where).exists()
@@ -323,20 +320,33 @@ def load_model(
         lm.extra["device"] = device  # where its weights would go: a twin built from it goes there
         return lm
     start = time.time()
-    try:
-        model = AutoModelForCausalLM.from_pretrained(where, **load_kwargs)
-    except Exception as exc:  # noqa: BLE001 - corrupt or incomplete weights are one line, whatever the loader raises
-        if not local and not isinstance(exc, OSError):
-            raise
-        fix = "save the model again or replace the file" if local else "check the files or go online"
-        raise CompendiumError(f"cannot load the weights of '{spec}' ({_first_line(exc)}): {fix}") from None
+    kept = kept_weights(kwargs, fingerprint, dtype) if device_map is None else None
+    if kept:  # this model session dequantised the GGUF file already: read its float copy
+        where, load_kwargs = str(kept), {k: v for k, v in load_kwargs.items() if k != "gguf_file"}
+    model = _weights(spec, where, load_kwargs, local)
+    if kept is None and device_map is None:
+        keep_weights(model, kwargs, fingerprint, dtype)  # a model session keeps the dequantised copy
     if device_map is None:
         model = model.to(device)
     lm = _finish(spec, meta, config, model, label, note, fingerprint)
     if os.environ.get(LOAD_LOG_ENV):
         with open(os.environ[LOAD_LOG_ENV], "a", encoding="utf-8") as fh:
-            fh.write(f"{spec}\t{time.time() - start:.1f}\n")
+            fh.write(f"{spec}\t{time.time() - start:.1f}\t{'reread' if kept else 'load'}\n")
     return lm
+
+
+def _weights(spec: str, where: str, load_kwargs: dict, local: bool) -> nn.Module:
+    """``from_pretrained`` with its failures as one line (corrupt or incomplete weights, whatever the loader
+    raises)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(where, **load_kwargs)
+    except Exception as exc:  # noqa: BLE001
+        if not local and not isinstance(exc, OSError):
+            raise
+        fix = "save the model again or replace the file" if local else "check the files or go online"
+        raise CompendiumError(f"cannot load the weights of '{spec}' ({_first_line(exc)}): {fix}") from None
 
 
 def _finish(spec: str, meta: tuple[str, dict], config: object, model: nn.Module, label: str, note: str,

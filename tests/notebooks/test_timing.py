@@ -28,7 +28,7 @@ def test_timed_returns_the_result_its_time_and_memory():
 def test_a_run_without_a_browser_says_so_once_and_lists_the_pngs_it_left(tmp_path, monkeypatch, capsys):
     """`make reproduce` without Chrome/Chromium: one line at the start (what it skips, how to fix it), the kernels
     told not to warn again, and at the end the figures whose PNG is older than their new HTML; a whole run also
-    writes its timings table."""
+    writes its timings table. The notebooks share one model session, whose folder the completed run removes."""
     import argparse
     import os
 
@@ -40,8 +40,16 @@ def test_a_run_without_a_browser_says_so_once_and_lists_the_pngs_it_left(tmp_pat
     (figures / "02_old.png").write_text("x")
     os.utime(figures / "02_old.png", (1, 1))
 
+    from helpers.lm.session import SESSION_ENV
+
+    monkeypatch.setenv("METALEARN_MODEL_CACHE", str(tmp_path / "models"))
+    monkeypatch.delenv(SESSION_ENV, raising=False)
+    sessions = []
+
     def fake_execute(src, out, params, log_output=False):
         assert os.environ.get(output.PNG_NOTICE_ENV) == "1"
+        sessions.append(os.environ[SESSION_ENV])  # the kernels inherit the session
+        (tmp_path / "models" / "session-weights").mkdir(parents=True)
         (figures / f"{src.name[:2]}_old.html").write_text("new")
 
     monkeypatch.setattr(output, "browser_available", lambda: False)
@@ -60,6 +68,8 @@ def test_a_run_without_a_browser_says_so_once_and_lists_the_pngs_it_left(tmp_pat
     timings = pd.read_csv(results / "reproduce_timings_smoke.csv")
     assert list(timings.columns) == ["stage", "model", "seconds", "peak_rss_gb"]
     assert list(timings.stage) == ["02_inner_loss", "total"] and timings.model.iloc[0] == "smollm2-135m"
+    assert sessions == [str(tmp_path / "models" / "session-weights")] and SESSION_ENV not in os.environ
+    assert not (tmp_path / "models" / "session-weights").exists()
 
 
 def test_kernels_run_without_the_ipywidgets_warning_but_keep_the_others():

@@ -154,7 +154,7 @@ def test_loads_of_weights_are_logged_and_counted(tiny_dir, tmp_path, monkeypatch
     load_model(str(tiny_dir))
     counted = load_counts(log)
     assert counted.model.tolist() == [str(tiny_dir)] and counted.loads.tolist() == [2]
-    assert (counted.seconds >= 0).all() and load_counts(tmp_path / "none.log").empty
+    assert (counted.load_seconds >= 0).all() and load_counts(tmp_path / "none.log").empty
     from helpers.paths import repo_root
 
     inside = tmp_path / "in.log"  # a model inside the repository is named by its relative path (no machine paths)
