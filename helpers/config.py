@@ -241,10 +241,9 @@ class PoweredDescentProfile:
 
 @dataclass(frozen=True)
 class CrossModelProfile:
-    """Notebook 08: texts per dataset every model sees, one token cap (at most the natural-text model's context),
-    the models ("natural": every checkpoint of the project-trained one), the quantisation check's GGUF schemes,
-    the twins' seed, resamples; the lens's random share carries Claim 1's tau (the twin's rule, flat within
-    +-0.05, needs a half-width well under 0.05: a share of 0.1 gave ~0.05); no logit lens (nothing reads it)."""
+    """Notebook 08: texts per dataset every model sees, one token cap (at most the natural model's context), the
+    models ("natural": every checkpoint of the project-trained one), the GGUF schemes checked, twin seed, resamples;
+    the lens's share carries the twin's tau (flat within +-0.05 needs a half-width well under 0.05); no logit lens."""
 
     wikitext_texts: int
     onebw_texts: int
@@ -326,9 +325,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "default": Profile(
         name="default",
-        # whole texts: 60 WikiText-103 paragraphs (~9k SmolLM2 tokens) + 200 1BW sentences (~6k); the larger models
-        # on 16 + 60. Every Claim 2 verdict lies tens of pp from its threshold (half-widths 0.3-2 pp at this size);
-        # the paper profile has the 284k-token sample (it was 240 + 800: a quarter of the cold run's 02-04 time)
+        # whole texts: 60 WikiText-103 + 200 1BW (~9k + 6k SmolLM2 tokens; was 240 + 800), the larger models 16 + 60:
+        # Claim 2's verdicts lie tens of pp from their thresholds at half-widths 0.3-2 pp; the paper profile has 284k
         corpus=CorpusProfile(wikitext_texts=60, onebw_texts=200, max_tokens=None, n_vectors=150, pca_samples=50,
                              n_boot=1000, models=(ModelSample("gemma-3-270m", wikitext_texts=16, onebw_texts=60),
                                                   ModelSample("qwen2.5-coder-0.5b", wikitext_texts=16, onebw_texts=60),

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import gc
 import random
+import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +41,12 @@ from helpers.experiments.descent_tables import (
 from helpers.experiments.paper import PUBLISHED_GROWTH_GPT2XL
 from helpers.experiments.zoo import pair_entries
 from helpers.lm.load import LoadedModel
-from helpers.paths import CACHE_DIR, atomic_write_text, config_hash, repo_path
+from helpers.paths import CACHE_DIR, config_hash, repo_path
 from helpers.report.figures import fig_descent, fig_norm_steps
 from helpers.report.output import save_figure, save_table
 from helpers.residual.hooks import capture_halfsteps, pad_batch
 from helpers.residual.lens import inner_loss_grad
+from helpers.runs.batched import batched_records
 from helpers.runs.batching import make_batches
 
 VERSION = 1  # bump when the records change meaning (cache key)
@@ -137,32 +140,36 @@ def _batch_records(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, targe
 def run_descent(lm: LoadedModel, tokens: TokenSample, n_random: int = 8, seed: int = 0, batch_tokens: int = 4096,
                 token_budget: int = 8192, cache_dir: str | Path | None = None, weights: str = "trained",
                 model: str | None = None, load: Callable[[], LoadedModel] | None = None) -> pd.DataFrame:
-    """Descent records of every sampled token at every layer (one row per token and layer), cached under
-    ``cache_dir/descent`` by model fingerprint, tokens and settings. ``model`` names the model pair (default
+    """Descent records of every sampled token at every layer (one row per token and layer), kept batch by batch
+    under ``cache_dir/descent`` (:func:`helpers.runs.batched.batched_records`: a killed run resumes) by model
+    fingerprint, tokens and settings (no ``cache_dir``: a temporary folder). ``model`` names the model pair (default
     ``lm.label``), ``weights`` says 'trained' or 'untrained twin'. ``lm`` may be a skeleton: ``load`` then gives
     the model with its weights when the records are not cached."""
-    key = config_hash({"fp": lm.fingerprint, "tokens": tokens.key(), "n_random": n_random, "seed": seed, "v": VERSION})
-    path = repo_path(cache_dir) / "descent" / f"{key}.csv" if cache_dir else None
-    if path is not None and path.is_file():
-        df = pd.read_csv(path)
-    else:
-        lm = load() if lm.skeleton else lm
-        gen = torch.Generator().manual_seed(seed)
-        pad = getattr(lm.tokenizer, "pad_token_id", None) or 0
-        parts = []
-        for idx in make_batches([len(r) for r in tokens.rows], batch_tokens=batch_tokens, shortest_first=True):
-            ids, mask = pad_batch([tokens.rows[i] for i in idx], pad, lm.input_device)
-            tgt = torch.tensor([tokens.targets[i] for i in idx])
-            arrays = _batch_records(lm, ids, mask, tgt, n_random, gen, token_budget)
-            keys = {"dataset": [tokens.dataset[i] for i in idx], "text": [tokens.text[i] for i in idx],
-                    "position": [len(tokens.rows[i]) - 1 for i in idx]}
-            frame = {k: np.repeat(v, lm.n_layers) for k, v in keys.items()}
-            frame["layer"] = np.tile(np.arange(lm.n_layers), len(idx))
-            parts.append(pd.DataFrame(frame | {k: v.T.reshape(-1) for k, v in arrays.items()}))
-        df = pd.concat(parts, ignore_index=True).sort_values(["dataset", "text", "layer"], ignore_index=True)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, df.to_csv(index=False))
+    config = {"fp": lm.fingerprint, "tokens": tokens.key(), "n_random": n_random, "seed": seed, "v": VERSION,
+              "batch_tokens": batch_tokens, "token_budget": token_budget}
+    model_lm = lm
+
+    def compute(idx: list[int]) -> dict[str, np.ndarray]:
+        nonlocal model_lm
+        model_lm = load() if model_lm.skeleton else model_lm  # weights only for a batch that is not cached
+        pad = getattr(model_lm.tokenizer, "pad_token_id", None) or 0
+        ids, mask = pad_batch([tokens.rows[i] for i in idx], pad, model_lm.input_device)
+        tgt = torch.tensor([tokens.targets[i] for i in idx])
+        return _batch_records(model_lm, ids, mask, tgt, n_random, gen, token_budget)
+
+    gen = torch.Generator().manual_seed(seed)
+    batches = make_batches([len(r) for r in tokens.rows], batch_tokens=batch_tokens, shortest_first=True)
+    with nullcontext(cache_dir) if cache_dir else tempfile.TemporaryDirectory(prefix="descent_") as folder:
+        arrays = batched_records(repo_path(folder) / "descent", config, batches, compute, gen,
+                                 desc=f"descent {model or lm.label} ({weights})")
+    parts = []
+    for idx, batch in zip(batches, arrays, strict=True):
+        keys = {"dataset": [tokens.dataset[i] for i in idx], "text": [tokens.text[i] for i in idx],
+                "position": [len(tokens.rows[i]) - 1 for i in idx]}
+        frame = {k: np.repeat(v, lm.n_layers) for k, v in keys.items()}
+        frame["layer"] = np.tile(np.arange(lm.n_layers), len(idx))
+        parts.append(pd.DataFrame(frame | {k: v.T.reshape(-1) for k, v in batch.items()}))
+    df = pd.concat(parts, ignore_index=True).sort_values(["dataset", "text", "layer"], ignore_index=True)
     df.insert(0, "weights", weights)
     df.insert(0, "model", model or lm.label)
     df["third"] = layer_thirds(lm.n_layers)[df["layer"].to_numpy()]

@@ -12,14 +12,15 @@ query per variant. This module samples the tokens, batches and caches them and r
 from __future__ import annotations
 
 import random
+import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm  # text bars: they stream through papermill
 
 from helpers import CompendiumError
 from helpers.config import PoweredDescentProfile
@@ -27,8 +28,9 @@ from helpers.corpus.samples import sample_texts
 from helpers.experiments.descent_tables import layer_thirds
 from helpers.experiments.zoo import pair_entries
 from helpers.lm.load import LoadedModel, free_memory
-from helpers.paths import CACHE_DIR, atomic_write_text, config_hash, repo_path
+from helpers.paths import CACHE_DIR, config_hash, repo_path
 from helpers.residual.descent_records import batch_records
+from helpers.runs.batched import batched_records
 from helpers.runs.batching import make_batches
 
 VERSION = 2  # bump when the records change meaning (cache key)
@@ -123,35 +125,35 @@ def run_powered(lm: LoadedModel, sample: PositionSample, line_texts: int, alphas
                 batch_tokens: int = 4096, cache_dir: str | None = None, weights: str = "trained",
                 model: str | None = None, line_stride: int = 1,
                 load: Callable[[], LoadedModel] | None = None) -> pd.DataFrame:
-    """Records of every sampled token at every layer (one row per token and layer), cached under
-    ``cache_dir/descent_powered`` (the folder keeps its first name: the cached records stand) by model fingerprint,
-    sample and settings. The tokens of :func:`line_subset`
+    """Records of every sampled token at every layer (one row per token and layer), kept batch by batch under
+    ``cache_dir/descent_slopes`` (:func:`helpers.runs.batched.batched_records`: a killed run resumes) by model
+    fingerprint, sample and settings (no ``cache_dir``: a temporary folder). The tokens of :func:`line_subset`
     get, at every ``line_stride``-th layer, the start-of-step slope, the controls, the line search and the
     ablation (the untrained twin: the slope and the predictor's readings,
     :func:`helpers.residual.descent_records.batch_records` with ``full`` False). ``lm`` may be a skeleton: ``load``
     then gives the model with its weights when the records are not cached."""
     full = weights == "trained"
-    key = config_hash({"fp": lm.fingerprint, "sample": sample.key(), "line_texts": line_texts,
-                       "alphas": list(alphas), "seed": seed, "v": VERSION, "stride": line_stride, "full": full})
-    path = repo_path(cache_dir) / "descent_powered" / f"{key}.csv" if cache_dir else None
+    config = {"fp": lm.fingerprint, "sample": sample.key(), "line_texts": line_texts, "alphas": list(alphas),
+              "seed": seed, "v": VERSION, "stride": line_stride, "full": full, "batch_tokens": batch_tokens}
     line = line_subset(sample, line_texts, seed)
     label = f"{model or lm.label} ({weights})"
-    if path is not None and path.is_file():
-        df = pd.read_csv(path)
-    else:
-        lm = load() if lm.skeleton else lm
-        gen = torch.Generator().manual_seed(seed)
-        parts = []
-        batches = make_batches([len(r) for r in sample.rows], batch_tokens=batch_tokens, shortest_first=True)
-        for idx in tqdm(batches, unit="batch", desc=f"descent {label}"):
-            arrays = batch_records(lm, [sample.rows[i] for i in idx], [sample.positions[i] for i in idx],
-                                   [line[i] for i in idx], alphas, gen, line_stride, full)
-            parts.append(_frame(lm, sample, idx, line, arrays))
-            free_memory()  # the batch's states and keys are gone: return their pages before the next batch
-        df = pd.concat(parts, ignore_index=True).sort_values(KEYS, ignore_index=True)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, df.to_csv(index=False, float_format="%.7g"))
+    model_lm = lm
+
+    def compute(idx: list[int]) -> dict[str, np.ndarray]:
+        nonlocal model_lm
+        model_lm = load() if model_lm.skeleton else model_lm  # weights only for a batch that is not cached
+        arrays = batch_records(model_lm, [sample.rows[i] for i in idx], [sample.positions[i] for i in idx],
+                               [line[i] for i in idx], alphas, gen, line_stride, full)
+        free_memory()  # the batch's states and keys are gone: return their pages before the next batch
+        return arrays
+
+    gen = torch.Generator().manual_seed(seed)
+    batches = make_batches([len(r) for r in sample.rows], batch_tokens=batch_tokens, shortest_first=True)
+    with nullcontext(cache_dir) if cache_dir else tempfile.TemporaryDirectory(prefix="descent_") as folder:
+        parts = batched_records(repo_path(folder) / "descent_slopes", config, batches, compute, gen,
+                                desc=f"descent {label}")
+    df = pd.concat([_frame(lm, sample, idx, line, arrays) for idx, arrays in zip(batches, parts, strict=True)],
+                   ignore_index=True).sort_values(KEYS, ignore_index=True)
     df = df.copy()  # one block per dtype: the columns below do not fragment a frame of ~200 columns
     df.insert(0, "weights", weights)
     df.insert(0, "model", model or lm.label)

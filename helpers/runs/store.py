@@ -57,18 +57,20 @@ class RunStore:
         with atomic_path(self.chunk_path(index)) as tmp:
             np.savez(tmp, **arrays)
 
+    def read_chunk(self, index: int) -> dict[str, np.ndarray]:
+        """Chunk ``index`` as arrays; one-line error for an unreadable one."""
+        try:
+            with np.load(self.chunk_path(index)) as archive:
+                return dict(archive)
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise CompendiumError(
+                f"cached chunk {self.chunk_path(index).name} is unreadable ({type(exc).__name__}): delete the run "
+                f"folder {self.dir} and run again (its other results are recomputed too)"
+            ) from None
+
     def load_chunks(self, n_chunks: int) -> dict[str, np.ndarray]:
         """Concatenate chunks 0..n_chunks-1 key by key."""
-        parts = []
-        for i in range(n_chunks):
-            try:
-                with np.load(self.chunk_path(i)) as archive:
-                    parts.append(dict(archive))
-            except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-                raise CompendiumError(
-                    f"cached chunk {self.chunk_path(i).name} is unreadable ({type(exc).__name__}): delete the run "
-                    f"folder {self.dir} and run again (its other results are recomputed too)"
-                ) from None
+        parts = [self.read_chunk(i) for i in range(n_chunks)]
         keys = parts[0].keys() if parts else []
         return {k: np.concatenate([p[k] for p in parts if k in p]) for k in keys}
 

@@ -262,3 +262,34 @@ def test_line_search_minimiser_and_ablation_tables():
     assert ab.loc[("last", "gradient"), "verdict"] == "a random part costs as much"
     assert ab.loc[("first", "gradient"), "n_tokens"] == 40 and (ab.ci_hi > ab.ci_lo).all()
     assert set(ab.reset_index().component) == {"gradient", "random", "orthogonal"}
+
+
+def test_a_killed_run_resumes_with_the_same_records(tmp_path, monkeypatch):
+    """Notebook 07 part 2 keeps its records batch by batch: a run killed after two batches resumes at the third and
+    gives exactly the records of a run in one go, random controls and ablations included (the generator's state
+    is kept with each batch); a finished run computes nothing."""
+    lm = tiny_model("llama", "sdpa")
+    sample = dp.PositionSample(["wikitext-103"] * 2 + ["1bw"], [0, 1, 0], ROWS, [[4, 7], [3], [6]])
+    kw = dict(line_texts=1, alphas=(0.0, 1.0, 2.0), seed=0, batch_tokens=8)  # one row per batch: three batches
+    whole = dp.run_powered(lm, sample, cache_dir=str(tmp_path / "a"), **kw)
+    real, calls = dp.batch_records, []
+
+    def dies_after_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dp, "batch_records", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        dp.run_powered(lm, sample, cache_dir=str(tmp_path / "b"), **kw)
+    calls.clear()
+    calls.append(1)  # one more call allowed: the resumed run computes the third batch only
+    resumed = dp.run_powered(lm, sample, cache_dir=str(tmp_path / "b"), **kw)
+    pd.testing.assert_frame_equal(whole, resumed)
+    random_cols = [c for c in whole if "rand" in c or "random" in c]
+    assert random_cols and whole[random_cols].notna().any().any()
+    assert len(calls) == 2
+    again = dp.run_powered(lm, sample, cache_dir=str(tmp_path / "b"), **kw)  # complete: no batch computed
+    pd.testing.assert_frame_equal(whole, again)
+    assert len(calls) == 2
