@@ -24,7 +24,8 @@ def main() -> None:
     cache = sys.argv[2] if len(sys.argv) > 2 else tempfile.mkdtemp(prefix="descent07_")
     texts = {ds: load_samples(ds) for ds in ("wikitext-103", "1bw")}  # as notebook 07 reads them
     start = time.time()
-    run = run_models([spec], texts, get_profile("default").powered, "default", cache_dir=cache)
+    default = get_profile("default")
+    run = run_models([spec], texts, default.powered, default, cache_dir=cache)
     print(f"{spec}: {len(run.records):,} records (model and twin) in {time.time() - start:.0f} s; cache {cache}")
 
 

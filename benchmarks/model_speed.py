@@ -13,6 +13,7 @@ import resource
 import tempfile
 import time
 
+from helpers.config import get_profile
 from helpers.lm.load import load_model
 from helpers.lm.twin import untrained_twin
 from helpers.runs.datasets import analyse_dataset
@@ -32,7 +33,7 @@ def main() -> None:
         for who in ("model", "twin"):
             t, n = time.time(), 0
             for ds, k in (("wikitext-103", args.wikitext), ("1bw", args.onebw)):
-                run = analyse_dataset(lm, ds, profile="default", cache_dir=cache, n_texts=k, max_tokens=64,
+                run = analyse_dataset(lm, ds, profile=get_profile("default"), cache_dir=cache, n_texts=k, max_tokens=64,
                                       progress=False)
                 n += run.n_tokens
             dt = time.time() - t

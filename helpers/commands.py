@@ -84,7 +84,7 @@ def _run(lm, args, shard, cached_only: bool = False):
     """The analysis of ``args`` (checked and normalised by the entry point: ``lens_share`` is already a number,
     "all" or None) for one shard."""
     return analyse_dataset(
-        lm, args.dataset, profile=args.profile, n_texts=args.n_texts, max_tokens=args.max_tokens,
+        lm, args.dataset, profile=get_profile(args.profile), n_texts=args.n_texts, max_tokens=args.max_tokens,
         min_position=args.min_position, batch_size=args.batch_size, batch_tokens=args.batch_tokens,
         lens_share=args.lens_share, seed=args.seed, cache_dir=args.cache_dir,
         data_dir=args.data_dir, shard=shard, cached_only=cached_only,

@@ -64,8 +64,8 @@ from helpers.experiments import inner_loss as reports
 from helpers.report import figures, output
 from helpers.runs.datasets import analyse_corpora
 
-prof = get_profile(profile)
-lm, runs = analyse_corpora(model, datasets, profile, device=device, dtype=dtype, device_map=device_map,
+settings = get_profile(profile)  # the profile, resolved once: the calls below take it
+lm, runs = analyse_corpora(model, datasets, settings, device=device, dtype=dtype, device_map=device_map,
                            n_texts=n_texts, max_tokens=max_tokens, min_position=min_position, batch_size=batch_size,
                            batch_tokens=batch_tokens, lens_share=lens_share,
                            seed=seed, cache_dir=cache_dir, filtered_dir=filtered_dir, data_dir=data_dir, shard=shard)
@@ -84,9 +84,9 @@ curves.pivot_table(index="layer", columns=["dataset", "filter", "lens"], values=
 # %%
 vocab_size = lm.lm_head.weight.shape[0]
 summary = reports.inner_loss_summary(curves)
-cal = reports.calibration_table(runs, vocab_size, prof.corpus.n_boot)
+cal = reports.calibration_table(runs, vocab_size, settings.corpus.n_boot)
 # the null: the untrained twin through the same lenses (notebook 08's sample and cache; frees the model's weights)
-twin, twin_sample = reports.twin_curves(lm, datasets, profile, prof.cross.twin_seed, cache_dir=cache_dir,
+twin, twin_sample = reports.twin_curves(lm, datasets, settings, settings.cross.twin_seed, cache_dir=cache_dir,
                                         batch_tokens=batch_tokens, data_dir=data_dir, filtered_dir=filtered_dir)
 for ds, run in runs.items():
     kept = summary.set_index("dataset").loc[ds, "share passing %"]

@@ -70,8 +70,8 @@ from helpers.report import figures_norms, output
 from helpers.runs.datasets import analyse_corpora, analyse_twin, corpora_caption
 from helpers.stats.tokens import norm_trajectories
 
-prof = get_profile(profile)
-lm, runs = analyse_corpora(model, datasets, profile, device=device, dtype=dtype, device_map=device_map,
+settings = get_profile(profile)  # the profile, resolved once: the calls below take it
+lm, runs = analyse_corpora(model, datasets, settings, device=device, dtype=dtype, device_map=device_map,
                            n_texts=n_texts, max_tokens=max_tokens, min_position=min_position, batch_size=batch_size,
                            batch_tokens=batch_tokens, lens_share=lens_share,
                            seed=seed, cache_dir=cache_dir, filtered_dir=filtered_dir, data_dir=data_dir, shard=shard)
@@ -82,11 +82,11 @@ tag = lm.name.replace("/", "_") + ("" if profile == "default" else f"_{profile}"
 
 # %%
 twin_lm, twin_runs = None, {}
-if prof.corpus.twin if twin is None else twin:  # same texts, same architecture, random initialisation
-    twin_lm, twin_runs = analyse_twin(lm, runs, profile, max_tokens=max_tokens, min_position=min_position,
+if settings.corpus.twin if twin is None else twin:  # same texts, same architecture, random initialisation
+    twin_lm, twin_runs = analyse_twin(lm, runs, settings, max_tokens=max_tokens, min_position=min_position,
                                       batch_size=batch_size, batch_tokens=batch_tokens, seed=seed, cache_dir=cache_dir,
                                       filtered_dir=filtered_dir, data_dir=data_dir, shard=shard, release=True)
-table = reports.table1_with_paper(runs, lm.n_layers, min_position, lm.label, n_boot=prof.corpus.n_boot, seed=seed,
+table = reports.table1_with_paper(runs, lm.n_layers, min_position, lm.label, n_boot=settings.corpus.n_boot, seed=seed,
                                   twins=twin_runs, twin_label=twin_lm.label if twin_lm else "")
 output.save_table(table, f"03_table1_{tag}", results_dir,
                  caption=f"Table 1: non-decreasing norms over layers 0..L-1. {lm.describe()}; profile {profile}; "

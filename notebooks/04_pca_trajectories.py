@@ -63,14 +63,15 @@ from helpers.config import get_profile
 from helpers.experiments import pca
 from helpers.runs.datasets import analyse_corpora
 
-lm, runs = analyse_corpora(model, datasets, profile, device=device, dtype=dtype, device_map=device_map,
+settings = get_profile(profile)  # the profile, resolved once: the calls below take it
+lm, runs = analyse_corpora(model, datasets, settings, device=device, dtype=dtype, device_map=device_map,
                            n_texts=n_texts, max_tokens=max_tokens, min_position=min_position, batch_size=batch_size,
                            batch_tokens=batch_tokens, lens_share=lens_share,
                            seed=seed, cache_dir=cache_dir, filtered_dir=filtered_dir, data_dir=data_dir, shard=shard)
 tag = lm.name.replace("/", "_") + ("" if profile == "default" else f"_{profile}")  # file names say the profile
 
 # %%
-r = pca.run(runs, lm.n_layers, pca_samples or get_profile(profile).corpus.pca_samples, include_last)
+r = pca.run(runs, lm.n_layers, pca_samples or settings.corpus.pca_samples, include_last)
 for ds in runs:
     fig, explained = pca.report_trajectories(r, ds, figures_dir, tag)
     fig.show()

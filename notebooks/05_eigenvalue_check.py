@@ -90,9 +90,10 @@ from helpers.surrogates import experiment, reading, report
 # %%
 if torch_threads:
     torch.set_num_threads(torch_threads)
-prof = get_profile(profile).eigen
+settings = get_profile(profile)  # the profile, resolved once: the calls below take it
+prof = settings.eigen
 n_samples, max_tokens = n_samples or prof.n_samples, max_tokens or prof.max_tokens
-models = zoo.eigen_models(model, profile, include_trained, include_untrained, extra_models, cache_dir, seed,
+models = zoo.eigen_models(model, settings, include_trained, include_untrained, extra_models, cache_dir, seed,
                              device, dtype)
 print("\n".join(m.describe() for m in models))
 

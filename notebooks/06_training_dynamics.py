@@ -57,8 +57,10 @@ globals().update(validate_params(globals()))
 import torch
 from IPython.display import Markdown, display
 
+from helpers.config import get_profile
 from helpers.experiments import dynamics as dr
 
+settings = get_profile(profile)  # the profile, resolved once: the calls below take it
 if threads:
     torch.set_num_threads(threads)
 
@@ -135,7 +137,7 @@ if threads:
 # ## Synthetic tasks: data, training, measurements
 
 # %%
-syn = dr.run_synthetic(profile, seed, cache_dir, device)
+syn = dr.run_synthetic(settings, seed, cache_dir, device)
 display(Markdown(dr.reading_data(syn) + "\n" + dr.reading_training(syn)))
 dr.report_settings(syn, results_dir)
 
@@ -213,7 +215,7 @@ table.round(2)
 
 # %%
 if train_natural_model:
-    nat = dr.run_natural(profile, seed, cache_dir, data_dir, device)
+    nat = dr.run_natural(settings, seed, cache_dir, data_dir, device)
     display(Markdown(dr.reading_training(nat)), dr.report_settings(nat, results_dir))
     for report in (dr.report_losses, dr.report_norms):
         fig, _ = report(nat, figures_dir, results_dir)

@@ -70,7 +70,8 @@ from helpers.experiments import descent, descent_slopes, descent_slopes_report
 
 if torch_threads:
     torch.set_num_threads(torch_threads)
-prof = get_profile(profile).descent
+settings = get_profile(profile)  # the profile, resolved once: the calls below take it
+prof = settings.descent
 prof = dataclasses.replace(prof, n_texts=n_texts or prof.n_texts, max_tokens=max_tokens or prof.max_tokens,
                            models=() if n_texts else prof.models)
 texts = {ds: load_samples(ds, filtered_dir, data_dir) for ds in datasets}
@@ -79,7 +80,7 @@ texts = {ds: load_samples(ds, filtered_dir, data_dir) for ds in datasets}
 # ## Each model and its untrained twin, on the same tokens
 
 # %%
-run = descent.run_models(models, texts, prof, profile, seed, cache_dir, device)
+run = descent.run_models(models, texts, prof, settings, seed, cache_dir, device)
 run.timings
 
 # %% [markdown]
@@ -133,8 +134,8 @@ display(Markdown(descent.reading_of(run)))
 # ablation passes the rest of the network once per variant, layer and token, and is run on the trained models.
 
 # %%
-pprof = get_profile(profile).powered
-run2 = descent_slopes.run_models(list(powered_models or pprof.specs), texts, pprof, profile, seed, cache_dir, device)
+pprof = settings.powered
+run2 = descent_slopes.run_models(list(powered_models or pprof.specs), texts, pprof, settings, seed, cache_dir, device)
 run2.timings
 
 # %%

@@ -62,13 +62,14 @@ from IPython.display import Markdown, display
 from helpers.config import get_profile
 from helpers.experiments import crossmodel
 
-specs = list(models if models is not None else get_profile(profile).cross.models) + list(extra_models)
+settings = get_profile(profile)  # the profile, resolved once: the calls below take it
+specs = list(models if models is not None else settings.cross.models) + list(extra_models)
 
 # %% [markdown]
 # ## Every model and its twin on the same texts, then the project-trained model's GGUF round trips
 
 # %%
-r = crossmodel.run(specs, datasets, profile, cache_dir, device, batch_tokens=batch_tokens, data_dir=data_dir,
+r = crossmodel.run(specs, datasets, settings, cache_dir, device, batch_tokens=batch_tokens, data_dir=data_dir,
                    filtered_dir=filtered_dir)
 _, shown = crossmodel.report_table(r, results_dir)
 display(r.timings)  # wall time per entry (its load included) and the run's peak resident memory so far

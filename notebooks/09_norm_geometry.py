@@ -63,13 +63,14 @@ from IPython.display import Markdown, display
 from helpers.config import get_profile
 from helpers.experiments import geometry
 
-specs = list(models if models is not None else get_profile(profile).geometry.models) + list(extra_models)
+settings = get_profile(profile)  # the profile, resolved once: the calls below take it
+specs = list(models if models is not None else settings.geometry.models) + list(extra_models)
 
 # %% [markdown]
 # ## Every model, its twins and its perturbed copies on one sample
 
 # %%
-r = geometry.run(specs, profile, cache_dir, device, data_dir=data_dir, filtered_dir=filtered_dir,
+r = geometry.run(specs, settings, cache_dir, device, data_dir=data_dir, filtered_dir=filtered_dir,
                  batch_tokens=batch_tokens)
 tables = geometry.report(r, results_dir, figures_dir)
 display(r.timings)  # wall time per model (load, twins, perturbed copies) and the run's peak resident memory so far

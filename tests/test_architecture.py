@@ -77,3 +77,20 @@ def test_the_check_catches_an_upward_import(tmp_path):
     (pkg / "report" / "fig.py").write_text("from helpers.lm.load import x\nfrom helpers.stats import y\n")
     (pkg / "paths.py").write_text("import helpers.runs.store\n")
     assert disallowed(actual_edges(pkg), allowed_edges()) == {"report": ["lm"], "paths": ["runs"]}
+
+
+ENTRY = {"config.py", "validate.py", "commands.py", "__main__.py"}  # where a profile name is resolved
+
+
+def test_the_profile_is_resolved_once_at_the_entry_points():
+    """Below the entry points (the CLI, validation, the notebooks' setup cell) no module looks a profile up by
+    name: every function that needs its settings takes the typed :class:`helpers.config.Profile`, so two places
+    cannot decide the same setting differently."""
+    offenders = []
+    for path in (REPO / "helpers").rglob("*.py"):
+        if path.name in ENTRY and path.parent.name == "helpers":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "get_profile":
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == [], offenders

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from helpers.config import MAX_FINAL_LOSS, get_profile
+from helpers.config import MAX_FINAL_LOSS, Profile
 from helpers.experiments.paper import PAPER_LAYERS, PAPER_PARAMS, PAPER_TABLE1, paper_references
 from helpers.experiments.zoo import CHECKPOINT, TWIN, Entry
 from helpers.paths import CACHE_DIR
@@ -189,12 +189,12 @@ def flip_table(base: DatasetRun, other: DatasetRun, name: str) -> dict:
             "pair change (pp)": 100 * float(ok_b.mean() - ok_a.mean())}
 
 
-def analyse_entry(entry: Entry, datasets: list[str], profile: str, cache_dir: str = CACHE_DIR,
+def analyse_entry(entry: Entry, datasets: list[str], profile: Profile, cache_dir: str = CACHE_DIR,
                   **kwargs) -> dict[str, DatasetRun]:
     """Every dataset of the profile's cross-model sample (same texts and token cap for every model) through the
     cached analysis. ``kwargs`` go to :func:`helpers.runs.datasets.analyse_dataset` (batch_tokens, data_dir, ...)."""
 
-    cross = get_profile(profile).cross
+    cross = profile.cross
     n_texts = {"wikitext-103": cross.wikitext_texts, "1bw": cross.onebw_texts}
 
     def runs(lm, **more) -> dict[str, DatasetRun]:

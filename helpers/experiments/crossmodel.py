@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from helpers import CompendiumError
-from helpers.config import get_profile
+from helpers.config import Profile
 from helpers.experiments.cross_rows import (
     add_twin_columns,
     analyse_entry,
@@ -118,20 +118,20 @@ class CrossRun:
     timings: pd.DataFrame  # per entry: seconds (load, analysis of every dataset) and the process's peak RSS so far
 
 
-def sample_text(profile: str) -> str:
+def sample_text(profile: Profile) -> str:
     """What every model of the table saw, for captions."""
-    cross, share = get_profile(profile).cross, get_profile(profile).corpus.filter_share
+    cross, share = profile.cross, profile.corpus.filter_share
     filtered = "the tokens" if share is None else f"a seeded {100 * share:g}% of the tokens"
     return (f"the same texts for every model: {cross.wikitext_texts} WikiText-103 test paragraphs and "
             f"{cross.onebw_texts} 1BW test sentences (seeded sample after the paper's filtering), first "
             f"{cross.max_tokens} tokens of each, tokens at positions >= 5; Eq. 14 lens on {filtered} with final loss "
-            f"<= 1 and a seeded {100 * cross.lens_share:g}% of all tokens; profile {profile}")
+            f"<= 1 and a seeded {100 * cross.lens_share:g}% of all tokens; profile {profile.name}")
 
 
-def _quantised(base: tuple[Entry, dict], datasets: list[str], profile: str, opts: dict) -> Iterator[tuple]:
+def _quantised(base: tuple[Entry, dict], datasets: list[str], profile: Profile, opts: dict) -> Iterator[tuple]:
     """(entry, runs, flips, tensor table) of each GGUF scheme of the profile applied to the ``base`` entry."""
     base_entry, base_runs = base
-    cross = get_profile(profile).cross
+    cross = profile.cross
     for scheme in cross.schemes:
         q_lm = quantised_twin(base_entry.lm, scheme)
         q_entry = Entry(q_lm, group=base_entry.group, role=f"{scheme} round trip", epoch=base_entry.epoch,
@@ -141,12 +141,12 @@ def _quantised(base: tuple[Entry, dict], datasets: list[str], profile: str, opts
         yield q_entry, q_runs, flips, q_lm.extra["tensors"].assign(scheme=scheme)
 
 
-def run(specs: list[str], datasets: list[str], profile: str, cache_dir: str = CACHE_DIR, device: str = "cpu",
+def run(specs: list[str], datasets: list[str], profile: Profile, cache_dir: str = CACHE_DIR, device: str = "cpu",
         **opts) -> CrossRun:
     """Every model of ``specs`` with its twin (or every checkpoint of ``"natural"``) on the profile's cross-model
     sample, then the GGUF round trips of the natural model's last checkpoint. ``opts`` go to
     :func:`helpers.runs.datasets.analyse_dataset` (batch_tokens, data_dir, filtered_dir)."""
-    cross = get_profile(profile).cross
+    cross = profile.cross
     rows, runs_of, natural_last, flips, tensors, timings = [], {}, None, [], [], []
     opts = dict(opts, cache_dir=cache_dir)
     for spec in specs:
@@ -171,7 +171,7 @@ def run(specs: list[str], datasets: list[str], profile: str, cache_dir: str = CA
     table = add_twin_columns(pd.DataFrame(rows), runs_of, n_boot=cross.n_boot)
     full = pd.concat([table, paper_rows(datasets)], ignore_index=True)
     return CrossRun(table, full, pd.DataFrame(flips), pd.concat(tensors, ignore_index=True) if tensors else pd.DataFrame(),
-                    sample_text(profile), "" if profile == "default" else f"_{profile}", list(datasets),
+                    sample_text(profile), "" if profile.name == "default" else f"_{profile.name}", list(datasets),
                     pd.DataFrame(timings))
 
 

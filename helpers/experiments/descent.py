@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import CompendiumError
-from helpers.config import DescentProfile
+from helpers.config import DescentProfile, Profile
 from helpers.corpus.samples import sample_texts
 from helpers.experiments.descent_tables import (
     descent_by_layer,
@@ -188,7 +188,7 @@ class DescentRun:
     timings: pd.DataFrame
 
 
-def run_models(specs: list[str], texts: dict[str, list[str]], prof: DescentProfile, profile: str, seed: int = 0,
+def run_models(specs: list[str], texts: dict[str, list[str]], prof: DescentProfile, profile: Profile, seed: int = 0,
                cache_dir: str | Path | None = CACHE_DIR, device: str = "cpu") -> DescentRun:
     """Each model of ``specs`` and its untrained twin on the same sampled tokens (``prof``'s per-model sample
     sizes apply; 0 texts skips a model).
@@ -212,7 +212,7 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: DescentProfi
         tags[lm.label] = spec.replace("/", "_")
         captions[lm.label] = (f"{lm.describe()}; {len(tokens)} tokens (one per text, position >= 5) of "
                               f"{', '.join(texts)}, <= {prof.max_tokens} tokens per text; {prof.n_random} random "
-                              f"directions; untrained twin seed {seed}; profile {profile}")
+                              f"directions; untrained twin seed {seed}; profile {profile.name}")
         timings.append({"model": lm.label, "tokens": len(tokens), "seconds": round(time.time() - start, 1)})
         del lm, trained, twin, pair
         gc.collect()

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from helpers import CompendiumError
-from helpers.config import PoweredDescentProfile
+from helpers.config import PoweredDescentProfile, Profile
 from helpers.corpus.samples import sample_texts
 from helpers.experiments.descent_tables import layer_thirds
 from helpers.experiments.zoo import pair_entries
@@ -174,7 +174,7 @@ class PoweredRun:
     timings: pd.DataFrame
 
 
-def run_models(specs: list[str], texts: dict[str, list[str]], prof: PoweredDescentProfile, profile: str,
+def run_models(specs: list[str], texts: dict[str, list[str]], prof: PoweredDescentProfile, profile: Profile,
                seed: int = 0, cache_dir: str | None = CACHE_DIR, device: str = "cpu") -> PoweredRun:
     """Each model of ``specs`` and its untrained twin on the same tokens (``prof``'s per-model sample sizes;
     unavailable models are skipped with a printed note, as in :func:`helpers.experiments.zoo.load_or_skip`)."""
@@ -197,7 +197,7 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: PoweredDesce
                                  load=twin.with_weights))
         n_ctx = [x for p in sample.positions for x in p]
         tags[lm.label] = spec.replace("/", "_")
-        captions[lm.label] = sample_caption(lm.describe(), sample, prof.per_text, size.line_texts, seed, profile,
+        captions[lm.label] = sample_caption(lm.describe(), sample, prof.per_text, size.line_texts, seed, profile.name,
                                             size.line_stride)
         n_line = sum(map(any, line_subset(sample, size.line_texts, seed)))
         timings.append({"model": lm.label, "tokens": len(sample), "line_tokens": n_line,

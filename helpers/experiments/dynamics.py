@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from helpers.config import MeasureConfig, ModelConfig, TrainConfig, get_profile
+from helpers.config import PROFILES, MeasureConfig, ModelConfig, Profile, TrainConfig
 from helpers.corpus.natural import gpt2_bpe_tokenizer, natural_windows
 from helpers.corpus.synthetic import (
     LABEL_KINDS,
@@ -79,35 +79,35 @@ def settings_table(parts: dict[str, dict]) -> pd.DataFrame:
                         columns=["part", "setting", "value"])
 
 
-def run_synthetic(profile: str = "default", seed: int = 0, cache_dir: str | Path = CACHE_DIR,
+def run_synthetic(profile: Profile = PROFILES["default"], seed: int = 0, cache_dir: str | Path = CACHE_DIR,
                   device: str = "cpu", progress: bool = True) -> DynamicsRun:
     """Train (or reload) the synthetic-task model of ``profile`` and measure every checkpoint."""
 
     data_cfg, model_cfg, train_cfg = synthetic_setup(profile, seed)
-    mcfg = get_profile(profile).measure
+    mcfg = profile.measure
     data = make_dataset(data_cfg)
     run = train_lm(model_cfg, train_cfg, data.train.tokens, data.val.tokens,
-                   synthetic_run_dir(cache_dir, data_cfg, model_cfg, train_cfg, profile), device=device,
-                   progress=progress, description=f"synthetic ({profile})")
+                   synthetic_run_dir(cache_dir, data_cfg, model_cfg, train_cfg, profile.name), device=device,
+                   progress=progress, description=f"synthetic ({profile.name})")
     tables = measure_run(run.checkpoints, lambda lm: measure_synthetic_checkpoint(lm, data, mcfg), mcfg,
                          kind="synthetic", extra_key={"data": data_cfg.as_dict()}, progress=progress, device=device)
     settings = settings_table({"data": data_cfg.as_dict(), "model (GPT-2)": asdict(model_cfg),
                                "training": asdict(train_cfg), "measurement": asdict(mcfg)})
     caption = (f"GPT-2 architecture, {model_cfg.n_layer} layers, d={model_cfg.n_embd}, trained from scratch; "
                f"synthetic Markov tasks (K={data_cfg.n_tasks}, V={data_cfg.vocab_size}, T={data_cfg.seq_len}); "
-               f"profile '{profile}'")
+               f"profile '{profile.name}'")
     floors = {"oracle": oracle_loss(data.transitions, data.val), "bigram": bigram_loss(data.train, data.val)}
-    return DynamicsRun("synthetic", profile, model_cfg, train_cfg, mcfg, settings, run, tables, caption,
+    return DynamicsRun("synthetic", profile.name, model_cfg, train_cfg, mcfg, settings, run, tables, caption,
                        len(data.val), floors, data)
 
 
-def run_natural(profile: str = "default", seed: int = 0, cache_dir: str | Path = CACHE_DIR,
+def run_natural(profile: Profile = PROFILES["default"], seed: int = 0, cache_dir: str | Path = CACHE_DIR,
                 data_dir: str | Path | None = None, device: str = "cpu", progress: bool = True) -> DynamicsRun:
     """Train (or reload) the natural-text model of ``profile`` (saved for notebooks 02-05 as well) and
     measure every checkpoint: outer loss, inner loss and norm statistics."""
 
     data, model_cfg, train_cfg = natural_setup(profile, seed)
-    mcfg = get_profile(profile).measure
+    mcfg = profile.measure
     run, val = train_natural(profile, cache_dir=cache_dir, data_dir=data_dir, seed=seed, device=device,
                              progress=progress)
     train, _ = natural_windows(data, gpt2_bpe_tokenizer(data["vocab_size"]), data_dir, cache_dir)
@@ -116,8 +116,8 @@ def run_natural(profile: str = "default", seed: int = 0, cache_dir: str | Path =
     settings = settings_table({"data": data, "model (GPT-2)": asdict(model_cfg), "training": asdict(train_cfg)})
     caption = (f"small GPT-2-architecture model ({model_cfg.n_layer} layers, d={model_cfg.n_embd}, GPT-2 BPE "
                f"with {model_cfg.vocab_size} tokens, context {data['seq_len']}), trained from scratch on 1BW "
-               f"held-out 10-13 + WikiText-103 validation; profile '{profile}'")
-    return DynamicsRun("natural", profile, model_cfg, train_cfg, mcfg, settings, run, tables, caption, len(val))
+               f"held-out 10-13 + WikiText-103 validation; profile '{profile.name}'")
+    return DynamicsRun("natural", profile.name, model_cfg, train_cfg, mcfg, settings, run, tables, caption, len(val))
 
 
 def report_settings(r: DynamicsRun, results_dir: str | Path) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import CompendiumError
-from helpers.config import get_profile
+from helpers.config import PROFILES, Profile
 from helpers.corpus.samples import describe_empty, filtered_samples, sample_texts
 from helpers.experiments.zoo import load_or_skip
 from helpers.lm.load import LoadedModel
@@ -82,6 +82,7 @@ class GeometryRun:
     n_texts: int
     max_tokens: int
     timings: pd.DataFrame = field(default_factory=pd.DataFrame)
+    n_boot: int = 1000  # the profile's resamples for the intervals
 
     def caption(self, what: str) -> str:
         """Provenance line of a figure or table."""
@@ -128,7 +129,7 @@ def _perturbed(lm: LoadedModel, spec: str, texts: list[str], opts: dict) -> list
 
 
 def _model_entries(spec: str, texts: list[str], prof, opts: dict, cache_dir: str, device: str,
-                   profile: str) -> list[GeoEntry]:
+                   profile: Profile) -> list[GeoEntry]:
     """The entries of ``spec``: the model, its perturbed copies (``prof.perturbed``), its twins and the rounded
     twin. The model and its twins start as skeletons: weights are loaded (a twin built) only for geometry that is
     not cached, and a twin is built only after the model's weights are freed (one model in memory)."""
@@ -168,10 +169,10 @@ def _model_entries(spec: str, texts: list[str], prof, opts: dict, cache_dir: str
     return out
 
 
-def run(specs: list[str], profile: str = "default", cache_dir: str = CACHE_DIR, device: str = "cpu",
+def run(specs: list[str], profile: Profile = PROFILES["default"], cache_dir: str = CACHE_DIR, device: str = "cpu",
         data_dir: str | None = None, filtered_dir: str = FILTERED_DIR, batch_tokens: int = 2048) -> GeometryRun:
     """Every model of ``specs`` with its twins (and perturbed copies) on the profile's WikiText-103 sample."""
-    prof = get_profile(profile).geometry
+    prof = profile.geometry
     kept, report = filtered_samples(DATASET, filtered_dir, data_dir)
     if not kept:
         raise CompendiumError(describe_empty(report, folder=data_dir))
@@ -187,7 +188,7 @@ def run(specs: list[str], profile: str = "default", cache_dir: str = CACHE_DIR, 
                             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)})
     if not entries:
         raise CompendiumError(f"none of the models {specs} is available here: install them with `make models`")
-    return GeometryRun(entries, profile, len(texts), prof.max_tokens, pd.DataFrame(timings))
+    return GeometryRun(entries, profile.name, len(texts), prof.max_tokens, pd.DataFrame(timings), prof.n_boot)
 
 
 def rates_table(r: GeometryRun, n_boot: int = 1000) -> pd.DataFrame:
@@ -263,7 +264,7 @@ def layers_table(r: GeometryRun) -> pd.DataFrame:
 def report(r: GeometryRun, results_dir: str, figures_dir: str) -> dict[str, pd.DataFrame]:
     """Write every table and figure of notebook 09; return the tables."""
     suffix = "" if r.profile == "default" else f"_{r.profile}"
-    tables = {"rates": rates_table(r, get_profile(r.profile).geometry.n_boot), "by_layer": layers_table(r),
+    tables = {"rates": rates_table(r, r.n_boot), "by_layer": layers_table(r),
               "sources": sources_table(r), "flips": flips_table(r), "timings": r.timings}
     captions = {
         "rates": "Observed non-decrease beside the direction-randomised null (closed form from each step's |z| and "

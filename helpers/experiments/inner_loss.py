@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from helpers.config import MAX_FINAL_LOSS
+from helpers.config import MAX_FINAL_LOSS, PROFILES, Profile
 from helpers.experiments.cross_rows import analyse_entry
 from helpers.experiments.zoo import TWIN, Entry
 from helpers.lm.load import LoadedModel
@@ -28,14 +28,14 @@ def inner_loss_table(runs: dict, label: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def twin_curves(lm: LoadedModel, datasets: list[str], profile: str, twin_seed: int = 0,
+def twin_curves(lm: LoadedModel, datasets: list[str], profile: Profile, twin_seed: int = 0,
                 **kwargs) -> tuple[pd.DataFrame, str]:
     """The null of the inner-loss figures: ``lm``'s untrained twin (same architecture, seeded random weights; ``lm``'s
     weights are freed first) through the lenses on notebook 08's cross-model sample of ``TWIN_SAMPLE[profile]``,
     the same cached analysis notebook 08 reads. Returns (the twin's :func:`inner_loss_table`, the sample's name);
     the twin itself is not kept (its weights would stay in memory).
     ``kwargs`` go to :func:`helpers.runs.datasets.analyse_dataset` (cache_dir, batch_tokens, data_dir, ...)."""
-    sample = TWIN_SAMPLE[profile]
+    sample = PROFILES[TWIN_SAMPLE[profile.name]]
     skeleton = untrained_twin(lm, seed=twin_seed, device="meta")  # reads the twin's runs if cached
 
     def build() -> LoadedModel:  # else the twin itself, from the config (``lm``'s weights, if loaded, freed first)
@@ -43,7 +43,7 @@ def twin_curves(lm: LoadedModel, datasets: list[str], profile: str, twin_seed: i
         return untrained_twin(lm, seed=twin_seed, release=not lm.skeleton, device=where)
 
     runs = analyse_entry(Entry(skeleton, group=lm.name, role=TWIN, load=build), datasets, sample, **kwargs)
-    return inner_loss_table(runs, skeleton.label), f"notebook 08's {sample} sample"
+    return inner_loss_table(runs, skeleton.label), f"notebook 08's {sample.name} sample"
 
 
 def inner_loss_summary(curves: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers import CompendiumError
+from helpers.config import PROFILES, Profile
 from helpers.corpus.natural import gpt2_bpe_tokenizer
 from helpers.lm.load import LoadedModel, load_model, wrap_model
 from helpers.lm.registry import REGISTRY
@@ -61,7 +62,7 @@ def hub_model_cached(repo_id: str) -> bool:
     return isinstance(hit, str)
 
 
-def load_or_skip(spec: str, profile: str = "default", cache_dir: str | Path = CACHE_DIR, seed: int = 0,
+def load_or_skip(spec: str, profile: Profile = PROFILES["default"], cache_dir: str | Path = CACHE_DIR, seed: int = 0,
                  device: str = "cpu", dtype: str = "float32", weights: bool = True) -> LoadedModel | None:
     """Load ``spec``, or print one line saying why it is skipped and return ``None``: ``"natural"`` before notebook
     06 trained it, a registry model whose package is not installed, a hub id that is not in the local cache (or
@@ -70,7 +71,7 @@ def load_or_skip(spec: str, profile: str = "default", cache_dir: str | Path = CA
     if spec == NATURAL:
         lm = load_trained_natural(cache_dir, profile, seed, device)
         if lm is None:
-            print(f"{NATURAL}: the natural-text model of profile '{profile}' is not trained yet (run notebook 06): "
+            print(f"{NATURAL}: the natural-text model of profile '{profile.name}' is not trained yet (run notebook 06): "
                   "skipped")
         return lm
     if spec in REGISTRY:
@@ -91,7 +92,7 @@ def load_or_skip(spec: str, profile: str = "default", cache_dir: str | Path = CA
         return None
 
 
-def load_trained_natural(cache_dir: str | Path = CACHE_DIR, profile: str = "default", seed: int = 0,
+def load_trained_natural(cache_dir: str | Path = CACHE_DIR, profile: Profile = PROFILES["default"], seed: int = 0,
                          device: str = "cpu") -> LoadedModel | None:
     """The project's natural-text GPT-2-architecture model (notebook 06) if trained, else ``None``."""
     folder = natural_model_dir(cache_dir, profile, seed)
@@ -99,23 +100,23 @@ def load_trained_natural(cache_dir: str | Path = CACHE_DIR, profile: str = "defa
         return None
     lm = load_model(str(folder), device=device)
     cfg = lm.model.config
-    lm.name = f"gpt2-natural-{profile}"
-    lm.label = f"GPT-2 arch., trained on natural text ({cfg.n_layer} layers, d={cfg.n_embd}, {profile} profile)"
+    lm.name = f"gpt2-natural-{profile.name}"
+    lm.label = f"GPT-2 arch., trained on natural text ({cfg.n_layer} layers, d={cfg.n_embd}, {profile.name} profile)"
     return lm
 
 
-def untrained_natural(profile: str = "default", seed: int = 0) -> LoadedModel:
+def untrained_natural(profile: Profile = PROFILES["default"], seed: int = 0) -> LoadedModel:
     """The project's natural-text GPT-2-architecture model of ``profile`` *before* training: same
     config and tokenizer as :func:`helpers.train.recipes.natural_model_dir`'s model, GPT-2's random init."""
 
     data, cfg, _ = natural_setup(profile, seed)
     model = build_model(cfg, seed).eval()
     label = f"GPT-2 arch., untrained ({cfg.n_layer} layers, d={cfg.n_embd}, random init seed {seed})"
-    return wrap_model(model, gpt2_bpe_tokenizer(data["vocab_size"]), name=f"gpt2-untrained-{profile}", label=label,
+    return wrap_model(model, gpt2_bpe_tokenizer(data["vocab_size"]), name=f"gpt2-untrained-{profile.name}", label=label,
                       note="randomly initialised control (same config as the trained natural-text model)")
 
 
-def eigen_models(model: str, profile: str = "default", include_trained: bool = True, include_untrained: bool = True,
+def eigen_models(model: str, profile: Profile = PROFILES["default"], include_trained: bool = True, include_untrained: bool = True,
                  extra_models: Sequence[str] = (), cache_dir: str | Path = CACHE_DIR, seed: int = 0,
                  device: str = "cpu", dtype: str = "float32") -> list[LoadedModel]:
     """The models notebook 05 checks, in order: ``model``; the trained natural-text model of ``profile``
@@ -129,7 +130,7 @@ def eigen_models(model: str, profile: str = "default", include_trained: bool = T
     return [m for m in models if m is not None]
 
 
-def natural_checkpoints(profile: str, cache_dir: str | Path = CACHE_DIR, seed: int = 0,
+def natural_checkpoints(profile: Profile, cache_dir: str | Path = CACHE_DIR, seed: int = 0,
                         device: str = "cpu") -> Iterator[Entry]:
     """The project-trained natural-text model of ``profile`` at every checkpoint (epoch 0 = its initialisation,
     the untrained twin); nothing, with a printed note, when notebook 06 has not trained it."""
@@ -137,19 +138,20 @@ def natural_checkpoints(profile: str, cache_dir: str | Path = CACHE_DIR, seed: i
     paths = list_checkpoints(natural_run_dir(cache_dir, profile, seed))
     if natural_model_dir(cache_dir, profile, seed) is None or not paths or paths[0].name != "epoch_000":
         # an unfinished run would be reported as the trained model
-        print(f"natural: the natural-text model of profile '{profile}' is not trained yet (run notebook 06): skipped")
+        print(f"natural: the natural-text model of profile '{profile.name}' is not trained yet (run notebook 06): "
+              "skipped")
         return
     tokenizer = gpt2_bpe_tokenizer(data["vocab_size"])
     for path in paths:
         state = json.loads((path / "state.json").read_text())
         label = f"GPT-2 arch. on natural text ({cfg.n_layer} layers, d={cfg.n_embd}), epoch {state['epoch']}"
         lm = load_checkpoint(path, device=device, tokenizer=tokenizer, label=label)
-        lm.name = f"gpt2-natural-{profile}-epoch{state['epoch']}"
+        lm.name = f"gpt2-natural-{profile.name}-epoch{state['epoch']}"
         lm.note = "project-trained (notebook 06)" + (", initialisation" if state["epoch"] == 0 else "")
         yield Entry(lm, group="natural", role=CHECKPOINT, epoch=int(state["epoch"]), step=int(state["step"]))
 
 
-def model_entries(spec: str, profile: str, cache_dir: str | Path = CACHE_DIR, twin_seed: int = 0,
+def model_entries(spec: str, profile: Profile, cache_dir: str | Path = CACHE_DIR, twin_seed: int = 0,
                   device: str = "cpu") -> Iterator[Entry]:
     """The entries of one model of a cross-model table: ``"natural"`` gives every checkpoint of the
     project-trained model; anything else gives the model and then its untrained twin (:func:`pair_entries`), or
@@ -160,7 +162,7 @@ def model_entries(spec: str, profile: str, cache_dir: str | Path = CACHE_DIR, tw
     yield from pair_entries(spec, profile, cache_dir, twin_seed, device)
 
 
-def pair_entries(spec: str, profile: str, cache_dir: str | Path = CACHE_DIR, twin_seed: int = 0,
+def pair_entries(spec: str, profile: Profile, cache_dir: str | Path = CACHE_DIR, twin_seed: int = 0,
                  device: str = "cpu") -> Iterator[Entry]:
     """The model ``spec`` and then its untrained twin (seed ``twin_seed``), or nothing and a printed note
     (:func:`load_or_skip`). Both start as skeletons (``"natural"``: loaded, it is small): :meth:`Entry.with_weights`

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.config import get_profile
+from helpers.config import PROFILES
 from helpers.paths import FIGURES_DIR
 from helpers.report.findings_descent import BRIEF_LEGEND, POWERED_TITLE, brief_cell, powered_reading
 from helpers.report.findings_geometry import TRAINED, geometry_section, quantisation_section
@@ -352,7 +352,7 @@ def render(results: str | Path, figures: str | Path = FIGURES_DIR) -> str:
     parts += dynamics_section(_read(results, "06_losses_synthetic_default"),
                               _read(results, "06_norms_natural_default"),
                               _read(results, "06_norms_synthetic_default"),
-                              get_profile("default").synthetic.data.vocab_size) + [""]
+                              PROFILES["default"].synthetic.data.vocab_size) + [""]
     quant = _read(results, "08_quantisation")
     if quant is not None and len(quant):
         parts += quantisation_section(quant, _read(results, "08_quantised_tensors"), cross,

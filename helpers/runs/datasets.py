@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from helpers import CompendiumError
-from helpers.config import get_profile
+from helpers.config import PROFILES, Profile
 from helpers.corpus.samples import describe_empty, filtered_samples, sample_texts
 from helpers.corpus.sources import check_dataset
 from helpers.lm.load import LoadedModel, load_model
@@ -68,7 +68,7 @@ def corpora_caption(runs: dict[str, DatasetRun], extra: str = "") -> str:
 def analyse_dataset(
     lm: LoadedModel,
     dataset: str,
-    profile: str = "default",
+    profile: Profile = PROFILES["default"],
     n_texts: int | None = None,
     max_tokens: int | None = None,
     min_position: int = 4,
@@ -93,7 +93,7 @@ def analyse_dataset(
     """
 
     check_dataset(dataset)
-    prof = get_profile(profile).corpus
+    prof = profile.corpus
     n = n_texts if n_texts is not None else prof.n_texts(dataset, lm.name)
     tokens = max_tokens if max_tokens is not None else (prof.max_tokens or min(lm.context or 2048, 8192))
     context = lm.context
@@ -130,14 +130,14 @@ def analyse_dataset(
         run_dir=str(store.dir),
         lens_tokens=config.lens_tokens(),
         padding_share=float(store.manifest().get("padding_share", 0.0)),
-        profile=profile,
+        profile=profile.name,
     )
 
 
 def analyse_corpora(
     model: str,
     datasets: list[str] | tuple[str, ...] = ("wikitext-103", "1bw"),
-    profile: str = "default",
+    profile: Profile = PROFILES["default"],
     device: str = "cpu",
     dtype: str = "float32",
     device_map: str | None = None,
@@ -151,7 +151,6 @@ def analyse_corpora(
         datasets = [datasets]
     for ds in datasets:
         check_dataset(ds)
-    get_profile(profile)
     if device_map is None and dtype != "auto" and not kwargs.get("shard"):
         skeleton = load_model(model, device=device, dtype=dtype, weights=False)
         runs = cached_runs(skeleton, datasets, profile, **kwargs)
@@ -163,7 +162,7 @@ def analyse_corpora(
     return lm, {ds: analyse_dataset(lm, ds, profile=profile, **kwargs) for ds in datasets}
 
 
-def cached_runs(lm: LoadedModel, datasets: list[str] | tuple[str, ...], profile: str = "default",
+def cached_runs(lm: LoadedModel, datasets: list[str] | tuple[str, ...], profile: Profile = PROFILES["default"],
                 **kwargs) -> dict[str, DatasetRun] | None:
     """Every dataset's run of ``lm`` (a skeleton is enough) read from the cache, or None if any has not finished:
     a notebook that only reads its runs loads no weights. ``kwargs`` as :func:`analyse_dataset`'s."""
@@ -174,7 +173,7 @@ def cached_runs(lm: LoadedModel, datasets: list[str] | tuple[str, ...], profile:
         return None
 
 
-def analyse_twin(lm: LoadedModel, runs: dict[str, DatasetRun], profile: str = "default", twin_seed: int = 0,
+def analyse_twin(lm: LoadedModel, runs: dict[str, DatasetRun], profile: Profile = PROFILES["default"], twin_seed: int = 0,
                  release: bool = False, **kwargs) -> tuple[LoadedModel, dict[str, DatasetRun]]:
     """The untrained twin of ``lm`` (:func:`helpers.lm.twin.untrained_twin` with ``twin_seed``) on the same texts as
     ``runs`` (same sample size per dataset), norms only: the null of Table 1. ``kwargs`` go to
@@ -194,7 +193,7 @@ def analyse_twin(lm: LoadedModel, runs: dict[str, DatasetRun], profile: str = "d
                   for ds, n in n_texts.items()}
 
 
-def cached_twin_runs(twin: LoadedModel, n_texts: dict[str, int], profile: str,
+def cached_twin_runs(twin: LoadedModel, n_texts: dict[str, int], profile: Profile,
                      **kwargs) -> dict[str, DatasetRun] | None:
     """The twin's norms-only runs on ``n_texts`` texts per dataset from the cache, or None if any is missing."""
     try:

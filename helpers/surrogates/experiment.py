@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm  # text bars: they stream through papermill and need no ipywidgets
 
 from helpers import CompendiumError
-from helpers.config import EigenProfile, get_profile
+from helpers.config import PROFILES, EigenProfile
 from helpers.lm.load import LoadedModel
 from helpers.paths import atomic_path, config_hash
 from helpers.runs.store import RunStore
@@ -143,9 +143,7 @@ def run_eigen_check(models: Sequence[LoadedModel], texts: Mapping[str, Sequence[
     :func:`pick_samples` keeps those long enough under every tokenizer), every ``prof.layer_stride``-th
     block, each model's rows cached under ``cache_dir`` when given. ``n_samples`` / ``max_tokens`` default to the
     profile's. Raises if Proposition 1 and the direct check ever disagree (they are the same inequality, see :mod:`helpers.surrogates.algebra`)."""
-    if prof is None:
-
-        prof = get_profile("default").eigen
+    prof = prof or PROFILES["default"].eigen
     n_samples, max_tokens = n_samples or prof.n_samples, max_tokens or prof.max_tokens
     rows: list[dict] = []
     spectra: dict[tuple[str, str], dict] = {}
@@ -176,9 +174,7 @@ def option_ablation(models: Sequence[LoadedModel], token_ids: Mapping[str, Seque
     variant, on the first ``prof.ablation_samples`` samples of ``token_ids[model name]`` and every
     ``prof.ablation_layer_stride``-th block: rows of :func:`eigen_records` plus ``model`` (label) and
     ``options`` (:meth:`SurrogateOptions.label`)."""
-    if prof is None:
-
-        prof = get_profile("default").eigen
+    prof = prof or PROFILES["default"].eigen
     linear_only = [c for c in constructions if c != "jacobian"]
     rows: list[dict] = []
     for m in models:

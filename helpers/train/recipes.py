@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from helpers.config import ModelConfig, TrainConfig, get_profile
+from helpers.config import PROFILES, ModelConfig, Profile, TrainConfig
 from helpers.corpus.natural import NATURAL_FILES, gpt2_bpe_tokenizer, natural_windows
 from helpers.corpus.synthetic import SyntheticConfig, SyntheticData, make_dataset
 from helpers.paths import CACHE_DIR, atomic_path, config_hash, repo_path
@@ -43,10 +43,10 @@ __all__ = [
 ]
 
 
-def synthetic_setup(profile: str = "default", seed: int = 0) -> tuple[SyntheticConfig, ModelConfig, TrainConfig]:
+def synthetic_setup(profile: Profile = PROFILES["default"], seed: int = 0) -> tuple[SyntheticConfig, ModelConfig, TrainConfig]:
     """Data, model and training configs of a synthetic profile. ``seed`` sets the sequence sampling
     (``data_seed = seed + 1``) and the initialisation / batch order; the tasks (``task_seed``) stay."""
-    p = get_profile(profile).synthetic
+    p = profile.synthetic
     data_cfg = replace(p.data, data_seed=seed + 1)
     model_cfg = ModelConfig(vocab_size=data_cfg.vocab_size, n_positions=data_cfg.seq_len + 1, **asdict(p.model))
     return data_cfg, model_cfg, replace(p.train, seed=seed)
@@ -60,35 +60,35 @@ def synthetic_run_dir(cache_dir: str | Path, data_cfg: SyntheticConfig, model_cf
 
 
 def train_synthetic(
-    profile: str = "default", cache_dir: str | Path = CACHE_DIR, seed: int = 0, device: str = "cpu",
+    profile: Profile = PROFILES["default"], cache_dir: str | Path = CACHE_DIR, seed: int = 0, device: str = "cpu",
     progress: bool = True,
 ) -> tuple[SyntheticData, TrainRun]:
     """Build the profile's synthetic data set and train (or reload) its model. Returns (data, run)."""
     data_cfg, model_cfg, train_cfg = synthetic_setup(profile, seed)
     data = make_dataset(data_cfg)
-    run_dir = synthetic_run_dir(cache_dir, data_cfg, model_cfg, train_cfg, profile)
+    run_dir = synthetic_run_dir(cache_dir, data_cfg, model_cfg, train_cfg, profile.name)
     run = train_lm(model_cfg, train_cfg, data.train.tokens, data.val.tokens, run_dir, device=device,
-                   progress=progress, description=f"synthetic ({profile})")
+                   progress=progress, description=f"synthetic ({profile.name})")
     return data, run
 
 
-def natural_setup(profile: str = "default", seed: int = 0) -> tuple[dict, ModelConfig, TrainConfig]:
+def natural_setup(profile: Profile = PROFILES["default"], seed: int = 0) -> tuple[dict, ModelConfig, TrainConfig]:
     """Data settings, model and training configs of a natural-text profile."""
-    p = get_profile(profile).natural
+    p = profile.natural
     data = p.data.as_dict()
     vocab = data["vocab_size"] or 50257
     model_cfg = ModelConfig(vocab_size=vocab, n_positions=data["seq_len"] + 1, **asdict(p.model))
     return data, model_cfg, replace(p.train, seed=seed)
 
 
-def natural_run_dir(cache_dir: str | Path, profile: str, seed: int) -> Path:
+def natural_run_dir(cache_dir: str | Path, profile: Profile, seed: int) -> Path:
     """The training run folder (checkpoints ``epoch_NNN``, ``final``) of the natural-text model of ``profile``."""
     data, model_cfg, train_cfg = natural_setup(profile, seed)
     key = config_hash({"files": NATURAL_FILES, "data": data, "model": asdict(model_cfg), "train": asdict(train_cfg)})
-    return repo_path(cache_dir) / "training" / "natural" / f"{profile}-{key}"
+    return repo_path(cache_dir) / "training" / "natural" / f"{profile.name}-{key}"
 
 
-def natural_model_dir(cache_dir: str | Path = CACHE_DIR, profile: str = "default", seed: int = 0) -> Path | None:
+def natural_model_dir(cache_dir: str | Path = CACHE_DIR, profile: Profile = PROFILES["default"], seed: int = 0) -> Path | None:
     """Folder of the trained natural-text model of ``profile`` (model + tokenizer, loadable with
     ``helpers.lm.load.load_model``), or None when it has not been trained yet."""
     final = natural_run_dir(cache_dir, profile, seed) / "final"
@@ -96,7 +96,7 @@ def natural_model_dir(cache_dir: str | Path = CACHE_DIR, profile: str = "default
 
 
 def train_natural(
-    profile: str = "default", cache_dir: str | Path = CACHE_DIR, data_dir: str | Path | None = None,
+    profile: Profile = PROFILES["default"], cache_dir: str | Path = CACHE_DIR, data_dir: str | Path | None = None,
     seed: int = 0, device: str = "cpu", progress: bool = True,
 ) -> tuple[TrainRun, np.ndarray]:
     """Train (or reload) the natural-text GPT-2-architecture model of ``profile``.
@@ -109,11 +109,11 @@ def train_natural(
     train, val = natural_windows(data, tokenizer, data_dir, cache_dir)
     run_dir = natural_run_dir(cache_dir, profile, seed)
     run = train_lm(model_cfg, train_cfg, train, val, run_dir, device=device, progress=progress,
-                   tokenizer=tokenizer, description=f"natural text ({profile})")
+                   tokenizer=tokenizer, description=f"natural text ({profile.name})")
     final = run_dir / "final"
     if not (final / "config.json").is_file() and len(run.history) == train_cfg.epochs + 1:
         lm = load_checkpoint(run.final)
-        info = {"profile": profile, "data_files": NATURAL_FILES, "data": data, "model": asdict(model_cfg),
+        info = {"profile": profile.name, "data_files": NATURAL_FILES, "data": data, "model": asdict(model_cfg),
                 "train": asdict(train_cfg), "history": run.history.to_dict("records"),
                 "n_train_tokens": int(train[:, 1:].size), "n_val_tokens": int(val[:, 1:].size),
                 "note": "small GPT-2-architecture model trained from scratch by helpers/train/; not GPT-2"}

@@ -9,11 +9,14 @@ import pytest
 import torch
 from conftest import tiny_model
 
+from helpers.config import get_profile
 from helpers.experiments import cross_rows, crossmodel, zoo
 from helpers.experiments.paper import paper_references
 from helpers.report import findings
 from helpers.residual.records import analyse_batch
 from helpers.runs.datasets import DatasetRun
+
+SMOKE = get_profile("smoke")  # the profile as the code takes it: resolved once
 
 ROWS = [[5, 17, 3, 44, 9, 12, 80, 7, 33, 2, 61, 19], [8, 1, 90, 23, 4, 55, 6, 70, 11, 13], [30, 31, 32, 33, 34, 35, 36]]
 
@@ -194,8 +197,8 @@ def test_model_entries_skip_what_is_not_here(monkeypatch, capsys):
     """A hub id that is not in the local cache and an untrained natural model give a note and no entry."""
 
     monkeypatch.setattr(zoo, "hub_model_cached", lambda repo_id: False)
-    assert list(zoo.model_entries("someone/not-here", "smoke", cache_dir="/nonexistent")) == []
-    assert list(zoo.model_entries("natural", "smoke", cache_dir="/nonexistent")) == []
+    assert list(zoo.model_entries("someone/not-here", SMOKE, cache_dir="/nonexistent")) == []
+    assert list(zoo.model_entries("natural", SMOKE, cache_dir="/nonexistent")) == []
     out = capsys.readouterr().out
     assert "someone/not-here: not in the local Hugging Face cache" in out and "not trained yet" in out
 
@@ -225,7 +228,7 @@ def test_norms_only_run_matches_the_full_run_and_is_cached_apart(real_model, tmp
     and its own cache folder (lens on/off never share a key)."""
     from helpers.runs.datasets import analyse_dataset
 
-    kw = dict(profile="smoke", n_texts=2, max_tokens=16, cache_dir=str(tmp_path / "c"),
+    kw = dict(profile=SMOKE, n_texts=2, max_tokens=16, cache_dir=str(tmp_path / "c"),
               filtered_dir=str(tmp_path / "f"), progress=False)
     full = analyse_dataset(real_model, "1bw", **kw)
     bare = analyse_dataset(real_model, "1bw", lens=False, **kw)

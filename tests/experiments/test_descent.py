@@ -9,12 +9,15 @@ import pytest
 import torch
 from conftest import FAMILIES, tiny_model
 
+from helpers.config import get_profile
 from helpers.experiments import descent, descent_tables
 from helpers.lm.families import halfstep_module
 from helpers.lm.twin import untrained_twin
 from helpers.residual import hooks, lens
 from helpers.residual.hooks import pad_batch
 from helpers.residual.lens import inner_losses
+
+SMOKE = get_profile("smoke")  # the profile as the code takes it: resolved once
 
 # the block submodule whose output is the FFN's contribution to the residual (zeroed: the block returns z_mid)
 FFN_OUT = {"gpt2": "mlp", "llama": "mlp", "qwen2": "mlp", "gemma3": "mlp", "gpt_neox": "mlp", "opt": "fc2"}
@@ -206,5 +209,5 @@ def test_untrained_twin_is_seeded_and_untrained():
 def test_load_or_skip_skips_an_untrained_natural_model(tmp_path, capsys):
     from helpers.experiments.zoo import load_or_skip
 
-    assert load_or_skip("natural", "smoke", tmp_path) is None
+    assert load_or_skip("natural", SMOKE, tmp_path) is None
     assert "not trained yet" in capsys.readouterr().out

@@ -6,20 +6,23 @@ from __future__ import annotations
 import pandas as pd
 from conftest import tiny_with_tok
 
+from helpers.config import get_profile
 from helpers.experiments import inner_loss, zoo
 from helpers.experiments.cross_rows import analyse_entry
 from helpers.lm.twin import untrained_twin
 from helpers.report.figures import fig_inner_loss
 from helpers.stats.tokens import ALL_TOKENS, PAPER_FILTER
 
+SMOKE = get_profile("smoke")  # the profile as the code takes it: resolved once
+
 
 def test_twin_curves_share_notebook_08s_cached_twin_run(tmp_path, one_thread):
     kw = dict(cache_dir=str(tmp_path / "c"), filtered_dir=str(tmp_path / "f"), progress=False)
-    table, sample = inner_loss.twin_curves(tiny_with_tok("llama"), ["1bw"], "smoke", twin_seed=0, **kw)
+    table, sample = inner_loss.twin_curves(tiny_with_tok("llama"), ["1bw"], SMOKE, twin_seed=0, **kw)
     assert sample == "notebook 08's smoke sample"
     # notebook 08's own twin (fresh model, same seed) finds that run in the cache: one computation serves both
     again = untrained_twin(tiny_with_tok("llama"), seed=0)
-    runs = analyse_entry(zoo.Entry(again, group="g", role=zoo.TWIN), ["1bw"], "smoke", cached_only=True, **kw)
+    runs = analyse_entry(zoo.Entry(again, group="g", role=zoo.TWIN), ["1bw"], SMOKE, cached_only=True, **kw)
     pd.testing.assert_frame_equal(inner_loss.inner_loss_table(runs, again.label), table)
     inner = table[(table.lens == "inner_loss") & (table["filter"] == ALL_TOKENS)]
     assert len(inner) == again.n_layers and inner["median"].notna().all()

@@ -7,9 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.config import get_profile
 from helpers.lm.load import load_model
 from helpers.lm.twin import untrained_twin
 from helpers.runs import datasets
+
+SMOKE = get_profile("smoke")  # the profile as the code takes it: resolved once
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +61,12 @@ def test_cached_runs_load_no_weights(tiny_dir, tmp_path, monkeypatch):
     the twin's cached runs come from a skeleton twin."""
     loads = count_loads(monkeypatch, datasets)
     opts = dict(n_texts=6, max_tokens=24, cache_dir=str(tmp_path / "cache"), progress=False)
-    lm, runs = datasets.analyse_corpora(str(tiny_dir), ["1bw"], "smoke", **opts)
-    twin, twin_runs = datasets.analyse_twin(lm, runs, "smoke", max_tokens=24, cache_dir=opts["cache_dir"],
+    lm, runs = datasets.analyse_corpora(str(tiny_dir), ["1bw"], SMOKE, **opts)
+    twin, twin_runs = datasets.analyse_twin(lm, runs, SMOKE, max_tokens=24, cache_dir=opts["cache_dir"],
                                             progress=False)
     assert loads == [False, True] and not lm.skeleton and not twin.skeleton  # nothing cached yet
-    lm2, runs2 = datasets.analyse_corpora(str(tiny_dir), ["1bw"], "smoke", **opts)
-    twin2, twin_runs2 = datasets.analyse_twin(lm2, runs2, "smoke", max_tokens=24, cache_dir=opts["cache_dir"],
+    lm2, runs2 = datasets.analyse_corpora(str(tiny_dir), ["1bw"], SMOKE, **opts)
+    twin2, twin_runs2 = datasets.analyse_twin(lm2, runs2, SMOKE, max_tokens=24, cache_dir=opts["cache_dir"],
                                               progress=False)
     assert loads == [False, True, False] and lm2.skeleton and twin2.skeleton
     for a, b in ((runs, runs2), (twin_runs, twin_runs2)):
@@ -81,8 +84,8 @@ def test_cross_model_entries_read_cached_runs_without_weights(tiny_dir, tmp_path
 
     def table() -> list[dict]:
         out = []
-        for entry in zoo.model_entries(str(tiny_dir), "smoke", cache_dir=str(tmp_path)):
-            runs = cross_rows.analyse_entry(entry, ["1bw"], "smoke", cache_dir=str(tmp_path), progress=False)
+        for entry in zoo.model_entries(str(tiny_dir), SMOKE, cache_dir=str(tmp_path)):
+            runs = cross_rows.analyse_entry(entry, ["1bw"], SMOKE, cache_dir=str(tmp_path), progress=False)
             out.append((entry.lm.skeleton, cross_rows.entry_row(entry, runs["1bw"], n_boot=20)))
         return out
 
@@ -111,9 +114,9 @@ def test_descent_runs_read_cached_records_without_weights(part, tiny_dir, tmp_pa
     texts = {ds: [" ".join(words[(i + k) % len(words)] for k in range(40)) for i in range(6)]
              for ds in ("wikitext-103", "1bw")}
     loads = count_loads(monkeypatch, zoo)
-    cold = module.run_models([str(tiny_dir)], texts, prof, "smoke", cache_dir=str(tmp_path))
+    cold = module.run_models([str(tiny_dir)], texts, prof, SMOKE, cache_dir=str(tmp_path))
     assert loads == [False, True]
-    warm = module.run_models([str(tiny_dir)], texts, prof, "smoke", cache_dir=str(tmp_path))
+    warm = module.run_models([str(tiny_dir)], texts, prof, SMOKE, cache_dir=str(tmp_path))
     assert loads == [False, True, False]
     assert set(cold.records.weights) == {"trained", "untrained twin"}
     assert cold.captions == warm.captions
@@ -132,9 +135,9 @@ def test_geometry_entries_read_cached_runs_without_weights(tiny_dir, tmp_path, m
     from helpers.experiments import geometry, zoo
 
     loads = count_loads(monkeypatch, zoo)
-    cold = geometry.run([str(tiny_dir)], "smoke", cache_dir=str(tmp_path))
+    cold = geometry.run([str(tiny_dir)], SMOKE, cache_dir=str(tmp_path))
     assert loads == [False, True] and len(cold.entries) >= 3  # the model and its twins
-    warm = geometry.run([str(tiny_dir)], "smoke", cache_dir=str(tmp_path))
+    warm = geometry.run([str(tiny_dir)], SMOKE, cache_dir=str(tmp_path))
     assert loads == [False, True, False]
     for a, b in zip(cold.entries, warm.entries, strict=True):
         assert (a.role, a.label, a.describe) == (b.role, b.label, b.describe)
@@ -169,7 +172,7 @@ def test_twin_curves_from_a_skeleton_build_the_twin_when_not_cached(tiny_dir, tm
 
     skel = load_model(str(tiny_dir), weights=False)
     kw = dict(cache_dir=str(tmp_path), progress=False)
-    first, sample = inner_loss.twin_curves(skel, ["1bw"], "smoke", twin_seed=0, **kw)
-    again, _ = inner_loss.twin_curves(load_model(str(tiny_dir), weights=False), ["1bw"], "smoke", twin_seed=0, **kw)
+    first, sample = inner_loss.twin_curves(skel, ["1bw"], SMOKE, twin_seed=0, **kw)
+    again, _ = inner_loss.twin_curves(load_model(str(tiny_dir), weights=False), ["1bw"], SMOKE, twin_seed=0, **kw)
     assert sample == "notebook 08's smoke sample" and first["mean"].notna().any()
     assert first.equals(again)

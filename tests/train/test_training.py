@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import CompendiumError
-from helpers.config import ModelConfig, TrainConfig
+from helpers.config import ModelConfig, TrainConfig, get_profile
 from helpers.corpus import sources
 from helpers.corpus.natural import (
     NATURAL_FILES,
@@ -23,6 +23,8 @@ from helpers.paths import file_sha256
 from helpers.train.checkpoints import list_checkpoints
 from helpers.train.loop import build_model, evaluate_loss, lr_at, train_lm
 from helpers.train.recipes import natural_model_dir, train_natural
+
+SMOKE = get_profile("smoke")  # the profile as the code takes it: resolved once
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -171,9 +173,9 @@ def test_train_natural_smoke_saves_a_loadable_model(tmp_path, monkeypatch):
 
     folder = _fake_corpus(tmp_path / "data", monkeypatch, n_lines=120)
     cache = tmp_path / "cache"
-    assert natural_model_dir(cache, "smoke") is None
-    run, val = train_natural("smoke", cache_dir=cache, data_dir=folder, progress=False)
-    final = natural_model_dir(cache, "smoke")
+    assert natural_model_dir(cache, SMOKE) is None
+    run, val = train_natural(SMOKE, cache_dir=cache, data_dir=folder, progress=False)
+    final = natural_model_dir(cache, SMOKE)
     assert final == run.extra["final_dir"] and final.is_dir()
     assert run.history["val_loss"].iloc[-1] < run.history["val_loss"].iloc[0]
     info = json.loads((final / "training.json").read_text())
