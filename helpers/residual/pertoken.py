@@ -16,10 +16,10 @@ outputs, losses) is the model's own; only the backward graph changes: a state ``
 position's loss. Hence the gradient of the summed loss ``sum_m L_m`` with respect to ``z_n^l`` is exactly
 ``dL_n/dz_n^l``, for every ``n`` and every layer ``l`` at once (:func:`per_token_grads`), instead of one backward
 per token (:func:`per_token_grads_naive`, the reference). The same holds for the paper's inner loss (Eq. 14, the
-last block + final norm + LM head on the layer-``l`` states of the prefix): :func:`inner_loss_grads_per_text`
-runs the last block once per stack of layers under the own-path attention and gets every token's inner-loss
-gradient, the prefix held fixed, from one backward, instead of one row cut at each token
-(:func:`helpers.residual.lens.inner_loss_grad`). :func:`inner_losses_selected` computes the inner loss itself
+last block + final norm + LM head on the layer-``l`` states of the prefix): running the last block once
+per stack of layers under the own-path attention gives every token's inner-loss gradient, the prefix held fixed,
+from one backward, instead of one row cut at each token (:func:`helpers.residual.lens.inner_loss_grad`;
+``tests/residual/per_text_grads.py`` keeps that form, which nothing here reads, beside its tests). :func:`inner_losses_selected` computes the inner loss itself
 with the last block's queries, attention output, MLP and head only at the selected positions.
 
 Layers follow :mod:`helpers.residual.hooks`: layer ``l < L`` is the input of block ``l`` (layer 0 = embeddings,

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import FAMILY_ATTN, tiny_model
+from per_text_grads import inner_loss_grads_per_text
 
 from helpers.residual import pertoken
 from helpers.residual.hooks import capture_residuals, pad_batch
@@ -17,7 +18,7 @@ from helpers.residual.pertoken import (
     per_token_grads,
     per_token_grads_naive,
 )
-from helpers.residual.pertoken_lens import inner_loss_grads_per_text, inner_losses_selected
+from helpers.residual.pertoken_lens import inner_losses_selected
 
 # three rows of different lengths (right padding); longer than gemma3's sliding window of 4
 ROWS = [[5, 9, 3, 7, 11, 2, 40, 17], [8, 1, 33, 4], [6, 60, 70, 2, 2, 9]]
