@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-import torch.nn.functional as F
 
 from helpers import CompendiumError
 from helpers.config import DescentProfile, Profile
@@ -44,27 +43,12 @@ from helpers.lm.load import LoadedModel
 from helpers.paths import CACHE_DIR, config_hash, repo_path
 from helpers.report.figures import fig_descent, fig_norm_steps
 from helpers.report.output import save_figure, save_table
-from helpers.residual.hooks import capture_halfsteps, pad_batch
-from helpers.residual.lens import inner_loss_grad
+from helpers.residual.descent_steps import step_records
+from helpers.residual.hooks import pad_batch
 from helpers.runs.batched import batched_records
 from helpers.runs.batching import make_batches
 
 VERSION = 1  # bump when the records change meaning (cache key)
-
-
-def _up(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in float32, or in its own dtype when that is wider (norms of fp16/bf16 states in float32)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
-def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return F.cosine_similarity(a.double(), b.double(), dim=-1, eps=1e-30)
-
-
-def same_norm_directions(dz: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
-    """``n`` random directions per update ``dz [..., D]``, Gaussian, each rescaled to ``||dz||``: ``[n, ..., D]``."""
-    r = torch.randn((n, *dz.shape), generator=gen, dtype=torch.float64)
-    return r / r.norm(dim=-1, keepdim=True) * dz.double().norm(dim=-1, keepdim=True)
 
 
 @dataclass(frozen=True)
@@ -103,40 +87,6 @@ def sample_tokens(lm: LoadedModel, texts: dict[str, list[str]], max_tokens: int,
     return TokenSample(**out)
 
 
-def _batch_records(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, n_random: int,
-                   gen: torch.Generator, token_budget: int) -> dict[str, np.ndarray]:
-    """Per (layer, row) arrays ``[L, B]`` of one right-padded batch whose rows end at their current token."""
-    n = lm.n_layers
-    cap, mid = capture_halfsteps(lm, ids, mask)
-    last = mask.sum(1) - 1
-    rows = torch.arange(ids.shape[0])
-    z = _up(cap.states[:, rows, last]).cpu()  # [L+1, B, D]
-    loss_in, g_in = inner_loss_grad(lm, cap.states[:n], cap.block_kwargs, last, targets, token_budget=token_budget)
-    nan = torch.full_like(loss_in[:1], float("nan"))
-    loss_next = torch.cat([loss_in[1:], nan])  # inner loss after the block (undefined after the last block)
-    out = {"norm_in": z[:n].norm(dim=-1), "norm_out": z[1:].norm(dim=-1), "loss_in": loss_in}
-    steps = {"block": (z[1:] - z[:n], g_in, loss_in, loss_next)}
-    if mid is not None:
-        zm = _up(mid[:, rows, last]).cpu()
-        loss_mid, g_mid = inner_loss_grad(lm, mid, cap.block_kwargs, last, targets, token_budget=token_budget)
-        out.update(norm_mid=zm.norm(dim=-1), loss_mid=loss_mid)
-        steps.update(attn=(zm - z[:n], g_in, loss_in, loss_mid), ffn=(z[1:] - zm, g_mid, loss_mid, loss_next))
-    for step, (dz, g, before, after) in steps.items():
-        dots = (dz.double() * g.double()).sum(-1)
-        r = same_norm_directions(dz, n_random, gen)
-        out[f"cos_{step}"] = _cos(dz, -g)
-        out[f"descent_{step}"] = (dots < 0).double()
-        out[f"lowers_{step}"] = torch.where(after.isnan(), float("nan"), (after < before).double())
-        out[f"rcos_{step}"] = _cos(r[0], -g)
-        out[f"rdescent_{step}"] = ((r * g.double()).sum(-1) < 0).double().mean(0)
-    # random step of the block's norm at the current token, the prefix moved to layer l+1 as by the real step
-    cur = z[: n - 1].double() + same_norm_directions(steps["block"][0][: n - 1], 1, gen)[0]
-    loss_r, _ = inner_loss_grad(lm, cap.states[1:n], cap.block_kwargs, last, targets, current=cur, grad=False,
-                                token_budget=token_budget)
-    out["rlowers_block"] = torch.cat([(loss_r < loss_in[: n - 1]).double(), nan.double()])
-    return {k: v.double().numpy() for k, v in out.items()}
-
-
 def run_descent(lm: LoadedModel, tokens: TokenSample, n_random: int = 8, seed: int = 0, batch_tokens: int = 4096,
                 token_budget: int = 8192, cache_dir: str | Path | None = None, weights: str = "trained",
                 model: str | None = None, load: Callable[[], LoadedModel] | None = None) -> pd.DataFrame:
@@ -155,7 +105,7 @@ def run_descent(lm: LoadedModel, tokens: TokenSample, n_random: int = 8, seed: i
         pad = getattr(model_lm.tokenizer, "pad_token_id", None) or 0
         ids, mask = pad_batch([tokens.rows[i] for i in idx], pad, model_lm.input_device)
         tgt = torch.tensor([tokens.targets[i] for i in idx])
-        return _batch_records(model_lm, ids, mask, tgt, n_random, gen, token_budget)
+        return step_records(model_lm, ids, mask, tgt, n_random, gen, token_budget)
 
     gen = torch.Generator().manual_seed(seed)
     batches = make_batches([len(r) for r in tokens.rows], batch_tokens=batch_tokens, shortest_first=True)

@@ -13,7 +13,7 @@ from helpers.config import get_profile
 from helpers.experiments import descent, descent_tables
 from helpers.lm.families import halfstep_module
 from helpers.lm.twin import untrained_twin
-from helpers.residual import hooks, lens
+from helpers.residual import descent_steps, hooks, lens
 from helpers.residual.hooks import pad_batch
 from helpers.residual.lens import inner_losses
 
@@ -132,9 +132,9 @@ def test_random_directions_centred_at_zero():
     gen = torch.Generator().manual_seed(0)
     dz = torch.randn(400, 64, dtype=torch.float64, generator=gen) * torch.linspace(0.1, 10, 400)[:, None]
     g = torch.randn(400, 64, dtype=torch.float64, generator=gen)
-    r = descent.same_norm_directions(dz, 20, gen)
+    r = descent_steps.same_norm_directions(dz, 20, gen)
     torch.testing.assert_close(r.norm(dim=-1), dz.norm(dim=-1).expand(20, -1))
-    cos = descent._cos(r, -g)
+    cos = descent_steps._cos(r, -g)
     assert abs(cos.mean().item()) < 0.01 and abs(cos.std().item() - 64**-0.5) < 0.01
     assert abs(((r * g).sum(-1) < 0).double().mean().item() - 0.5) < 0.02
 
@@ -170,7 +170,7 @@ def test_descent_step_is_counted_as_descent(one_thread):
     same, _ = lens.inner_loss_grad(lm, cap.states[:1], cap.block_kwargs, last, targets, current=z, grad=False)
     torch.testing.assert_close(same, loss, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(after - loss, (step * g).sum(-1), rtol=1e-2, atol=0)  # first order
-    assert (after < loss).all() and torch.allclose(descent._cos(step, -g), torch.ones(1, 3, dtype=torch.float64))
+    assert (after < loss).all() and torch.allclose(descent_steps._cos(step, -g), torch.ones(1, 3, dtype=torch.float64))
     assert ((-step * g).sum(-1) > 0).all()  # the opposite step is an ascent direction
 
 
