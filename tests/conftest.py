@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.config import get_profile
 from helpers.lm.load import LoadedModel, load_model, wrap_model
 
 REPO = Path(__file__).resolve().parents[1]
+SMOKE = get_profile("smoke")  # the profile as the code takes it (resolved once, typed)
 
 
 def tiny_model(family: str, attn: str = "sdpa", seed: int = 0) -> LoadedModel:

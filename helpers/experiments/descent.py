@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import gc
 import random
-import tempfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +90,7 @@ def run_descent(lm: LoadedModel, tokens: TokenSample, n_random: int = 8, seed: i
                 model: str | None = None, load: Callable[[], LoadedModel] | None = None) -> pd.DataFrame:
     """Descent records of every sampled token at every layer (one row per token and layer), kept batch by batch
     under ``cache_dir/descent`` (:func:`helpers.runs.batched.batched_records`: a killed run resumes) by model
-    fingerprint, tokens and settings (no ``cache_dir``: a temporary folder). ``model`` names the model pair (default
+    fingerprint, tokens and settings (no ``cache_dir``: computed, not kept). ``model`` names the model pair (default
     ``lm.label``), ``weights`` says 'trained' or 'untrained twin'. ``lm`` may be a skeleton: ``load`` then gives
     the model with its weights when the records are not cached."""
     config = {"fp": lm.fingerprint, "tokens": tokens.key(), "n_random": n_random, "seed": seed, "v": VERSION,
@@ -109,9 +107,8 @@ def run_descent(lm: LoadedModel, tokens: TokenSample, n_random: int = 8, seed: i
 
     gen = torch.Generator().manual_seed(seed)
     batches = make_batches([len(r) for r in tokens.rows], batch_tokens=batch_tokens, shortest_first=True)
-    with nullcontext(cache_dir) if cache_dir else tempfile.TemporaryDirectory(prefix="descent_") as folder:
-        arrays = batched_records(repo_path(folder) / "descent", config, batches, compute, gen,
-                                 desc=f"descent {model or lm.label} ({weights})")
+    root = repo_path(cache_dir) / "descent" if cache_dir else None
+    arrays = batched_records(root, config, batches, compute, gen, desc=f"descent {model or lm.label} ({weights})")
     parts = []
     for idx, batch in zip(batches, arrays, strict=True):
         keys = {"dataset": [tokens.dataset[i] for i in idx], "text": [tokens.text[i] for i in idx],

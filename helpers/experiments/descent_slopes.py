@@ -12,10 +12,8 @@ query per variant. This module samples the tokens, batches and caches them and r
 from __future__ import annotations
 
 import random
-import tempfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,7 +125,7 @@ def run_powered(lm: LoadedModel, sample: PositionSample, line_texts: int, alphas
                 load: Callable[[], LoadedModel] | None = None) -> pd.DataFrame:
     """Records of every sampled token at every layer (one row per token and layer), kept batch by batch under
     ``cache_dir/descent_slopes`` (:func:`helpers.runs.batched.batched_records`: a killed run resumes) by model
-    fingerprint, sample and settings (no ``cache_dir``: a temporary folder). The tokens of :func:`line_subset`
+    fingerprint, sample and settings (no ``cache_dir``: computed, not kept). The tokens of :func:`line_subset`
     get, at every ``line_stride``-th layer, the start-of-step slope, the controls, the line search and the
     ablation (the untrained twin: the slope and the predictor's readings,
     :func:`helpers.residual.descent_records.batch_records` with ``full`` False). ``lm`` may be a skeleton: ``load``
@@ -149,9 +147,8 @@ def run_powered(lm: LoadedModel, sample: PositionSample, line_texts: int, alphas
 
     gen = torch.Generator().manual_seed(seed)
     batches = make_batches([len(r) for r in sample.rows], batch_tokens=batch_tokens, shortest_first=True)
-    with nullcontext(cache_dir) if cache_dir else tempfile.TemporaryDirectory(prefix="descent_") as folder:
-        parts = batched_records(repo_path(folder) / "descent_slopes", config, batches, compute, gen,
-                                desc=f"descent {label}")
+    root = repo_path(cache_dir) / "descent_slopes" if cache_dir else None
+    parts = batched_records(root, config, batches, compute, gen, desc=f"descent {label}")
     df = pd.concat([_frame(lm, sample, idx, line, arrays) for idx, arrays in zip(batches, parts, strict=True)],
                    ignore_index=True).sort_values(KEYS, ignore_index=True)
     df = df.copy()  # one block per dtype: the columns below do not fragment a frame of ~200 columns

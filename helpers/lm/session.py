@@ -1,7 +1,7 @@
 """The model session of a run: each GGUF model dequantised once, its float weights kept on disk for the run.
 
 A GGUF model's load is a dequantisation of every tensor (about a minute for a 1.5B model on this CPU). A run of
-every notebook asks for each registry model's weights in several notebook kernels (02, 07's two parts, 08, 09),
+every notebook asks for each registry model's weights in several notebook kernels (02, 07, 08, 09, SmolLM2 in 05),
 so ``make reproduce`` opens a session (:func:`weights_session`): the first load of a model in the session
 dequantises it and keeps the float model as transformers saves it (safetensors) under the session folder, keyed by
 the GGUF file's hash and the dtype; every later load, in any process that inherits the session's environment
@@ -23,7 +23,6 @@ from torch import nn
 from helpers.paths import atomic_path, model_cache
 
 SESSION_ENV = "METALEARN_WEIGHTS_SESSION"  # the session's folder; set by weights_session, inherited by kernels
-DONE = "complete"  # written last into a kept copy: a copy without it was cut short and is not read
 
 
 def default_session_dir() -> Path:
@@ -40,16 +39,17 @@ def _folder(kwargs: dict, fingerprint: str, dtype: str) -> Path | None:
 
 
 def kept_weights(kwargs: dict, fingerprint: str, dtype: str) -> Path | None:
-    """The folder holding this session's float copy of a GGUF model, if a complete one is there."""
+    """The folder holding this session's float copy of a GGUF model, if one is there (a copy appears whole: it is
+    written to a temporary folder and renamed)."""
     folder = _folder(kwargs, fingerprint, dtype)
-    return folder if folder is not None and (folder / DONE).is_file() else None
+    return folder if folder is not None and folder.is_dir() else None
 
 
 def keep_weights(model: nn.Module, kwargs: dict, fingerprint: str, dtype: str) -> Path | None:
     """Save ``model`` (as loaded from its GGUF file) into the session, atomically; nothing outside a session or
     when the folder cannot be written (the run goes on, it only loads again)."""
     folder = _folder(kwargs, fingerprint, dtype)
-    if folder is None or (folder / DONE).is_file():
+    if folder is None or folder.is_dir():
         return folder
     try:
         with atomic_path(folder, directory=True) as tmp:
@@ -57,7 +57,6 @@ def keep_weights(model: nn.Module, kwargs: dict, fingerprint: str, dtype: str) -
             # plain floats, so they are saved as they are (shared ones once, as safetensors' save_model does)
             model.config.save_pretrained(tmp)
             save_model(model, str(Path(tmp) / "model.safetensors"), metadata={"format": "pt"})
-            (Path(tmp) / DONE).write_text(fingerprint + "\n")
     except OSError as exc:
         print(f"model session: cannot keep the weights in {folder} ({exc}); the next load dequantises again")
         return None

@@ -7,16 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import SMOKE, tiny_model
 
-from helpers.config import get_profile
 from helpers.experiments import cross_rows, crossmodel, zoo
 from helpers.experiments.paper import paper_references
 from helpers.report import findings
 from helpers.residual.records import analyse_batch
 from helpers.runs.datasets import DatasetRun
-
-SMOKE = get_profile("smoke")  # the profile as the code takes it: resolved once
 
 ROWS = [[5, 17, 3, 44, 9, 12, 80, 7, 33, 2, 61, 19], [8, 1, 90, 23, 4, 55, 6, 70, 11, 13], [30, 31, 32, 33, 34, 35, 36]]
 

@@ -7,17 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FAMILIES, tiny_model
+from conftest import FAMILIES, SMOKE, tiny_model
 
-from helpers.config import get_profile
 from helpers.experiments import descent, descent_tables
 from helpers.lm.families import halfstep_module
 from helpers.lm.twin import untrained_twin
 from helpers.residual import descent_steps, hooks, lens
 from helpers.residual.hooks import pad_batch
 from helpers.residual.lens import inner_losses
-
-SMOKE = get_profile("smoke")  # the profile as the code takes it: resolved once
 
 # the block submodule whose output is the FFN's contribution to the residual (zeroed: the block returns z_mid)
 FFN_OUT = {"gpt2": "mlp", "llama": "mlp", "qwen2": "mlp", "gemma3": "mlp", "gpt_neox": "mlp", "opt": "fc2"}

@@ -4,16 +4,13 @@ drawn on the figure's all-tokens panel only."""
 from __future__ import annotations
 
 import pandas as pd
-from conftest import tiny_with_tok
+from conftest import SMOKE, tiny_with_tok
 
-from helpers.config import get_profile
 from helpers.experiments import inner_loss, zoo
 from helpers.experiments.cross_rows import analyse_entry
 from helpers.lm.twin import untrained_twin
 from helpers.report.figures import fig_inner_loss
 from helpers.stats.tokens import ALL_TOKENS, PAPER_FILTER
-
-SMOKE = get_profile("smoke")  # the profile as the code takes it: resolved once
 
 
 def test_twin_curves_share_notebook_08s_cached_twin_run(tmp_path, one_thread):

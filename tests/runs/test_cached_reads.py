@@ -6,13 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SMOKE
 
-from helpers.config import get_profile
 from helpers.lm.load import load_model
 from helpers.lm.twin import untrained_twin
 from helpers.runs import datasets
-
-SMOKE = get_profile("smoke")  # the profile as the code takes it: resolved once
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +103,10 @@ def test_descent_runs_read_cached_records_without_weights(part, tiny_dir, tmp_pa
     run reads both record sets from skeletons and gives the same records."""
     import importlib
 
-    from helpers.config import get_profile
     from helpers.experiments import zoo
 
     module = importlib.import_module(f"helpers.experiments.{part}")
-    prof = get_profile("smoke").powered if part == "descent_slopes" else get_profile("smoke").descent
+    prof = SMOKE.powered if part == "descent_slopes" else SMOKE.descent
     words = "the cat sat on a mat while the dog ran far away from home and back again".split()
     texts = {ds: [" ".join(words[(i + k) % len(words)] for k in range(40)) for i in range(6)]
              for ds in ("wikitext-103", "1bw")}

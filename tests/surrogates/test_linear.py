@@ -6,10 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import SMOKE, tiny_model
 
 from helpers import CompendiumError
-from helpers.config import get_profile
 from helpers.lm.families import block_layout
 from helpers.surrogates.algebra import (
     augment,
@@ -43,8 +42,6 @@ from helpers.surrogates.report import (
     table_caption,
 )
 from helpers.surrogates.weights import ffn_weights, gpt2_attention_weights
-
-SMOKE = get_profile("smoke")  # the profile as the code takes it: resolved once
 
 SAMPLE = [5, 17, 3, 42, 8, 99, 23, 61, 7, 30, 11]
 
@@ -364,14 +361,13 @@ def test_reading_is_rendered_from_the_numbers():
 
 
 def test_run_eigen_check_and_ablation_on_the_untrained_twin():
-    from helpers.config import get_profile
     from helpers.experiments.zoo import untrained_natural
 
     lm = untrained_natural(SMOKE, seed=3)
     assert lm.family == "gpt2" and is_control(lm)
     texts = ["The history of the city begins with a small fishing village on the river bank near the sea.",
              "Short.", "A second long sentence that has many words in it so that it keeps enough tokens."]
-    prof = get_profile("smoke").eigen
+    prof = SMOKE.eigen
     run = run_eigen_check([lm], {"wikitext-103": texts, "1bw": texts[::-1]}, prof=prof, n_samples=2)
     df = run.records
     assert run.controls == [lm.label] and run.names == {lm.label: lm.name}

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import SMOKE
 
 from helpers import CompendiumError
-from helpers.config import ModelConfig, TrainConfig, get_profile
+from helpers.config import ModelConfig, TrainConfig
 from helpers.corpus import sources
 from helpers.corpus.natural import (
     NATURAL_FILES,
@@ -23,8 +24,6 @@ from helpers.paths import file_sha256
 from helpers.train.checkpoints import list_checkpoints
 from helpers.train.loop import build_model, evaluate_loss, lr_at, train_lm
 from helpers.train.recipes import natural_model_dir, train_natural
-
-SMOKE = get_profile("smoke")  # the profile as the code takes it: resolved once
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
