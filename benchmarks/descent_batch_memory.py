@@ -4,7 +4,7 @@
 
 Loads the model once, samples the default profile's tokens for it, and runs
 :func:`helpers.residual.descent_records.batch_records` on the batch with the most tokens for each batch size
-(default 4096, what the notebook uses), with that batch's own subset tokens. Prints the resident size after the
+(default 2048, what the notebook uses: the profile's `batch_tokens`), with that batch's own subset tokens. Prints the resident size after the
 load and the peak during the batch (sampled every 0.5 s, :class:`helpers.notebooks.PeakMemory`).
 """
 
@@ -15,11 +15,10 @@ import sys
 import time
 
 import psutil
-import torch
 
 from helpers.config import get_profile
 from helpers.corpus.samples import filtered_samples, sample_texts
-from helpers.experiments.descent_slopes import line_subset, sample_positions
+from helpers.experiments.descent_slopes import line_subset, sample_positions, token_seeds
 from helpers.lm.load import free_memory, load_model
 from helpers.notebooks import PeakMemory
 from helpers.residual.descent_records import batch_records
@@ -27,16 +26,16 @@ from helpers.runs.batching import make_batches
 
 
 def main() -> None:
-    """Measure each batch size given on the command line (default 4096) on the named model."""
+    """Measure each batch size given on the command line (default: the profile's batch_tokens) on the named model."""
     spec = sys.argv[1] if len(sys.argv) > 1 else "smollm2-135m"
-    sizes = [int(x) for x in sys.argv[2:]] or [4096]
     prof = get_profile("default").powered
+    sizes = [int(x) for x in sys.argv[2:]] or [prof.batch_tokens]
     size = prof.sample_for(spec)
     lm = load_model(spec)
     texts = {ds: sample_texts(filtered_samples(ds)[0], n, 0)
              for ds, n in (("wikitext-103", size.wikitext_texts), ("1bw", size.onebw_texts))}
     sample = sample_positions(lm, texts, prof.max_tokens, prof.per_text, prof.min_context, 0)
-    line = line_subset(sample, size.line_texts, 0)
+    line, seeds = line_subset(sample, size.line_texts, 0), token_seeds(sample)
     me = psutil.Process(os.getpid())
     for tokens in sizes:
         batches = make_batches([len(r) for r in sample.rows], batch_tokens=tokens, shortest_first=True)
@@ -45,7 +44,7 @@ def main() -> None:
         before, start = me.memory_info().rss / 2**30, time.time()
         with PeakMemory() as peak:
             batch_records(lm, [sample.rows[i] for i in idx], [sample.positions[i] for i in idx],
-                          [line[i] for i in idx], prof.alphas, torch.Generator().manual_seed(0), size.line_stride)
+                          [line[i] for i in idx], prof.alphas, [seeds[i] for i in idx], size.line_stride)
         print(f"{spec}, batch_tokens {tokens}: {len(idx)} rows, {sum(len(sample.rows[i]) for i in idx)} tokens, "
               f"{sum(map(sum, (line[i] for i in idx)))} subset tokens; resident {before:.2f} GB before, peak "
               f"{peak.gb:.2f} GB during the batch ({time.time() - start:.0f} s)", flush=True)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
 from helpers.config import get_profile
 from helpers.corpus.samples import load_samples, sample_texts
 from helpers.experiments import descent_slopes as dp
@@ -35,7 +33,7 @@ def main() -> None:
     for label, line in (("without", [[False] * len(p) for p in sample.positions]),
                         ("with", dp.line_subset(sample, 30, 0))):
         start = time.time()
-        batch_records(lm, sample.rows, sample.positions, line, prof.alphas, torch.Generator().manual_seed(0),
+        batch_records(lm, sample.rows, sample.positions, line, prof.alphas, dp.token_seeds(sample),
                       args.stride)
         seconds[label] = time.time() - start
     n_sub = sum(map(any, dp.line_subset(sample, 30, 0)))

@@ -11,6 +11,7 @@ query per variant. This module samples the tokens, batches and caches them and r
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Callable
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
 from helpers import CompendiumError
 from helpers.config import PoweredDescentProfile, Profile
@@ -31,7 +31,7 @@ from helpers.residual.descent_records import batch_records
 from helpers.runs.batched import batched_records
 from helpers.runs.batching import make_batches
 
-VERSION = 2  # bump when the records change meaning (cache key)
+VERSION = 3  # bump when the records change meaning (cache key)
 KEYS = ["dataset", "text", "position", "layer"]  # one record per token and layer
 
 
@@ -78,6 +78,15 @@ def sample_positions(lm: LoadedModel, texts: dict[str, list[str]], max_tokens: i
     return PositionSample(**out, min_context=min_context)
 
 
+def token_seeds(sample: PositionSample, seed: int = 0) -> list[list[int]]:
+    """The seed of every current token's random draws (wrong target, random ablation directions), from the run's
+    ``seed`` and the token's corpus, text and position: the same in any batch, for the model and its twin."""
+    def one(ds: str, text: int, pos: int) -> int:
+        return int(hashlib.sha256(f"{seed}|{ds}|{text}|{pos}".encode()).hexdigest()[:15], 16)
+    return [[one(ds, t, p) for p in pos] for ds, t, pos in zip(sample.dataset, sample.text, sample.positions,
+                                                             strict=True)]
+
+
 def line_subset(sample: PositionSample, line_texts: int, seed: int = 0) -> list[list[bool]]:
     """Per text, which of its current tokens join the subset (start-of-step slope, controls, line search,
     ablation): one seeded token from each of the first ``line_texts`` texts of every corpus (the texts are a
@@ -120,20 +129,21 @@ def _frame(lm: LoadedModel, sample: PositionSample, idx: list[int], line: list[l
 
 
 def run_powered(lm: LoadedModel, sample: PositionSample, line_texts: int, alphas: tuple[float, ...], seed: int = 0,
-                batch_tokens: int = 4096, cache_dir: str | None = None, weights: str = "trained",
+                batch_tokens: int = 2048, cache_dir: str | None = None, weights: str = "trained",
                 model: str | None = None, line_stride: int = 1,
                 load: Callable[[], LoadedModel] | None = None) -> pd.DataFrame:
     """Records of every sampled token at every layer (one row per token and layer), kept batch by batch under
     ``cache_dir/descent_slopes`` (:func:`helpers.runs.batched.batched_records`: a killed run resumes) by model
-    fingerprint, sample and settings (no ``cache_dir``: computed, not kept). The tokens of :func:`line_subset`
-    get, at every ``line_stride``-th layer, the start-of-step slope, the controls, the line search and the
+    fingerprint, sample and settings (no ``cache_dir``: computed, not kept). ``batch_tokens`` bounds a batch's
+    padded tokens, so memory, and nothing else: each token's random draws are its own (:func:`token_seeds`).
+    The tokens of :func:`line_subset` get, at every ``line_stride``-th layer, the start-of-step slope, the controls, the line search and the
     ablation (the untrained twin: the slope and the predictor's readings,
     :func:`helpers.residual.descent_records.batch_records` with ``full`` False). ``lm`` may be a skeleton: ``load``
     then gives the model with its weights when the records are not cached."""
     full = weights == "trained"
     config = {"fp": lm.fingerprint, "sample": sample.key(), "line_texts": line_texts, "alphas": list(alphas),
               "seed": seed, "v": VERSION, "stride": line_stride, "full": full, "batch_tokens": batch_tokens}
-    line = line_subset(sample, line_texts, seed)
+    line, seeds = line_subset(sample, line_texts, seed), token_seeds(sample, seed)
     label = f"{model or lm.label} ({weights})"
     model_lm = lm
 
@@ -141,14 +151,13 @@ def run_powered(lm: LoadedModel, sample: PositionSample, line_texts: int, alphas
         nonlocal model_lm
         model_lm = load() if model_lm.skeleton else model_lm  # weights only for a batch that is not cached
         arrays = batch_records(model_lm, [sample.rows[i] for i in idx], [sample.positions[i] for i in idx],
-                               [line[i] for i in idx], alphas, gen, line_stride, full)
+                               [line[i] for i in idx], alphas, [seeds[i] for i in idx], line_stride, full)
         free_memory()  # the batch's states and keys are gone: return their pages before the next batch
         return arrays
 
-    gen = torch.Generator().manual_seed(seed)
     batches = make_batches([len(r) for r in sample.rows], batch_tokens=batch_tokens, shortest_first=True)
     root = repo_path(cache_dir) / "descent_slopes" if cache_dir else None
-    parts = batched_records(root, config, batches, compute, gen, desc=f"descent {label}")
+    parts = batched_records(root, config, batches, compute, desc=f"descent {label}")
     df = pd.concat([_frame(lm, sample, idx, line, arrays) for idx, arrays in zip(batches, parts, strict=True)],
                    ignore_index=True).sort_values(KEYS, ignore_index=True)
     df = df.copy()  # one block per dtype: the columns below do not fragment a frame of ~200 columns
@@ -186,10 +195,10 @@ def run_models(specs: list[str], texts: dict[str, list[str]], prof: PoweredDesce
         picked = {"wikitext-103": sample_texts(texts["wikitext-103"], size.wikitext_texts, seed),
                   "1bw": sample_texts(texts["1bw"], size.onebw_texts, seed)} if size.tokens else {}
         sample = sample_positions(lm, picked, prof.max_tokens, prof.per_text, prof.min_context, seed)
-        parts.append(run_powered(lm, sample, size.line_texts, prof.alphas, seed, cache_dir=cache_dir,
+        parts.append(run_powered(lm, sample, size.line_texts, prof.alphas, seed, prof.batch_tokens, cache_dir,
                                  line_stride=size.line_stride, load=trained.with_weights))
         # the twin's weights are built only if its records are not cached (the model's freed first)
-        parts.append(run_powered(twin.lm, sample, size.line_texts, prof.alphas, seed, cache_dir=cache_dir,
+        parts.append(run_powered(twin.lm, sample, size.line_texts, prof.alphas, seed, prof.batch_tokens, cache_dir,
                                  weights="untrained twin", model=lm.label, line_stride=size.line_stride,
                                  load=twin.with_weights))
         n_ctx = [x for p in sample.positions for x in p]

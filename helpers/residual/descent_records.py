@@ -47,9 +47,16 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(a.double(), b.double(), dim=-1, eps=1e-30)
 
 
-def _wrong_targets(targets: torch.Tensor, vocab: int, gen: torch.Generator) -> torch.Tensor:
-    """A uniformly drawn token other than the true target, per token."""
-    draw = torch.randint(0, vocab - 1, targets.shape, generator=gen)
+def token_generators(seeds: list[int]) -> list[torch.Generator]:
+    """One generator per current token, seeded by the token's own seed: every random draw of a token (its wrong
+    target, its random ablation directions) comes from its generator in a fixed order, so a token's records do not
+    depend on which tokens share its batch (batched equals unbatched, random controls included)."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def _wrong_targets(targets: torch.Tensor, vocab: int, gens: list[torch.Generator]) -> torch.Tensor:
+    """A uniformly drawn token other than the true target, per token (``gens[k]`` draws token ``k``'s)."""
+    draw = torch.cat([torch.randint(0, vocab - 1, (1,), generator=g) for g in gens]).reshape(targets.shape)
     return draw + (draw >= targets).long()
 
 
@@ -60,13 +67,14 @@ def slope_columns(name: str, dz: torch.Tensor, g: torch.Tensor) -> dict[str, tor
     return {f"cos_{name}": _cos(dz, -g), f"slope_{name}": slope, f"desc_{name}": (slope < 0).double()}
 
 
-def ablated_steps(dz: torch.Tensor, g: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """The update ``dz`` [..., D] with one part removed: ``gradient`` its component along ``g``, ``random`` a
-    random vector (direction uniform on the sphere, seeded) of that component's norm, ``orthogonal`` everything
-    but that component."""
+def ablated_steps(dz: torch.Tensor, g: torch.Tensor, gens: list[torch.Generator]) -> dict[str, torch.Tensor]:
+    """The update ``dz`` [..., K, D] of ``K`` tokens with one part removed: ``gradient`` its component along
+    ``g``, ``random`` a random vector (direction uniform on the sphere, token ``k``'s drawn from ``gens[k]``) of
+    that component's norm, ``orthogonal`` everything but that component."""
     unit = g.double() / g.double().norm(dim=-1, keepdim=True).clamp_min(1e-30)
     along = (dz.double() * unit).sum(-1, keepdim=True) * unit
-    rand = torch.randn(dz.shape, generator=gen, dtype=torch.float64)
+    rand = torch.stack([torch.randn(dz[..., k, :].shape, generator=gen, dtype=torch.float64)
+                        for k, gen in enumerate(gens)], dim=-2)
     rand = rand / rand.norm(dim=-1, keepdim=True) * along.norm(dim=-1, keepdim=True)
     return {"gradient": dz.double() - along, "random": dz.double() - rand, "orthogonal": along}
 
@@ -144,7 +152,7 @@ class _Batch:
 
 
 def _subset_records(bt: _Batch, out: dict, targets: dict, grads: dict, final: torch.Tensor,
-                    alphas: tuple[float, ...], gen: torch.Generator, layers: torch.Tensor, full: bool) -> None:
+                    alphas: tuple[float, ...], gens: list[torch.Generator], layers: torch.Tensor, full: bool) -> None:
     """On the subset's tokens at ``layers``: the ``true`` slope, the line search (a) and the ablation read by the
     predictor; with ``full`` also the controls, line search (b) and the ablation read by the rest of the network
     (module docstring), into ``out``."""
@@ -193,7 +201,7 @@ def _subset_records(bt: _Batch, out: dict, targets: dict, grads: dict, final: to
         full_a = line_a[1.0] if 1.0 in line_a else bt.predictor(pred, start + d, targets["true"], sub,
                                                                   layers=layers)[0]
         for kind, g in (("inner", grads["inner"][step][at]), ("true", g_true)):
-            for comp, new in ablated_steps(d, g, gen).items():
+            for comp, new in ablated_steps(d, g, [gens[i] for i in sub.tolist()]).items():
                 new = new.to(d.dtype)
                 put(f"abl_a_{kind}_{step}_{comp}",
                     bt.predictor(pred, start + new, targets["true"], sub, layers=layers)[0] - full_a)
@@ -211,9 +219,11 @@ def _end_grads(path: dict, step: str) -> torch.Tensor:
 
 
 def batch_records(lm: LoadedModel, rows: list[list[int]], positions: list[list[int]], line: list[list[bool]],
-                  alphas: tuple[float, ...], gen: torch.Generator, line_stride: int = 1,
+                  alphas: tuple[float, ...], seeds: list[list[int]], line_stride: int = 1,
                   full: bool = True) -> dict[str, np.ndarray]:
     """Per (layer, token) arrays ``[L, N]`` for the current tokens of one batch of rows (see module docstring).
+    ``seeds`` (one per current token, as ``positions``) seed each token's random draws
+    (:func:`token_generators`): a token's records are the same in any batch.
     The subset's columns (:func:`subset_columns`) are computed for the tokens in ``line`` at every
     ``line_stride``-th layer (and the last), and with ``full`` False only those that need no further pass of the
     rest of the network beyond the ``true`` slope's (the untrained twin's null); NaN elsewhere."""
@@ -222,7 +232,8 @@ def batch_records(lm: LoadedModel, rows: list[list[int]], positions: list[list[i
     everyone = torch.arange(len(bt.r))
     with torch.inference_mode():
         argmax = lm.logits(bt.z[-1].to(lm.input_device)).argmax(-1).cpu()
-    targets = {"true": bt.t, "rand": _wrong_targets(bt.t, lm.lm_head.weight.shape[0], gen), "argmax": argmax}
+    gens = token_generators([s for per_row in seeds for s in per_row])
+    targets = {"true": bt.t, "rand": _wrong_targets(bt.t, lm.lm_head.weight.shape[0], gens), "argmax": argmax}
     out: dict[str, torch.Tensor] = {}
     out["loss_in"], g_in = bt.predictor("block", bt.z[:-1], targets["true"], everyone, grad=True)
     path = path_grads(lm, bt.blocks, bt.cap.layer_kwargs, bt.r, bt.c, bt.z[0], bt.t, bt.zm is not None)
@@ -236,7 +247,7 @@ def batch_records(lm: LoadedModel, rows: list[list[int]], positions: list[list[i
         out |= slope_columns(f"true_end_{step}", dz, _end_grads(path, step))
     if len(bt.sub):
         layers = torch.tensor(sorted(set(range(0, n, line_stride)) | {n - 1}))
-        _subset_records(bt, out, targets, grads, path["loss"], alphas, gen, layers, full)
+        _subset_records(bt, out, targets, grads, path["loss"], alphas, gens, layers, full)
     nan = torch.full((n, len(bt.r)), float("nan"), dtype=torch.float64)
     for name in subset_columns(list(bt.steps), alphas):
         out.setdefault(name, nan)

@@ -1,9 +1,10 @@
 """Records computed batch by batch into a :class:`~helpers.runs.store.RunStore`: one chunk per batch, so a killed
 run resumes at its first unfinished batch (notebook 07's descent records, whose model runs take up to 30 min).
 
-A computation that draws random numbers from one generator across batches (random directions, wrong targets)
-gives the same records resumed as in one go: each chunk keeps the generator's state after its batch, and a
-resumed run restores it before the next batch.
+A computation that draws random numbers from one generator across batches (part 1's random directions) gives the
+same records resumed as in one go: each chunk keeps the generator's state after its batch, and a resumed run
+restores it before the next batch. (Part 2 draws from one generator per token, so its records do not depend on
+the batching at all.)
 """
 
 from __future__ import annotations

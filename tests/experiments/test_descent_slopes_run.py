@@ -293,3 +293,19 @@ def test_a_killed_run_resumes_with_the_same_records(tmp_path, monkeypatch):
     again = dp.run_powered(lm, sample, cache_dir=str(tmp_path / "b"), **kw)  # complete: no batch computed
     pd.testing.assert_frame_equal(whole, again)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("weights", ["trained", "untrained twin"])
+def test_batched_records_equal_unbatched_ones(weights):
+    """Each token's random draws (wrong target, random ablation directions) are its own: the records of three
+    one-row batches equal those of one batch of three rows, random controls included, so ``batch_tokens`` is a
+    memory setting and nothing else."""
+    lm = tiny_model("llama", "sdpa")
+    sample = dp.PositionSample(["wikitext-103"] * 2 + ["1bw"], [0, 1, 0], ROWS, [[4, 7], [3], [6]])
+    kw = dict(line_texts=2, alphas=(0.0, 1.0, 2.0), seed=0, weights=weights)
+    apart, together = dp.run_powered(lm, sample, batch_tokens=8, **kw), dp.run_powered(lm, sample, batch_tokens=999, **kw)
+    random_cols = [c for c in apart if "rand" in c or "random" in c]
+    assert random_cols and apart[random_cols].notna().any().any()
+    pd.testing.assert_frame_equal(apart, together, check_exact=False, rtol=1e-4, atol=1e-6)
+    other = dp.run_powered(lm, sample, batch_tokens=8, **kw | {"seed": 1})  # the seed does move the draws
+    assert not np.allclose(other["abl_a_true_block_random"].fillna(0), apart["abl_a_true_block_random"].fillna(0))

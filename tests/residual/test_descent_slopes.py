@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import FAMILY_ATTN, tiny_model
 
-from helpers.residual.descent_records import ablated_steps, batch_records
+from helpers.residual.descent_records import ablated_steps, batch_records, token_generators
 from helpers.residual.hooks import capture_halfsteps, pad_batch
 from helpers.residual.splice import (
     block_keys_values,
@@ -23,6 +23,7 @@ from helpers.residual.splice import (
 # attention (0 * NaN); padded batches are covered in float32 by tests/residual/test_splice.py
 ROWS = [[5, 17, 3, 99, 42, 8, 61, 23, 7, 11], [4, 4, 8, 15, 16, 23, 42, 4, 8, 15], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
 POSITIONS = [[5, 8], [4], [7]]
+SEEDS = [[11, 12], [13], [14]]  # one per current token
 ALPHAS = (-1.0, 0.0, 0.5, 1.0, 2.0)
 # central-difference step in alpha: most families round somewhere through float32 (norms, rotary tables), so h is
 # small against the curvature and large against that rounding; GPT-2 and OPT compute in float64 throughout, and
@@ -78,8 +79,7 @@ class Curves:
 
 
 def _records(lm):
-    gen = torch.Generator().manual_seed(0)
-    return batch_records(lm, ROWS, POSITIONS, [[True] * len(p) for p in POSITIONS], ALPHAS, gen)
+    return batch_records(lm, ROWS, POSITIONS, [[True] * len(p) for p in POSITIONS], ALPHAS, SEEDS)
 
 
 @pytest.mark.parametrize(("family", "attn"), FAMILY_ATTN)
@@ -143,14 +143,15 @@ def test_layer_stride_and_the_twins_subset_keep_the_values(family):
     leaves the rest-of-network readings and the controls empty."""
     lm = tiny_model(family)
     line = [[True] * len(p) for p in POSITIONS]
-    every = batch_records(lm, ROWS, POSITIONS, line, ALPHAS, torch.Generator().manual_seed(0))
-    strided = batch_records(lm, ROWS, POSITIONS, line, ALPHAS, torch.Generator().manual_seed(0), line_stride=2)
-    lean = batch_records(lm, ROWS, POSITIONS, line, ALPHAS, torch.Generator().manual_seed(0), full=False)
+    every = batch_records(lm, ROWS, POSITIONS, line, ALPHAS, SEEDS)
+    strided = batch_records(lm, ROWS, POSITIONS, line, ALPHAS, SEEDS, line_stride=2)
+    lean = batch_records(lm, ROWS, POSITIONS, line, ALPHAS, SEEDS, full=False)
     kept, dropped = [0, 2], [1]  # 3 layers: stride 2 keeps 0 and the last
     for name in ("slope_true_block", "a_block_2", "b_block_-1", "desc_true_rand_block"):
         torch.testing.assert_close(strided[name][kept], every[name][kept])
         assert np.isnan(strided[name][dropped]).all()
-    for name in ("slope_true_block", "a_block_0.5", "slope_inner_block", "abl_a_true_block_gradient"):
+    for name in ("slope_true_block", "a_block_0.5", "slope_inner_block", "abl_a_true_block_gradient",
+                 "abl_a_true_block_random"):
         torch.testing.assert_close(lean[name], every[name])
     for name in ("b_block_2", "abl_b_true_block_gradient", "desc_inner_rand_block"):
         assert np.isnan(lean[name]).all() and not np.isnan(every[name]).any()
@@ -158,10 +159,11 @@ def test_layer_stride_and_the_twins_subset_keep_the_values(family):
 
 def test_ablated_steps_split_the_update():
     """gradient + orthogonal parts rebuild the update; the gradient part is orthogonal to g; the random part has
-    the gradient component's norm."""
-    gen = torch.Generator().manual_seed(1)
+    the gradient component's norm; a token's random part is its own generator's (the same without the others)."""
     dz, g = torch.randn(5, 7, dtype=torch.float64), torch.randn(5, 7, dtype=torch.float64)
-    parts = ablated_steps(dz, g, gen)
+    parts = ablated_steps(dz, g, token_generators(list(range(5))))
+    alone = ablated_steps(dz[3:], g[3:], token_generators([3, 4]))
+    torch.testing.assert_close(alone["random"], parts["random"][3:])
     torch.testing.assert_close(parts["gradient"] + parts["orthogonal"], dz)
     torch.testing.assert_close((parts["gradient"] * g).sum(-1), torch.zeros(5, dtype=torch.float64), atol=1e-12, rtol=0)
     torch.testing.assert_close((dz - parts["random"]).norm(dim=-1), parts["orthogonal"].norm(dim=-1))
