@@ -4,8 +4,10 @@
 
 Loads the model once, samples the default profile's tokens for it, and runs
 :func:`helpers.residual.descent_records.batch_records` on the batch with the most tokens for each batch size
-(default 2048, what the notebook uses: the profile's `batch_tokens`), with that batch's own subset tokens. Prints the resident size after the
-load and the peak during the batch (sampled every 0.5 s, :class:`helpers.notebooks.PeakMemory`).
+(default 2048, what the notebook uses: the profile's `batch_tokens`), with that batch's own subset tokens. Prints
+the load's peak, per batch size the resident size before the batch and the peak during it, then the peak of
+building the untrained twin (the model's weights freed first, as notebook 07 does); peaks sampled every 0.5 s
+(:class:`helpers.notebooks.PeakMemory`), GB = 1e9 bytes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from helpers.config import get_profile
 from helpers.corpus.samples import filtered_samples, sample_texts
 from helpers.experiments.descent_slopes import line_subset, sample_positions, token_seeds
 from helpers.lm.load import free_memory, load_model
+from helpers.lm.twin import untrained_twin
 from helpers.notebooks import PeakMemory
 from helpers.residual.descent_records import batch_records
 from helpers.runs.batching import make_batches
@@ -31,7 +34,9 @@ def main() -> None:
     prof = get_profile("default").powered
     sizes = [int(x) for x in sys.argv[2:]] or [prof.batch_tokens]
     size = prof.sample_for(spec)
-    lm = load_model(spec)
+    with PeakMemory() as peak:
+        lm = load_model(spec)
+    print(f"{spec}: load peak {peak.gb:.2f} GB", flush=True)
     texts = {ds: sample_texts(filtered_samples(ds)[0], n, 0)
              for ds, n in (("wikitext-103", size.wikitext_texts), ("1bw", size.onebw_texts))}
     sample = sample_positions(lm, texts, prof.max_tokens, prof.per_text, prof.min_context, 0)
@@ -41,13 +46,16 @@ def main() -> None:
         batches = make_batches([len(r) for r in sample.rows], batch_tokens=tokens, shortest_first=True)
         idx = max(batches, key=lambda b: sum(len(sample.rows[i]) for i in b))
         free_memory()
-        before, start = me.memory_info().rss / 2**30, time.time()
+        before, start = me.memory_info().rss / 1e9, time.time()
         with PeakMemory() as peak:
             batch_records(lm, [sample.rows[i] for i in idx], [sample.positions[i] for i in idx],
                           [line[i] for i in idx], prof.alphas, [seeds[i] for i in idx], size.line_stride)
         print(f"{spec}, batch_tokens {tokens}: {len(idx)} rows, {sum(len(sample.rows[i]) for i in idx)} tokens, "
               f"{sum(map(sum, (line[i] for i in idx)))} subset tokens; resident {before:.2f} GB before, peak "
               f"{peak.gb:.2f} GB during the batch ({time.time() - start:.0f} s)", flush=True)
+    with PeakMemory() as peak:
+        untrained_twin(lm, seed=0, release=True)  # as notebook 07 builds it: the model's weights freed first
+    print(f"{spec}: untrained twin peak {peak.gb:.2f} GB", flush=True)
 
 
 if __name__ == "__main__":
