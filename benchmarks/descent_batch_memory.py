@@ -4,8 +4,8 @@
 
 Loads the model once, samples the default profile's tokens for it, and runs
 :func:`helpers.residual.descent_records.batch_records` on the batch with the most tokens for each batch size
-(default 2048, what the notebook uses: the profile's `batch_tokens`), with that batch's own subset tokens. Prints
-the load's peak, per batch size the resident size before the batch and the peak during it, then the peak of
+(default: the profile's `batch_tokens`, what the notebook uses), with that batch's own subset tokens. Prints the
+load's peak, per batch size the resident size before the batch and the peak during it, then the peak of
 building the untrained twin (the model's weights freed first, as notebook 07 does); peaks sampled every 0.5 s
 (:class:`helpers.notebooks.PeakMemory`), GB = 1e9 bytes.
 """
@@ -29,7 +29,7 @@ from helpers.runs.batching import make_batches
 
 
 def main() -> None:
-    """Measure each batch size given on the command line (default: the profile's batch_tokens) on the named model."""
+    """Measure each batch size given on the command line (default: the profile's) on the named model."""
     spec = sys.argv[1] if len(sys.argv) > 1 else "smollm2-135m"
     prof = get_profile("default").powered
     sizes = [int(x) for x in sys.argv[2:]] or [prof.batch_tokens]

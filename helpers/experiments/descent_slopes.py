@@ -136,8 +136,8 @@ def run_powered(lm: LoadedModel, sample: PositionSample, line_texts: int, alphas
     ``cache_dir/descent_slopes`` (:func:`helpers.runs.batched.batched_records`: a killed run resumes) by model
     fingerprint, sample and settings (no ``cache_dir``: computed, not kept). ``batch_tokens`` bounds a batch's
     padded tokens, so memory, and nothing else: each token's random draws are its own (:func:`token_seeds`).
-    The tokens of :func:`line_subset` get, at every ``line_stride``-th layer, the start-of-step slope, the controls, the line search and the
-    ablation (the untrained twin: the slope and the predictor's readings,
+    The tokens of :func:`line_subset` get, at every ``line_stride``-th layer, the start-of-step slope, the
+    controls, the line search and the ablation (the untrained twin: the slope and the predictor's readings,
     :func:`helpers.residual.descent_records.batch_records` with ``full`` False). ``lm`` may be a skeleton: ``load``
     then gives the model with its weights when the records are not cached."""
     full = weights == "trained"

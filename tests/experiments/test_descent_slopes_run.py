@@ -303,7 +303,8 @@ def test_batched_records_equal_unbatched_ones(weights):
     lm = tiny_model("llama", "sdpa")
     sample = dp.PositionSample(["wikitext-103"] * 2 + ["1bw"], [0, 1, 0], ROWS, [[4, 7], [3], [6]])
     kw = dict(line_texts=2, alphas=(0.0, 1.0, 2.0), seed=0, weights=weights)
-    apart, together = dp.run_powered(lm, sample, batch_tokens=8, **kw), dp.run_powered(lm, sample, batch_tokens=999, **kw)
+    apart = dp.run_powered(lm, sample, batch_tokens=8, **kw)  # one row per batch
+    together = dp.run_powered(lm, sample, batch_tokens=999, **kw)
     random_cols = [c for c in apart if "rand" in c or "random" in c]
     assert random_cols and apart[random_cols].notna().any().any()
     pd.testing.assert_frame_equal(apart, together, check_exact=False, rtol=1e-4, atol=1e-6)
