@@ -233,7 +233,7 @@ class PoweredDescentProfile:
     sample: PoweredSample = PoweredSample("*", 40, 160, 30)
     models: tuple[PoweredSample, ...] = ()
     n_boot: int = 1000
-    batch_tokens: int = 2048  # Qwen2.5-Coder-1.5B's largest batch: 9.6 GB (11.8 GB at 4096); records do not change
+    batch_tokens: int = 2048  # Qwen2.5-Coder-1.5B's largest batch: 9.5 GB (11.8 GB at 4096); records do not change
 
     def sample_for(self, model: str) -> PoweredSample:  # the model's own sample if it has one, else the default
         return next((m for m in self.models if m.model == model), self.sample)
