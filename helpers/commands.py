@@ -23,10 +23,11 @@ from helpers.lm.load import LOAD_LOG_ENV, load_model
 from helpers.lm.registry import DEFAULT_MODEL
 from helpers.lm.session import SESSION_ENV, weights_session
 from helpers.notebooks import PER_MODEL, PeakMemory, execute, sources, stale_pngs, timed
-from helpers.paths import RESULTS_DIR, atomic_write_text, repo_path, repo_root
+from helpers.paths import CACHE_DIR, RESULTS_DIR, atomic_write_text, repo_path, repo_root
 from helpers.report import figures, figures_norms, output
 from helpers.report.findings import brief, render
 from helpers.report.tables_index import tables_markdown
+from helpers.report.timings import replace_block, run_kind, table_name, timings_block, timings_caption
 from helpers.runs.analysis import NotFinished, merge_records
 from helpers.runs.datasets import analyse_dataset
 from helpers.runs.launch import barrier_and_close, from_env, init_group
@@ -138,7 +139,8 @@ def cmd_merge(args) -> None:
 
 def cmd_readme(args) -> None:
     """Write the findings (rendered from results/*.csv) with the headline figure into README.md between the results
-    markers, and every latest table (results/*.md) into results/README.md."""
+    markers, the time table of the latest cold and cached runs between its timings markers
+    (:func:`helpers.report.timings.timings_block`), and every latest table (results/*.md) into results/README.md."""
     root = repo_root()
     readme = root / "README.md"
     text = readme.read_text()
@@ -150,7 +152,7 @@ def cmd_readme(args) -> None:
     atomic_write_text(root / "docs" / "findings.md", "# Findings\n\n" + full.removeprefix("### Findings\n\n"))
     block = brief(root / "results", root / "figures")
     new = re.sub(f"{MARK_START}.*{MARK_END}", lambda _: f"{MARK_START}\n{block}\n{MARK_END}", text, flags=re.S)
-    atomic_write_text(readme, new)
+    atomic_write_text(readme, replace_block(new, timings_block(root / "results")))
     print(f"README.md: findings in brief ({len(block):,} characters); docs/findings.md: every claim; "
           "results/README.md: every table")
 
@@ -159,11 +161,12 @@ def cmd_notebook(args) -> None:
     """Build every (or the named) notebook source and execute it with papermill into notebooks/executed/;
     notebooks 02-04 run once more for each further model of the profile (on that model's own sample). One model
     session (:mod:`helpers.lm.session`) spans the notebooks: each GGUF model is dequantised once and reread. Prints
-    each notebook's wall time and peak resident memory (kernel included) and writes them to
-    ``results/reproduce_timings.csv`` when it runs them all."""
+    each notebook's wall time and peak resident memory (kernel included) and, when it runs them all, writes them
+    and the loads of weights to ``results/reproduce_timings_<kind>.csv`` and ``reproduce_loads_<kind>.csv``:
+    ``cold`` when the analysis cache was empty at the start, else ``cached`` (README's time table)."""
     extra = [args.model] if args.model else [m.model for m in get_profile(args.profile).corpus.models]
     chosen = [s for s in sources() if not args.only or s.name[:2] in args.only]
-    begin = time.time()
+    begin, kind = time.time(), run_kind(repo_path(CACHE_DIR))  # before this run writes anything there
     browser = output.browser_available()
     if not browser:
         print(f"== PNGs: {output.PNG_HINT}; the PNGs of the figures this run writes keep their old version "
@@ -171,7 +174,7 @@ def cmd_notebook(args) -> None:
         os.environ[output.PNG_NOTICE_ENV] = "1"  # the kernels inherit it: no warning again per notebook
     for key, value in KERNEL_ENV.items():  # the kernels inherit them
         os.environ.setdefault(key, value)
-    loads = repo_path(RESULTS_DIR) / "cache" / f"loads_{os.getpid()}.log"  # every load of weights, by the kernels
+    loads = repo_path(CACHE_DIR) / f"loads_{os.getpid()}.log"  # every load of weights, by the kernels
     loads.parent.mkdir(parents=True, exist_ok=True)
     loads.unlink(missing_ok=True)
     os.environ[LOAD_LOG_ENV] = str(loads)
@@ -188,15 +191,8 @@ def cmd_notebook(args) -> None:
                  "peak_rss_gb": round(whole.gb, 2)})
     counted = load_counts(loads)
     loads.unlink(missing_ok=True)
-    if not args.only and not args.model:  # a whole run: its table is the README's time table
-        suffix = "" if args.profile == "default" else f"_{args.profile}"
-        output.save_table(pd.DataFrame(rows), f"reproduce_timings{suffix}", RESULTS_DIR,
-                          f"`python -m helpers notebook --profile {args.profile}` (make reproduce): wall time and peak "
-                          f"resident memory (this process and the kernels) per notebook, on {os.cpu_count()} CPU cores")
-        output.save_table(counted, f"reproduce_loads{suffix}", RESULTS_DIR,
-                          f"`python -m helpers notebook --profile {args.profile}`: how often each model's weights were "
-                          f"loaded, by any notebook, and the seconds those loads took (counted by load_model itself; "
-                          f"a cached run reads skeletons and loads none)")
+    if not args.only and not args.model:  # a whole run: its tables are the README's time table
+        _save_run_tables(pd.DataFrame(rows), counted, args.profile, kind)
     print("== model weights loaded (model session: rereads of the float copy): "
           + (", ".join(f"{r.model} {r.loads}x ({r.load_seconds:.0f} s) + {r.rereads} rereads ({r.reread_seconds:.0f} s)"
                        for r in counted.itertuples()) or "none"), flush=True)
@@ -206,6 +202,16 @@ def cmd_notebook(args) -> None:
     stale = stale_pngs(repo_path("figures"), begin) if not browser else []
     if stale:
         print(f"== PNGs not refreshed ({len(stale)}; no browser): {', '.join(stale)}", flush=True)
+
+
+def _save_run_tables(timings: pd.DataFrame, loads: pd.DataFrame, profile: str, kind: str) -> None:
+    """A whole run's timings and loads of weights, named by profile and run kind (:mod:`helpers.report.timings`)."""
+    caption = timings_caption(profile, kind, os.cpu_count(), time.strftime("%Y-%m-%d"))
+    output.save_table(timings, table_name("reproduce_timings", profile, kind), RESULTS_DIR, caption)
+    output.save_table(loads, table_name("reproduce_loads", profile, kind), RESULTS_DIR,
+                      f"`python -m helpers notebook --profile {profile}`, {kind} run: how often each model's weights "
+                      f"were loaded, by any notebook, and the seconds those loads took (counted by load_model itself; "
+                      f"a cached run reads skeletons and loads few)")
 
 
 def load_counts(log: Path) -> pd.DataFrame:

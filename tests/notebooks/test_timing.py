@@ -1,5 +1,5 @@
-"""The wall time and peak memory that `make reproduce` writes to results/reproduce_timings.csv: the sampler sees
-the memory of child processes (the notebook kernels), not only its own."""
+"""The wall time and peak memory that `make reproduce` writes to results/reproduce_timings_<cold|cached>.csv: the
+sampler sees the memory of child processes (the notebook kernels), not only its own."""
 
 from __future__ import annotations
 
@@ -65,11 +65,16 @@ def test_a_run_without_a_browser_says_so_once_and_lists_the_pngs_it_left(tmp_pat
     assert out.startswith("== PNGs:") and "== PNGs not refreshed (1; no browser): 02_old" in out
     import pandas as pd
 
-    timings = pd.read_csv(results / "reproduce_timings_smoke.csv")
+    timings = pd.read_csv(results / "reproduce_timings_smoke_cold.csv")  # no analysis cache at the start: cold
     assert list(timings.columns) == ["stage", "model", "seconds", "peak_rss_gb"]
     assert list(timings.stage) == ["02_inner_loss", "total"] and timings.model.iloc[0] == "smollm2-135m"
     assert sessions == [str(tmp_path / "models" / "session-weights")] and SESSION_ENV not in os.environ
     assert not (tmp_path / "models" / "session-weights").exists()
+    assert "one cold run" in (results / "reproduce_timings_smoke_cold.md").read_text().split("\n")[0]
+    (tmp_path / "results" / "cache" / "analysis").mkdir(parents=True)  # an earlier run's records: a cached run
+    commands.cmd_notebook(argparse.Namespace(only=[], model=None, profile="smoke"))
+    assert (results / "reproduce_timings_smoke_cached.csv").is_file()
+    assert (results / "reproduce_loads_smoke_cached.csv").is_file()
 
 
 def test_kernels_run_without_the_ipywidgets_warning_but_keep_the_others():
