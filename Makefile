@@ -4,6 +4,9 @@ PYTHON ?= python3
 PROFILE ?= default
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
+# PyTorch's large CPU tensors on transparent huge pages (fewer page faults; the notebook kernels get it from
+# helpers.commands.KERNEL_ENV too): the tests and every command below
+export THP_MEM_ALLOC_ENABLE ?= 1
 
 # Where the packages go: VENV=path overrides (an existing virtualenv is used as it is: VENV=$$VIRTUAL_ENV); an
 # active conda environment other than base is used as it is; otherwise a new .venv beside this Makefile.

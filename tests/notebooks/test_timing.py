@@ -48,6 +48,7 @@ def test_a_run_without_a_browser_says_so_once_and_lists_the_pngs_it_left(tmp_pat
 
     def fake_execute(src, out, params, log_output=False):
         assert os.environ.get(output.PNG_NOTICE_ENV) == "1"
+        assert os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"  # the kernels allocate on huge pages
         sessions.append(os.environ[SESSION_ENV])  # the kernels inherit the session
         (tmp_path / "models" / "session-weights").mkdir(parents=True)
         (figures / f"{src.name[:2]}_old.html").write_text("new")
@@ -58,6 +59,7 @@ def test_a_run_without_a_browser_says_so_once_and_lists_the_pngs_it_left(tmp_pat
     monkeypatch.setattr(commands, "RESULTS_DIR", str(results))
     monkeypatch.setattr(commands, "sources", lambda: [tmp_path / "02_inner_loss.py"])
     monkeypatch.delenv(output.PNG_NOTICE_ENV, raising=False)
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
     monkeypatch.setattr(commands, "get_profile", lambda name: argparse.Namespace(corpus=argparse.Namespace(models=())))
     commands.cmd_notebook(argparse.Namespace(only=[], model=None, profile="smoke"))
     out = capsys.readouterr().out
