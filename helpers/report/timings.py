@@ -19,7 +19,8 @@ MARK_START, MARK_END = "<!-- timings:start -->", "<!-- timings:end -->"
 
 def run_kind(cache_dir: Path) -> str:
     """``cold`` when the analysis cache holds nothing a notebook reads (absent, empty, or only load logs of
-    earlier runs), else ``cached``: decided at the start of a run, before it writes anything there."""
+    earlier runs), else ``cached`` (a rerun, or a killed run resumed): decided at the start of a run, before it
+    writes anything there."""
     if not cache_dir.is_dir():
         return "cold"
     return "cached" if any(not p.name.startswith("loads_") for p in cache_dir.iterdir()) else "cold"
@@ -33,7 +34,7 @@ def table_name(stem: str, profile: str, kind: str) -> str:
 def timings_caption(profile: str, kind: str, cores: int | None, date: str) -> str:
     """The caption of one run's timings table: command, kind, cores and date."""
     what = ("one cold run (the analysis cache `results/cache` empty at its start)" if kind == "cold"
-            else "a cached run (the analysis cache filled by an earlier run)")
+            else "a cached run (the analysis cache holding an earlier run's results: a rerun, or a killed run resumed)")
     return (f"`python -m helpers notebook --profile {profile}` (make reproduce), {what}, {date}: wall time and peak "
             f"resident memory (this process and the kernels) per notebook, on {cores} CPU cores")
 
