@@ -1,10 +1,13 @@
 """Cost of notebook 07 part 2's subset (the start-of-step slope, controls, line search and ablation) against the
 all-token records, for one model on one batch, in one run: how many times dearer a subset token is.
 
-Usage: python benchmarks/descent_subset_cost.py [MODEL] [--stride N] [--where]
+Usage: python benchmarks/descent_subset_cost.py [MODEL] [--stride N] [--where] [--twin]
 
 ``--where`` profiles the run with the subset (cProfile) and prints the shares of its time spent in the LM head
 (``LoadedModel.logits``), in every linear layer, in backward passes and in the cross-entropy: what bounds the cost.
+``--twin`` then measures the untrained twin the same way (its subset: the ``true`` slope and the predictor's readings)
+and how much of its subset time the predictor's readings without a gradient take (line search (a) and ablation (a):
+for the twin they are drawn in the figures as the null and read by no rule).
 Measured on the 2-core build machine, stride 1: SmolLM2 0.31 s per token without the subset, 3.46 s per subset token
 (11x; 2026-12-04). The first design (controls of every slope and step, reading (b) for both gradients) took 5.2 s
 on SmolLM2 and 30.5 s on Qwen2.5-Coder-1.5B per subset token, 1.8 s per token without: hence the Qwen models' stride
@@ -22,6 +25,8 @@ from helpers.config import get_profile
 from helpers.corpus.samples import load_samples, sample_texts
 from helpers.experiments import descent_slopes as dp
 from helpers.experiments.zoo import load_or_skip
+from helpers.lm.twin import untrained_twin
+from helpers.residual import descent_records
 from helpers.residual.descent_records import batch_records
 
 
@@ -30,31 +35,51 @@ def main() -> None:
     parser.add_argument("model", nargs="?", default="smollm2-135m")
     parser.add_argument("--stride", type=int, default=1, help="the subset's layer stride")
     parser.add_argument("--where", action="store_true", help="profile the run with the subset: where time goes")
+    parser.add_argument("--twin", action="store_true", help="also the untrained twin and its figure-only readings")
     args = parser.parse_args()
     prof = get_profile("default").powered
     lm = load_or_skip(args.model, "default", "results/cache", 0, "cpu")
     texts = {ds: sample_texts(load_samples(ds, "data/filtered", None), 4, 0) for ds in ("wikitext-103", "1bw")}
     sample = dp.sample_positions(lm, texts, prof.max_tokens, prof.per_text, prof.min_context, 0)
+    n_sub = sum(map(any, dp.line_subset(sample, 30, 0)))
+    per_token, per_sub = _cost(lm, sample, prof.alphas, args.stride, True, args.where)
+    print(f"{lm.label}: {len(sample)} tokens, {n_sub} in the subset, {lm.n_layers} layers, stride {args.stride}: "
+          f"{per_token:.2f} s per token without the subset, {per_sub:.2f} s per subset token "
+          f"({per_sub / per_token:.0f}x)")
+    if args.twin:
+        twin = untrained_twin(lm, seed=0, release=True)
+        spent = [0.0]
+        plain = descent_records._Batch.predictor
+
+        def predictor(self, *a, grad=False, **k):  # the readings without a gradient: line search (a), ablation (a)
+            start = time.time()
+            out = plain(self, *a, grad=grad, **k)
+            spent[0] += 0.0 if grad else time.time() - start
+            return out
+
+        descent_records._Batch.predictor = predictor
+        per_token, per_sub = _cost(twin, sample, prof.alphas, args.stride, False, False)
+        print(f"untrained twin: {per_token:.2f} s per token without the subset, {per_sub:.2f} s per subset token "
+              f"({per_sub / per_token:.0f}x); the predictor's readings without a gradient (figure-only) "
+              f"{spent[0] / n_sub:.2f} s per subset token = {100 * spent[0] / (per_sub * n_sub):.0f}% of its subset time")
+
+
+def _cost(lm, sample, alphas, stride: int, full: bool, where: bool) -> tuple[float, float]:
+    """Seconds per token of one batch without the subset, and per subset token (the difference), in one run."""
     seconds = {}
     for label, line in (("without", [[False] * len(p) for p in sample.positions]),
                         ("with", dp.line_subset(sample, 30, 0))):
-        profiler = cProfile.Profile() if args.where and label == "with" else None
+        profiler = cProfile.Profile() if where and label == "with" else None
         start = time.time()
         if profiler:
             profiler.enable()
-        batch_records(lm, sample.rows, sample.positions, line, prof.alphas, dp.token_seeds(sample),
-                      args.stride)
+        batch_records(lm, sample.rows, sample.positions, line, alphas, dp.token_seeds(sample), stride, full)
         seconds[label] = time.time() - start
         if profiler:
             profiler.disable()
             _where(pstats.Stats(profiler), seconds[label])
     n_sub = sum(map(any, dp.line_subset(sample, 30, 0)))
-    per_token = seconds["without"] / len(sample)
-    per_sub = (seconds["with"] - seconds["without"]) / n_sub
-    print(f"{lm.label}: {len(sample)} tokens, {n_sub} in the subset, {lm.n_layers} layers, stride {args.stride}: "
-          f"{per_token:.2f} s per token without the subset, {per_sub:.2f} s per subset token "
-          f"({per_sub / per_token:.0f}x)")
-
+    return seconds["without"] / len(sample), (seconds["with"] - seconds["without"]) / n_sub
 
 def _where(stats: pstats.Stats, total: float) -> None:
     """Shares of the profiled run's time in the functions that bound it (cumulative time, one line each)."""
