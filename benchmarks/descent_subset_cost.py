@@ -41,8 +41,9 @@ def main() -> None:
     lm = load_or_skip(args.model, "default", "results/cache", 0, "cpu")
     texts = {ds: sample_texts(load_samples(ds, "data/filtered", None), 4, 0) for ds in ("wikitext-103", "1bw")}
     sample = dp.sample_positions(lm, texts, prof.max_tokens, prof.per_text, prof.min_context, 0)
-    n_sub = sum(map(any, dp.line_subset(sample, 30, 0)))
-    per_token, per_sub = _cost(lm, sample, prof.alphas, args.stride, True, args.where)
+    line = dp.line_subset(sample, 30, 0)
+    n_sub = sum(map(any, line))
+    per_token, per_sub = _cost(lm, sample, line, prof.alphas, args.stride, True, args.where)
     print(f"{lm.label}: {len(sample)} tokens, {n_sub} in the subset, {lm.n_layers} layers, stride {args.stride}: "
           f"{per_token:.2f} s per token without the subset, {per_sub:.2f} s per subset token "
           f"({per_sub / per_token:.0f}x)")
@@ -58,17 +59,16 @@ def main() -> None:
             return out
 
         descent_records._Batch.predictor = predictor
-        per_token, per_sub = _cost(twin, sample, prof.alphas, args.stride, False, False)
+        per_token, per_sub = _cost(twin, sample, line, prof.alphas, args.stride, False, False)
         print(f"untrained twin: {per_token:.2f} s per token without the subset, {per_sub:.2f} s per subset token "
               f"({per_sub / per_token:.0f}x); the predictor's readings without a gradient (figure-only) "
               f"{spent[0] / n_sub:.2f} s per subset token = {100 * spent[0] / (per_sub * n_sub):.0f}% of its subset time")
 
 
-def _cost(lm, sample, alphas, stride: int, full: bool, where: bool) -> tuple[float, float]:
+def _cost(lm, sample, subset, alphas, stride: int, full: bool, where: bool) -> tuple[float, float]:
     """Seconds per token of one batch without the subset, and per subset token (the difference), in one run."""
     seconds = {}
-    for label, line in (("without", [[False] * len(p) for p in sample.positions]),
-                        ("with", dp.line_subset(sample, 30, 0))):
+    for label, line in (("without", [[False] * len(p) for p in sample.positions]), ("with", subset)):
         profiler = cProfile.Profile() if where and label == "with" else None
         start = time.time()
         if profiler:
@@ -78,8 +78,8 @@ def _cost(lm, sample, alphas, stride: int, full: bool, where: bool) -> tuple[flo
         if profiler:
             profiler.disable()
             _where(pstats.Stats(profiler), seconds[label])
-    n_sub = sum(map(any, dp.line_subset(sample, 30, 0)))
-    return seconds["without"] / len(sample), (seconds["with"] - seconds["without"]) / n_sub
+    return seconds["without"] / len(sample), (seconds["with"] - seconds["without"]) / sum(map(any, subset))
+
 
 def _where(stats: pstats.Stats, total: float) -> None:
     """Shares of the profiled run's time in the functions that bound it (cumulative time, one line each)."""

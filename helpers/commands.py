@@ -24,10 +24,9 @@ from helpers.lm.registry import DEFAULT_MODEL
 from helpers.lm.session import SESSION_ENV, weights_session
 from helpers.notebooks import PER_MODEL, PeakMemory, execute, sources, stale_pngs, timed
 from helpers.paths import CACHE_DIR, RESULTS_DIR, atomic_write_text, repo_path, repo_root
-from helpers.report import figures, figures_norms, output
+from helpers.report import figures, figures_norms, output, timings
 from helpers.report.findings import brief, render
 from helpers.report.tables_index import tables_markdown
-from helpers.report.timings import replace_block, run_kind, table_name, timings_block, timings_caption
 from helpers.runs.analysis import NotFinished, merge_records
 from helpers.runs.datasets import analyse_dataset
 from helpers.runs.launch import barrier_and_close, from_env, init_group
@@ -154,8 +153,8 @@ def cmd_readme(args) -> None:
     full = re.sub(r"\]\((figures|results)/", r"](../\1/", full)  # docs/ is one folder down
     atomic_write_text(root / "docs" / "findings.md", "# Findings\n\n" + full.removeprefix("### Findings\n\n"))
     block = brief(root / "results", root / "figures")
-    new = re.sub(f"{MARK_START}.*{MARK_END}", lambda _: f"{MARK_START}\n{block}\n{MARK_END}", text, flags=re.S)
-    atomic_write_text(readme, replace_block(new, timings_block(root / "results")))
+    new = output.replace_between(text, MARK_START, MARK_END, block)
+    atomic_write_text(readme, output.replace_between(new, *timings.MARKS, timings.timings_block(root / "results")))
     print(f"README.md: findings in brief ({len(block):,} characters); docs/findings.md: every claim; "
           "results/README.md: every table")
 
@@ -169,7 +168,7 @@ def cmd_notebook(args) -> None:
     ``cold`` when the analysis cache was empty at the start, else ``cached`` (README's time table)."""
     extra = [args.model] if args.model else [m.model for m in get_profile(args.profile).corpus.models]
     chosen = [s for s in sources() if not args.only or s.name[:2] in args.only]
-    begin, kind = time.time(), run_kind(repo_path(CACHE_DIR))  # before this run writes anything there
+    begin, kind = time.time(), timings.run_kind(repo_path(CACHE_DIR))  # before this run writes anything there
     browser = output.browser_available()
     if not browser:
         print(f"== PNGs: {output.PNG_HINT}; the PNGs of the figures this run writes keep their old version "
@@ -177,7 +176,7 @@ def cmd_notebook(args) -> None:
         os.environ[output.PNG_NOTICE_ENV] = "1"  # the kernels inherit it: no warning again per notebook
     for key, value in KERNEL_ENV.items():  # the kernels inherit them
         os.environ.setdefault(key, value)
-    loads = repo_path(CACHE_DIR) / f"loads_{os.getpid()}.log"  # every load of weights, by the kernels
+    loads = repo_path(CACHE_DIR) / f"{timings.LOAD_LOG_PREFIX}{os.getpid()}.log"  # every load of weights, by the kernels
     loads.parent.mkdir(parents=True, exist_ok=True)
     loads.unlink(missing_ok=True)
     os.environ[LOAD_LOG_ENV] = str(loads)
@@ -207,11 +206,11 @@ def cmd_notebook(args) -> None:
         print(f"== PNGs not refreshed ({len(stale)}; no browser): {', '.join(stale)}", flush=True)
 
 
-def _save_run_tables(timings: pd.DataFrame, loads: pd.DataFrame, profile: str, kind: str) -> None:
+def _save_run_tables(table: pd.DataFrame, loads: pd.DataFrame, profile: str, kind: str) -> None:
     """A whole run's timings and loads of weights, named by profile and run kind (:mod:`helpers.report.timings`)."""
-    caption = timings_caption(profile, kind, os.cpu_count(), time.strftime("%Y-%m-%d"))
-    output.save_table(timings, table_name("reproduce_timings", profile, kind), RESULTS_DIR, caption)
-    output.save_table(loads, table_name("reproduce_loads", profile, kind), RESULTS_DIR,
+    caption = timings.timings_caption(profile, kind, os.cpu_count(), time.strftime("%Y-%m-%d"))
+    output.save_table(table, timings.table_name("reproduce_timings", profile, kind), RESULTS_DIR, caption)
+    output.save_table(loads, timings.table_name("reproduce_loads", profile, kind), RESULTS_DIR,
                       f"`python -m helpers notebook --profile {profile}`, {kind} run: how often each model's weights "
                       f"were loaded, by any notebook, and the seconds those loads took (counted by load_model itself; "
                       f"a cached run reads skeletons and loads few)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -164,3 +165,11 @@ def save_table(df: pd.DataFrame, name: str, results_dir: str | Path, caption: st
     body = (f"{caption}\n\n" if caption else "") + markdown_table(df) + "\n"
     atomic_write_text(md, body)
     return [csv, md]
+
+
+def replace_between(text: str, start: str, end: str, block: str) -> str:
+    """``text`` with everything between the markers ``start`` and ``end`` replaced by ``block`` (unchanged when
+    ``start`` is absent): how README's generated sections are refreshed."""
+    if start not in text:
+        return text
+    return re.sub(f"{re.escape(start)}.*{re.escape(end)}", lambda _: f"{start}\n{block}\n{end}", text, flags=re.S)

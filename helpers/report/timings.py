@@ -3,7 +3,7 @@ cache empty at its start) and the cached rerun beside it, per notebook and model
 
 ``python -m helpers notebook`` writes ``results/reproduce_timings_<kind>.csv`` and ``reproduce_loads_<kind>.csv``
 (``kind`` ``cold`` or ``cached``, :func:`run_kind`); ``python -m helpers readme`` puts :func:`timings_block` between
-README's timings markers. No number in that table is typed by hand.
+README's timings markers (:data:`MARKS`). No number in that table is typed by hand.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 KINDS = ("cold", "cached")
-MARK_START, MARK_END = "<!-- timings:start -->", "<!-- timings:end -->"
+MARKS = ("<!-- timings:start -->", "<!-- timings:end -->")  # README's time table lies between them
+LOAD_LOG_PREFIX = "loads_"  # the load logs a run keeps in the analysis cache (not an analysis)
 
 
 def run_kind(cache_dir: Path) -> str:
@@ -23,7 +24,7 @@ def run_kind(cache_dir: Path) -> str:
     writes anything there."""
     if not cache_dir.is_dir():
         return "cold"
-    return "cached" if any(not p.name.startswith("loads_") for p in cache_dir.iterdir()) else "cold"
+    return "cached" if any(not p.name.startswith(LOAD_LOG_PREFIX) for p in cache_dir.iterdir()) else "cold"
 
 
 def table_name(stem: str, profile: str, kind: str) -> str:
@@ -93,9 +94,3 @@ def timings_block(results: str | Path, profile: str = "default") -> str:
         lines.append(f"| {stage} | {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines + [""] + notes)
 
-
-def replace_block(readme: str, block: str) -> str:
-    """``readme`` with the text between its timings markers replaced by ``block`` (unchanged without markers)."""
-    if MARK_START not in readme:
-        return readme
-    return re.sub(f"{MARK_START}.*{MARK_END}", lambda _: f"{MARK_START}\n{block}\n{MARK_END}", readme, flags=re.S)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from helpers.report.timings import replace_block, run_kind, table_name, timings_block, timings_caption
+from helpers.report.output import replace_between
+from helpers.report.timings import MARKS, run_kind, table_name, timings_block, timings_caption
 
 
 def _run(results, kind, seconds, gb, loads):
@@ -57,5 +58,5 @@ def test_block_says_which_run_is_missing(tmp_path):
 
 def test_replace_block_only_between_the_markers():
     readme = "intro\n<!-- timings:start -->\nold\n<!-- timings:end -->\nrest\n"
-    assert replace_block(readme, "new") == "intro\n<!-- timings:start -->\nnew\n<!-- timings:end -->\nrest\n"
-    assert replace_block("no markers\n", "new") == "no markers\n"
+    assert replace_between(readme, *MARKS, "new") == "intro\n<!-- timings:start -->\nnew\n<!-- timings:end -->\nrest\n"
+    assert replace_between("no markers\n", *MARKS, "new") == "no markers\n"
