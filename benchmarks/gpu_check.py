@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import FAMILIES, tiny_model  # noqa: E402
 
 from helpers.lm.load import wrap_model  # noqa: E402
+from helpers.residual.descent_records import batch_records  # noqa: E402
 from helpers.residual.geometry import step_geometry  # noqa: E402
 from helpers.residual.pertoken import per_token_grads, per_token_grads_naive  # noqa: E402
 from helpers.residual.records import analyse_batch  # noqa: E402
@@ -76,6 +77,39 @@ def family_checks(family: str, attn: str) -> None:
     flips = float(np.mean((np.diff(half["norms"], axis=1) >= 0) != (np.diff(a["norms"], axis=1) >= 0)))
     check(f"{family}-{attn} bfloat16 norms", rel(half["norms"], a["norms"]) < 0.05,
           f"max rel diff {rel(half['norms'], a['norms']):.1e}; {100 * flips:.1f}% of steps flip their verdict")
+
+
+def descent_checks(family: str, attn: str) -> None:
+    """Notebook 07's descent records (slopes, controls, line search, ablation; padded rows, every token in the
+    subset) on CUDA in float32 against the CPU: NaN where the CPU has NaN, the descent flags (signs of slopes) the
+    same, and every continuous column within 1e-4 of its scale: 1 for a cosine, the largest loss for a loss or a
+    loss difference (line search, ablation: the tiny random models' differences are ~1e-4 nats, so a column's own
+    largest value would turn float32 rounding of the losses into a large relative error), else its own largest value."""
+    lm = tiny_model(family, attn)
+    positions, seeds = [[5, 9], [4], [6]], [[11, 12], [13], [14]]
+    line = [[True] * len(p) for p in positions]
+    alphas = (-1.0, 0.0, 0.5, 1.0, 2.0)
+    a = batch_records(lm, ROWS, positions, line, alphas, seeds)
+    b = batch_records(on_device(lm, DEVICE), ROWS, positions, line, alphas, seeds)
+    loss_scale = float(np.nanmax(np.abs(a["final_loss"])))
+
+    def scale(name: str) -> float:
+        if name.startswith("cos_"):
+            return 1.0
+        if name.startswith(("loss_", "final_loss", "a_", "b_", "abl_")):
+            return loss_scale
+        return float(np.nanmax(np.abs(a[name]))) if np.isfinite(a[name]).any() else 1.0
+
+    errs = {k: float(np.nanmax(np.abs(a[k] - b[k]))) / max(scale(k), 1e-30) if np.isfinite(a[k]).any() else 0.0
+            for k in a if not k.startswith("desc_")}
+    worst = max(errs, key=errs.get)
+    nan_ok = all(np.array_equal(np.isnan(a[k]), np.isnan(b[k])) for k in a)
+    flags = [k for k in a if k.startswith("desc_")]
+    flips = sum(int(((a[k] != b[k]) & np.isfinite(a[k])).sum()) for k in flags)
+    total = sum(int(np.isfinite(a[k]).sum()) for k in flags)
+    check(f"{family}-{attn} descent records cuda fp32 vs cpu", nan_ok and errs[worst] < 1e-4 and flips <= total // 100,
+          f"{len(a)} columns, largest difference {errs[worst]:.1e} of its scale ({worst}), NaN pattern "
+          f"{'equal' if nan_ok else 'DIFFERS'}, {flips} of {total} descent flags differ")
 
 
 def device_map_check() -> None:
@@ -146,6 +180,7 @@ def main() -> int:
         for attn in ("eager", "sdpa"):
             try:
                 family_checks(family, attn)
+                descent_checks(family, attn)
             except Exception as exc:  # noqa: BLE001 -- report every family, then fail
                 check(f"{family}-{attn}", False, f"{type(exc).__name__}: {exc}")
     device_map_check()

@@ -5,7 +5,9 @@
 #
 # 1. benchmarks/gpu_check.py: every family x {eager, sdpa} on CUDA against the CPU reference (records, step
 #    geometry, one-pass per-token gradients), bfloat16's distance from float32, device_map="auto".
-# 2. benchmarks/throughput.py on randomly initialised models of real shapes (Qwen2.5-1.5B, LLaMA-7B), in bfloat16
+# 2. benchmarks/descent_subset_cost.py on randomly initialised models of Qwen2.5-1.5B's and LLaMA-7B's shapes in
+#    float32: notebook 07's cost per token and per subset token on the GPU.
+# 3. With THROUGHPUT=1: benchmarks/throughput.py on randomly initialised models of real shapes (Qwen2.5-1.5B, LLaMA-7B), in bfloat16
 #    and float32: forward, capture, analysis, naive reference, the paper-profile analysis (forward_equivalents)
 #    and per-token gradients one pass per text vs one backward per token on the model under test.
 # The machine starts bare and reaches nothing outside: transformers travels as a wheel in .whl/ (pip download
@@ -23,7 +25,13 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/card.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, \
 'device', torch.cuda.get_device_name())" | tee -a "$OUT/card.txt"
-timeout 150 python3 benchmarks/gpu_check.py 2>&1 | tee "$OUT/gpu_check.log"
+timeout 200 python3 benchmarks/gpu_check.py 2>&1 | tee "$OUT/gpu_check.log"
+for shape in qwen2-1.5b llama-7b; do
+  echo "== descent cost $shape float32"
+  timeout 120 python3 benchmarks/descent_subset_cost.py --random "$shape" --device cuda --stride 2 --texts 8 \
+    2>&1 | tee "$OUT/descent_cost_${shape}.log"
+done
+[ "${THROUGHPUT:-0}" = 1 ] || exit 0
 for shape in qwen2-1.5b llama-7b; do
   for dtype in bfloat16 float32; do
     echo "== throughput $shape $dtype"

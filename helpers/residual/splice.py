@@ -222,6 +222,7 @@ def _rest_of_network(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torch.T
     """The states [R, D] after the last block when row ``r`` enters block ``start[r]`` with ``h[r]`` (the
     attention update of block ``start[r]`` edited as :func:`_edit_rows`); differentiable in ``h``."""
     edited = update_scale is not None or update_shift is not None
+    h = h.to(lm.input_device)  # the caller's states may be on the CPU (notebook 07): the path runs on the model's device
     for j in range(int(start.min()) if len(start) else lm.n_layers, lm.n_layers):
         active = (start <= j).nonzero().flatten()
         for s in range(0, len(active), chunk):
@@ -234,7 +235,7 @@ def _rest_of_network(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torch.T
                 edit = _edit_rows(scale, shift)
             with hooks(lm, [j], attn_out=edit) if edit is not None else nullcontext():
                 new = query_block(lm, j, h[a], block_kv[j], rows[a], cols[a], layer_kwargs[j], rows[a])
-            h = h.index_put((a,), new.to(h.dtype))
+            h = h.index_put((a.to(h.device),), new.to(h.device, h.dtype))
     return h
 
 
@@ -317,8 +318,10 @@ def path_grads(lm: LoadedModel, block_kv: list[tuple[torch.Tensor, torch.Tensor]
             ce = _head_losses(lm, h, targets[sl], dtype)
             grads = torch.autograd.grad(ce.sum(), [*states, h, *mids])
             out["loss"][sl] = ce.detach().cpu()
-            out["grads"][sl] = torch.stack(grads[:n], dim=1).to(dtype).cpu()
+            # each gradient on the CPU before stacking: the first state is where the caller keeps it (the CPU in
+            # notebook 07), the others on their blocks' devices (one GPU, or several with device_map="auto")
+            out["grads"][sl] = torch.stack([g.to(dtype).cpu() for g in grads[:n]], dim=1)
             out["final_grad"][sl] = grads[n].to(dtype).cpu()
             if halfsteps:
-                out["mid_grads"][sl] = torch.stack([g.reshape(h.shape) for g in grads[n + 1:]], dim=1).to(dtype).cpu()
+                out["mid_grads"][sl] = torch.stack([g.reshape(h.shape).to(dtype).cpu() for g in grads[n + 1:]], dim=1)
     return out
