@@ -1,8 +1,8 @@
 """GPU check: the per-token numbers on CUDA equal the CPU reference, and what a GPU buys.
 
 For every family x {eager, sdpa} (tiny randomly initialised models, the test suite's): the analysis records
-(norms, Eq. 14 inner loss, final loss), the step geometry and the one-pass per-token gradients on CUDA in float32
-against the same weights on CPU; bfloat16 on CUDA against float32 (how far a half-precision run moves the
+(norms, Eq. 14 inner loss, final loss), the step geometry, the one-pass per-token gradients, notebook 07's descent
+records (part 1 and part 2) and notebook 05's surrogate rows on CUDA in float32 against the same weights on CPU; bfloat16 on CUDA against float32 (how far a half-precision run moves the
 norms and the Table 1 verdicts); ``device_map="auto"`` against a plain ``.to("cuda")``. Then throughput on a
 random Llama-architecture model of about 1B parameters in bfloat16: forward tokens/s, the analysis (paper profile
 settings) as forward-equivalents, and per-token gradients one pass per text vs one backward per token.
@@ -26,11 +26,15 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import FAMILIES, tiny_model  # noqa: E402
 
+from helpers import CompendiumError  # noqa: E402
 from helpers.lm.load import wrap_model  # noqa: E402
 from helpers.residual.descent_records import batch_records  # noqa: E402
+from helpers.residual.descent_steps import step_records  # noqa: E402
 from helpers.residual.geometry import step_geometry  # noqa: E402
+from helpers.residual.hooks import pad_batch  # noqa: E402
 from helpers.residual.pertoken import per_token_grads, per_token_grads_naive  # noqa: E402
 from helpers.residual.records import analyse_batch  # noqa: E402
+from helpers.surrogates.experiment import eigen_records  # noqa: E402
 
 ROWS = [[5, 17, 3, 99, 42, 8, 61, 23, 7, 11, 2, 90], [4, 4, 8, 15, 16, 23, 42], [1, 2, 3, 4, 5, 6, 7, 8, 9]]
 FAILURES: list[str] = []
@@ -112,6 +116,36 @@ def descent_checks(family: str, attn: str) -> None:
           f"{'equal' if nan_ok else 'DIFFERS'}, {flips} of {total} descent flags differ")
 
 
+def steps_and_surrogate_checks(family: str, attn: str) -> None:
+    """Notebook 07 part 1's step records (inner-loss gradients, cosines, random directions) and notebook 05's
+    surrogate rows (Proposition 1's two sides, the ratios, the spectra's ends) on CUDA in float32 against the CPU."""
+    lm = tiny_model(family, attn)
+    gpu = on_device(lm, DEVICE)
+    ends = [row[:-1] for row in ROWS]  # each row ends at its current token; its last token is the target
+    targets = torch.tensor([row[-1] for row in ROWS])
+    out = []
+    for model in (lm, gpu):
+        ids, mask = pad_batch(ends, 0, model.input_device)
+        out.append(step_records(model, ids, mask, targets, 4, torch.Generator().manual_seed(0), 8192))
+    a, b = out
+    errs = {k: rel(b[k], a[k]) for k in a if not k.startswith(("descent_", "lowers_", "rdescent_"))}
+    worst = max(errs, key=errs.get)
+    flips = sum(int(((a[k] != b[k]) & np.isfinite(a[k])).sum()) for k in a if k.startswith(("descent_", "lowers_")))
+    check(f"{family}-{attn} descent part 1 cuda fp32 vs cpu", errs[worst] < 1e-4 and flips == 0,
+          f"max rel diff {errs[worst]:.1e} ({worst}), {flips} verdicts differ")
+    try:
+        rows_a, _ = eigen_records(lm, [ROWS[0], ROWS[0][:6]], spectra_samples=1)
+    except CompendiumError as exc:  # a family without a block layout has no surrogates (notebook 05 says so)
+        print(f"n/a  {family}-{attn} surrogates: {str(exc).split(':')[0]}")
+        return
+    rows_b, _ = eigen_records(gpu, [ROWS[0], ROWS[0][:6]], spectra_samples=1)
+    keys = ("prop1_lhs", "prop1_rhs", "ratio", "real_ratio", "lambda_min", "lambda_max")
+    err = max(rel(np.array([r[k] for r in rows_b]), np.array([r[k] for r in rows_a])) for k in keys)
+    same = [(r["prop1"], r["agrees"]) for r in rows_a] == [(r["prop1"], r["agrees"]) for r in rows_b]
+    check(f"{family}-{attn} surrogates (notebook 05) cuda fp32 vs cpu", err < 1e-4 and same,
+          f"{len(rows_a)} rows, max rel diff {err:.1e}, verdicts {'equal' if same else 'DIFFER'}")
+
+
 def device_map_check() -> None:
     """``device_map="auto"`` (accelerate's dispatch) gives the numbers of a plain ``.to("cuda")``."""
     lm = tiny_model("llama")
@@ -181,6 +215,7 @@ def main() -> int:
             try:
                 family_checks(family, attn)
                 descent_checks(family, attn)
+                steps_and_surrogate_checks(family, attn)
             except Exception as exc:  # noqa: BLE001 -- report every family, then fail
                 check(f"{family}-{attn}", False, f"{type(exc).__name__}: {exc}")
     device_map_check()

@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_run.sh            # on a CUDA machine, from the repo root; logs under $OUT (default out/gpu)
 #
 # 1. benchmarks/gpu_check.py: every family x {eager, sdpa} on CUDA against the CPU reference (records, step
-#    geometry, one-pass per-token gradients), bfloat16's distance from float32, device_map="auto".
+#    geometry, one-pass per-token gradients, notebook 07's descent records, notebook 05's surrogates),
+#    bfloat16's distance from float32, device_map="auto".
 # 2. benchmarks/descent_subset_cost.py on randomly initialised models of Qwen2.5-1.5B's and LLaMA-7B's shapes in
 #    float32: notebook 07's cost per token and per subset token on the GPU.
 # 3. With THROUGHPUT=1: benchmarks/throughput.py on randomly initialised models of real shapes (Qwen2.5-1.5B, LLaMA-7B), in bfloat16

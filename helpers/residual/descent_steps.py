@@ -35,7 +35,7 @@ def step_records(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, targets
     n = lm.n_layers
     cap, mid = capture_halfsteps(lm, ids, mask)
     last = mask.sum(1) - 1
-    rows = torch.arange(ids.shape[0])
+    rows = torch.arange(ids.shape[0], device=last.device)
     z = _up(cap.states[:, rows, last]).cpu()  # [L+1, B, D]
     loss_in, g_in = inner_loss_grad(lm, cap.states[:n], cap.block_kwargs, last, targets, token_budget=token_budget)
     nan = torch.full_like(loss_in[:1], float("nan"))

@@ -147,7 +147,7 @@ def inner_loss_grad(lm: LoadedModel, states: torch.Tensor, block_kwargs: dict, l
             k = min(k_all, k0 + per_call) - k0
             x = states[k0 : k0 + k].clone()
             if current is not None:
-                x[:, rows, last] = current[k0 : k0 + k].to(x.dtype)
+                x[:, rows, last] = current[k0 : k0 + k].to(x.device, x.dtype)  # current may be on the CPU
             x = x.reshape(k * batch, seq, dim).to(last_dev).requires_grad_(grad)
             kwargs = _plain(expand_block_kwargs(block_kwargs, batch, k))
             y = lm.call_block(lm.n_layers - 1, x, kwargs).reshape(k, batch, seq, dim)
