@@ -54,6 +54,11 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
+def flag_flips(a: dict, b: dict, names: list[str]) -> int:
+    """How many finite entries of the 0/1 verdict columns ``names`` differ between records ``a`` and ``b``."""
+    return sum(int(((a[k] != b[k]) & np.isfinite(a[k])).sum()) for k in names)
+
+
 def on_device(lm, device: str, dtype: torch.dtype = torch.float32):
     """The same weights on ``device`` in ``dtype`` (a copy)."""
 
@@ -109,7 +114,7 @@ def descent_checks(family: str, attn: str) -> None:
     worst = max(errs, key=errs.get)
     nan_ok = all(np.array_equal(np.isnan(a[k]), np.isnan(b[k])) for k in a)
     flags = [k for k in a if k.startswith("desc_")]
-    flips = sum(int(((a[k] != b[k]) & np.isfinite(a[k])).sum()) for k in flags)
+    flips = flag_flips(a, b, flags)
     total = sum(int(np.isfinite(a[k]).sum()) for k in flags)
     check(f"{family}-{attn} descent records cuda fp32 vs cpu", nan_ok and errs[worst] < 1e-4 and flips <= total // 100,
           f"{len(a)} columns, largest difference {errs[worst]:.1e} of its scale ({worst}), NaN pattern "
@@ -130,7 +135,7 @@ def steps_and_surrogate_checks(family: str, attn: str) -> None:
     a, b = out
     errs = {k: rel(b[k], a[k]) for k in a if not k.startswith(("descent_", "lowers_", "rdescent_"))}
     worst = max(errs, key=errs.get)
-    flips = sum(int(((a[k] != b[k]) & np.isfinite(a[k])).sum()) for k in a if k.startswith(("descent_", "lowers_")))
+    flips = flag_flips(a, b, [k for k in a if k.startswith(("descent_", "lowers_"))])
     check(f"{family}-{attn} descent part 1 cuda fp32 vs cpu", errs[worst] < 1e-4 and flips == 0,
           f"max rel diff {errs[worst]:.1e} ({worst}), {flips} verdicts differ")
     try:
